@@ -1,0 +1,64 @@
+"""Celery settings for fcsync (lowercase names) and the beat schedule; importable on its own."""
+
+from __future__ import annotations
+
+from worker.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+# Longest countdown fcsync schedules is FCSYNC_MAX_COUNTDOWN_S (1 h by default); Redis
+# redelivers unacked messages after visibility_timeout, so it must be larger than any ETA
+# (celery/celery#4766) and any task's run time. Anything further out goes through beat.
+# The embedded (SQLAlchemy) transport hands every transport option to create_engine(), and
+# has no visibility timeout to tune, so it gets none.
+broker_transport_options = (
+    {}
+    if _settings.uses_embedded_broker
+    else {"visibility_timeout": max(4 * _settings.fcsync_max_countdown_s, 7_200)}
+)
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# No result backend: tasks report through the database, callers never wait on results.
+result_backend = None
+task_ignore_result = True
+
+# Every task is idempotent (upserts keyed by Stripe id, idempotency keys on POST), so a
+# message is acknowledged only after the work and redelivered if a worker dies mid-task.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_time_limit = 600
+task_soft_time_limit = 540
+
+task_default_queue = "fcsync"
+task_routes = {"fcsync.*": {"queue": "fcsync"}}
+worker_send_task_events = False
+worker_hijack_root_logger = True
+
+imports = ("tasks.tracking", "tasks.refresh", "tasks.sync", "tasks.webhooks")
+
+_every = _settings.fcsync_beat_interval_s
+beat_schedule = {
+    "refresh-due-accounts": {
+        "task": "fcsync.refresh_due_accounts",
+        "schedule": _every,
+        "options": {"expires": _every},
+    },
+    "poll-stale-refreshes": {
+        "task": "fcsync.poll_stale_refreshes",
+        "schedule": 2 * _every,
+        "options": {"expires": 2 * _every},
+    },
+    "retry-failed-syncs": {
+        "task": "fcsync.retry_failed_syncs",
+        "schedule": 2 * _every,
+        "options": {"expires": 2 * _every},
+    },
+}
