@@ -1,0 +1,1 @@
+"""Alembic migrations for fcsync's schema (SQLite and PostgreSQL)."""

@@ -1,0 +1,19 @@
+"""SQLAlchemy declarative models for fcsync; importable without a database."""
+
+from __future__ import annotations
+
+from models.account import Account
+from models.base import Base, UTCDateTime
+from models.refresh import Refresh
+from models.transaction import Transaction
+from models.webhook_event import WebhookEvent
+
+__all__ = [
+    "Account",
+    "Base",
+    "Refresh",
+    "RuntimeState",
+    "Transaction",
+    "UTCDateTime",
+    "WebhookEvent",
+]
