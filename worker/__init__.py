@@ -1,0 +1,1 @@
+"""fcsync: keeps Stripe Financial Connections transactions synced into a SQL database."""

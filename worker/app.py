@@ -1,0 +1,45 @@
+"""The Celery application: configured from `celeryconfig`, with per-process resource hygiene."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from worker.db import dispose_engines
+from worker.ratelimit import limiter_for
+from worker.records import Followup
+from worker.settings import get_settings
+from worker.stripe_gateway import gateway_from_settings
+from worker.unit_of_work import UnitOfWork
+
+app = Celery("fcsync")
+app.config_from_object("celeryconfig")
+
+log = logging.getLogger(__name__)
+
+
+def send_followup(followup: Followup) -> None:
+    """Follow-ups named by fcsync go to its queue; a user's on-synced task goes to theirs."""
+    settings = get_settings()
+    queue = "fcsync" if followup.task.startswith("fcsync.") else settings.fcsync_on_synced_queue
+    app.send_task(followup.task, kwargs=followup.kwargs, countdown=followup.countdown, queue=queue)
+
+
+def _gateway() -> Any:
+    settings = get_settings()
+    return gateway_from_settings(
+        settings, limiter=limiter_for(settings.redis_url, settings.fcsync_requests_per_second)
+    )
+
+
+uow = UnitOfWork(get_settings(), _gateway, send_followup)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Pooled DB connections and HTTP sessions must not be shared with the parent process.
+    dispose_engines(close=False)
+    uow.reset()

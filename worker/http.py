@@ -1,0 +1,81 @@
+"""The webhook receiver's web binding: Flask routes over the framework-free core in webhooks.py,
+served by waitress (a production WSGI server)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from worker import contract, webhooks
+from worker.clock import Clock
+from worker.db import get_engine, session_scope
+from worker.records import Followup
+from worker.settings import Settings, get_settings
+from worker.unit_of_work import Dispatch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/webhooks/stripe"
+
+
+def create_app(
+    settings: Settings | None = None, *, dispatch: Dispatch | None = None, path: str = DEFAULT_PATH
+) -> Flask:
+    settings = settings or get_settings()
+    settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
+    if dispatch is None:
+        from worker.app import send_followup
+
+        dispatch = send_followup
+    clock = Clock(settings.fcsync_clock_url)
+    app = Flask("fcsync.webhooks")
+    app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
+
+    @app.post(path)
+    def receive() -> tuple[Response, int]:
+        try:
+            payload = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            return jsonify(error="payload too large"), 413
+        with session_scope() as session:
+            receipt = webhooks.receive_webhook(
+                session,
+                payload,
+                request.headers.get("Stripe-Signature"),
+                settings=settings,
+                now=clock.now(),
+            )
+        if receipt.status != 200:
+            log.warning("rejected webhook: %s", receipt.error)
+            return jsonify(error=receipt.error), receipt.status
+        if not receipt.duplicate and receipt.event_id:
+            try:
+                dispatch(Followup(contract.HANDLE_EVENT, {"event_id": receipt.event_id}))
+            except Exception:
+                # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
+                log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
+        return jsonify(received=True, id=receipt.event_id, duplicate=receipt.duplicate), 200
+
+    @app.errorhandler(413)
+    def too_large(_: Exception) -> tuple[Response, int]:
+        return jsonify(error="payload too large"), 413
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        try:
+            with get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return jsonify(status="unhealthy", database=str(exc.__class__.__name__)), 503
+        return jsonify(status="ok"), 200
+
+    return app
+
+
+def serve(host: str, port: int, *, path: str = DEFAULT_PATH, threads: int = 8) -> None:
+    import waitress
+
+    waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")

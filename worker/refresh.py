@@ -1,0 +1,250 @@
+"""Refresh orchestration: observe Stripe's refresh state, gate new refreshes, poll pending ones.
+
+Plain functions of (session, gateway, ids, now); they return follow-up work instead of
+enqueueing it, so the edge can send it after its commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from models import Account, Refresh
+from worker import contract, repository
+from worker.records import FCAccount, Followup, Sweep
+from worker.settings import Settings
+from worker.stripe_gateway import StripeGateway
+
+
+def from_ts(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+@dataclass(frozen=True)
+class Observation:
+    account: Account
+    refresh: Refresh | None
+    needs_sync: bool
+
+
+def observe_account(
+    session: Session,
+    fc: FCAccount,
+    *,
+    now: datetime,
+    settings: Settings,
+    source: str = "subscription",
+    requested: bool = False,
+    mirror: bool = True,
+) -> Observation:
+    """Fold a fresh view of the account into the database and say whether a sync is due.
+
+    `mirror=False` takes only the refresh state (for event payloads that may be stale).
+    """
+    account = repository.get_account(session, fc.id)
+    if account is None or mirror:
+        account = repository.save_account(session, fc, now=now)
+    state = fc.transaction_refresh
+    if state is None:
+        return Observation(account, None, needs_sync=False)
+    refresh = repository.save_refresh(
+        session, account.id, state, source=source, now=now, requested=requested
+    )
+    moved = repository.apply_refresh(account, state)
+    if moved and state.status == "succeeded":
+        grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
+        account.next_due_at = now + timedelta(seconds=account.refresh_interval_s + grace)
+    elif moved and state.status == "failed":
+        retry_at = now + timedelta(seconds=settings.fcsync_failed_refresh_retry_s)
+        if state.next_refresh_available_at is not None:
+            retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
+        account.next_due_at = retry_at
+        refresh.error_code = refresh.error_code or "refresh_failed"
+        refresh.error_message = refresh.error_message or "Stripe reported the refresh as failed"
+        repository.record_error(
+            account, "refresh_failed", f"transaction refresh {state.id} failed", now=now
+        )
+    needs_sync = (
+        state.status == "succeeded"
+        and state.id != account.cursor_refresh_id
+        and (
+            account.cursor_refresh_at is None
+            or state.last_attempted_at >= account.cursor_refresh_at
+        )
+    )
+    return Observation(account, refresh, needs_sync=needs_sync)
+
+
+def sync_followup(account_id: str) -> Followup:
+    return Followup(contract.SYNC_TRANSACTIONS, {"account_id": account_id})
+
+
+def poll_followup(account_id: str, settings: Settings) -> Followup:
+    return Followup(
+        contract.POLL_REFRESH, {"account_id": account_id}, countdown=settings.fcsync_poll_initial_s
+    )
+
+
+RefreshOutcome = Literal[
+    "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked"
+]
+
+
+@dataclass(frozen=True)
+class RefreshDecision:
+    outcome: RefreshOutcome
+    refresh_id: str | None = None
+    retry_at: datetime | None = None
+    followups: tuple[Followup, ...] = field(default=())
+
+
+def refresh_idempotency_key(account_id: str, previous_refresh_id: str | None) -> str:
+    """Same account + same previous refresh = same key: a redelivered task replays Stripe's
+    stored response instead of starting a second refresh."""
+    return f"fcsync-refresh-{account_id}-{previous_refresh_id or 'initial'}"
+
+
+def request_refresh(
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    source: str,
+    now: datetime,
+    settings: Settings,
+) -> RefreshDecision:
+    """The gate: start a refresh only when Stripe would let one start, never while pending."""
+    known = repository.get_account(session, account_id)
+    if known is not None and not known.tracked and source == "beat":
+        return RefreshDecision("untracked")
+    previous_refresh_id = known.refresh_id if known is not None else None
+    live = gateway.retrieve_account(account_id)
+    obs = observe_account(session, live, now=now, settings=settings)
+    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
+    account = obs.account
+    if live.status != "active":
+        repository.record_error(
+            account,
+            "account_inactive",
+            f"account is {live.status}; Stripe refuses refreshes",
+            now=now,
+        )
+        return RefreshDecision("inactive", followups=tuple(followups))
+    if "transactions" not in live.permissions:
+        repository.record_error(
+            account,
+            "missing_permission",
+            "the account lacks the transactions permission",
+            now=now,
+        )
+        return RefreshDecision("no_permission", followups=tuple(followups))
+    state = live.transaction_refresh
+    now_ts = int(now.timestamp())
+    if state is not None and state.status == "pending":
+        followups.append(poll_followup(account_id, settings))
+        return RefreshDecision("pending", refresh_id=state.id, followups=tuple(followups))
+    if state is not None and (state.next_refresh_available_at or 0) > now_ts:
+        retry_at = from_ts(int(state.next_refresh_available_at or now_ts))
+        account.next_due_at = max(account.next_due_at or retry_at, retry_at)
+        if source != "beat" and (retry_at - now).total_seconds() <= settings.fcsync_max_countdown_s:
+            followups.append(
+                Followup(
+                    contract.REFRESH_ACCOUNT,
+                    {"account_id": account_id, "source": source},
+                    countdown=(retry_at - now).total_seconds() + 1,
+                )
+            )
+        return RefreshDecision("cooldown", retry_at=retry_at, followups=tuple(followups))
+    if (
+        source == "beat"
+        and state is not None
+        and state.status == "succeeded"
+        and state.id != previous_refresh_id
+        and state.last_attempted_at + account.refresh_interval_s > now_ts
+    ):
+        # Stripe's own daily refresh landed since we last looked: nothing to ask for.
+        return RefreshDecision("fresh", refresh_id=state.id, followups=tuple(followups))
+    started = gateway.refresh_transactions(
+        account_id,
+        idempotency_key=refresh_idempotency_key(account_id, state.id if state else None),
+    )
+    obs = observe_account(
+        session, started, now=now, settings=settings, source=source, requested=True
+    )
+    repository.clear_error(obs.account)
+    refresh_id = started.transaction_refresh.id if started.transaction_refresh else None
+    followups.append(poll_followup(account_id, settings))
+    return RefreshDecision("started", refresh_id=refresh_id, followups=tuple(followups))
+
+
+PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none"]
+
+
+@dataclass(frozen=True)
+class PollResult:
+    outcome: PollOutcome
+    refresh_id: str | None = None
+    followups: tuple[Followup, ...] = field(default=())
+
+
+def poll_refresh(
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> PollResult:
+    """Read the account once and act on its refresh state."""
+    live = gateway.retrieve_account(account_id)
+    obs = observe_account(session, live, now=now, settings=settings)
+    followups = (sync_followup(account_id),) if obs.needs_sync else ()
+    state = live.transaction_refresh
+    if state is None:
+        return PollResult("none", followups=followups)
+    if state.status == "pending":
+        if int(now.timestamp()) - state.last_attempted_at > settings.fcsync_poll_deadline_s:
+            repository.record_error(
+                obs.account,
+                "refresh_stale",
+                f"refresh {state.id} still pending after {settings.fcsync_poll_deadline_s}s",
+                now=now,
+            )
+            return PollResult("stale", state.id, followups)
+        return PollResult("pending", state.id, followups)
+    if state.status == "succeeded":
+        return PollResult("succeeded", state.id, followups)
+    if state.status == "failed":
+        return PollResult("failed", state.id, followups)
+    # An enum value newer than this code: treat like pending, the deadline still bounds it.
+    return PollResult("pending", state.id, followups)
+
+
+def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Sweep:
+    """Accounts beat should refresh now (fan-out: one gated refresh task each)."""
+    return Sweep(
+        tuple(
+            Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
+            for account_id in repository.due_account_ids(
+                session, now=now, limit=settings.fcsync_sweep_batch
+            )
+        )
+    )
+
+
+def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
+    """Refreshes pending for too long with no webhook: poll them again."""
+    return Sweep(
+        tuple(
+            Followup(contract.POLL_REFRESH, {"account_id": account_id})
+            for account_id in repository.stale_pending_account_ids(
+                session,
+                now=now,
+                older_than_s=settings.fcsync_stale_pending_s,
+                limit=settings.fcsync_sweep_batch,
+            )
+        )
+    )

@@ -1,0 +1,374 @@
+"""Database reads and writes for fcsync: upserts, cursors, leases and due queries; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models import Account, Refresh, Transaction, WebhookEvent
+from worker.records import FCAccount, FCTransaction, TransactionRefreshState
+
+TERMINAL_REFRESH_STATUSES = frozenset({"succeeded", "failed"})
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_update` on PostgreSQL and SQLite alike."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def get_account(session: Session, account_id: str) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def save_account(
+    session: Session, fc: FCAccount, *, now: datetime, tracked: bool | None = None
+) -> Account:
+    """Mirror the account's descriptive fields (its refresh state goes through `apply_refresh`)."""
+    account = session.get(Account, fc.id)
+    if account is None:
+        account = Account(
+            id=fc.id,
+            tracked=True if tracked is None else tracked,
+            created_at=now,
+            updated_at=now,
+            sync_inserted=0,
+            sync_updated=0,
+            sync_requested=False,
+            sync_requested_full=False,
+        )
+        session.add(account)
+    elif tracked is not None:
+        account.tracked = tracked
+    account.livemode = fc.livemode
+    account.institution_name = fc.institution_name
+    account.display_name = fc.display_name
+    account.last4 = fc.last4
+    account.category = fc.category
+    account.subcategory = fc.subcategory
+    account.status = fc.status
+    account.permissions = list(fc.permissions)
+    account.subscriptions = list(fc.subscriptions)
+    account.customer = fc.customer
+    account.created = fc.created
+    account.updated_at = now
+    session.flush()
+    return account
+
+
+def apply_refresh(account: Account, state: TransactionRefreshState) -> bool:
+    """Move the account's latest-refresh fields forward; an older or equal-but-earlier-stage
+    observation (late or reordered webhook) never overwrites a newer one."""
+    stored_at = account.refresh_last_attempted_at
+    if stored_at is not None and state.last_attempted_at < stored_at:
+        return False
+    if (
+        account.refresh_id == state.id
+        and account.refresh_status in TERMINAL_REFRESH_STATUSES
+        and state.status not in TERMINAL_REFRESH_STATUSES
+    ):
+        return False
+    account.refresh_id = state.id
+    account.refresh_status = state.status
+    account.refresh_last_attempted_at = state.last_attempted_at
+    account.refresh_next_available_at = state.next_refresh_available_at
+    return True
+
+
+def save_refresh(
+    session: Session,
+    account_id: str,
+    state: TransactionRefreshState,
+    *,
+    source: str,
+    now: datetime,
+    requested: bool = False,
+) -> Refresh:
+    """Record a refresh we asked for or observed; a terminal status is never reopened."""
+    refresh = session.get(Refresh, state.id)
+    if refresh is None:
+        refresh = Refresh(
+            id=state.id,
+            account_id=account_id,
+            source=source,
+            requested_at=now if requested else None,
+            status=state.status,
+            last_attempted_at=state.last_attempted_at,
+            inserted=0,
+            updated=0,
+        )
+        session.add(refresh)
+    elif refresh.status not in TERMINAL_REFRESH_STATUSES:
+        refresh.status = state.status
+    if refresh.status in TERMINAL_REFRESH_STATUSES and refresh.completed_at is None:
+        refresh.completed_at = now
+    session.flush()
+    return refresh
+
+
+def latest_succeeded_refresh(session: Session, account_id: str) -> Refresh | None:
+    return session.scalars(
+        select(Refresh)
+        .where(Refresh.account_id == account_id, Refresh.status == "succeeded")
+        .order_by(Refresh.last_attempted_at.desc(), Refresh.id.desc())
+        .limit(1)
+    ).first()
+
+
+def upsert_transactions(
+    session: Session, transactions: Sequence[FCTransaction], *, now: datetime
+) -> tuple[int, int]:
+    """Write one page in one statement. Returns (inserted, updated).
+
+    The conflict guard keeps the newest version: an incoming row replaces a stored one only
+    when its `updated` is at least as new, so a replayed or reordered page is harmless.
+    """
+    if not transactions:
+        return 0, 0
+    ids = [t.id for t in transactions]
+    stored: dict[str, int] = {
+        row.id: row.updated
+        for row in session.execute(
+            select(Transaction.id, Transaction.updated).where(Transaction.id.in_(ids))
+        )
+    }
+    inserted = sum(1 for t in transactions if t.id not in stored)
+    updated = sum(1 for t in transactions if t.id in stored and t.updated > stored[t.id])
+    rows = [
+        {
+            "id": t.id,
+            "account_id": t.account,
+            "amount": t.amount,
+            "currency": t.currency,
+            "description": t.description,
+            "status": t.status,
+            "posted_at": t.posted_at,
+            "void_at": t.void_at,
+            "transacted_at": t.transacted_at,
+            "transaction_refresh": t.transaction_refresh,
+            "updated": t.updated,
+            "livemode": t.livemode,
+            "first_seen_at": now,
+            "last_seen_at": now,
+        }
+        for t in transactions
+    ]
+    stmt = _insert(session, Transaction).values(rows)
+    excluded = stmt.excluded
+    changing = (
+        "amount",
+        "currency",
+        "description",
+        "status",
+        "posted_at",
+        "void_at",
+        "transacted_at",
+        "transaction_refresh",
+        "updated",
+        "livemode",
+        "last_seen_at",
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Transaction.id],
+        set_={name: excluded[name] for name in changing},
+        where=excluded.updated >= Transaction.updated,
+    )
+    session.execute(stmt)
+    return inserted, updated
+
+
+def advance_cursor(
+    session: Session, account_id: str, refresh_id: str, refresh_at: int, *, now: datetime
+) -> bool:
+    """Set the cursor to `refresh_id` unless the stored cursor is from a later refresh."""
+    result = session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            or_(Account.cursor_refresh_at.is_(None), Account.cursor_refresh_at <= refresh_at),
+        )
+        .values(cursor_refresh_id=refresh_id, cursor_refresh_at=refresh_at, last_synced_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def acquire_sync_lease(
+    session: Session, account_id: str, owner: str, *, now: datetime, lease_s: int
+) -> bool:
+    """Take (or renew) the per-account sync lease; an expired lease is free for anyone."""
+    result = session.execute(
+        update(Account)
+        .where(
+            Account.id == account_id,
+            or_(
+                Account.sync_lease_owner.is_(None),
+                Account.sync_lease_owner == owner,
+                Account.sync_lease_expires_at < now,
+            ),
+        )
+        .values(sync_lease_owner=owner, sync_lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def release_sync_lease(session: Session, account_id: str, owner: str) -> None:
+    session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.sync_lease_owner == owner)
+        .values(sync_lease_owner=None, sync_lease_expires_at=None)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+def record_error(account: Account, code: str, message: str, *, now: datetime) -> None:
+    account.last_error_code = code[:128]
+    account.last_error_message = message
+    account.last_error_at = now
+
+
+def clear_error(account: Account) -> None:
+    account.last_error_code = None
+    account.last_error_message = None
+    account.last_error_at = None
+
+
+def _refreshable(now_ts: int) -> Any:
+    return and_(
+        Account.tracked.is_(True),
+        Account.status == "active",
+        or_(Account.refresh_status.is_(None), Account.refresh_status != "pending"),
+        or_(
+            Account.refresh_next_available_at.is_(None),
+            Account.refresh_next_available_at <= now_ts,
+        ),
+    )
+
+
+def due_account_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
+    """Tracked active accounts whose interval has passed and that Stripe would let us refresh."""
+    now_ts = int(now.timestamp())
+    return list(
+        session.scalars(
+            select(Account.id)
+            .where(
+                _refreshable(now_ts),
+                or_(Account.next_due_at.is_(None), Account.next_due_at <= now),
+            )
+            .order_by(Account.next_due_at.asc().nulls_first(), Account.id)
+            .limit(limit)
+        )
+    )
+
+
+def stale_pending_account_ids(
+    session: Session, *, now: datetime, older_than_s: int, limit: int
+) -> list[str]:
+    cutoff = int(now.timestamp()) - older_than_s
+    return list(
+        session.scalars(
+            select(Account.id)
+            .where(
+                Account.tracked.is_(True),
+                Account.refresh_status == "pending",
+                Account.refresh_last_attempted_at <= cutoff,
+            )
+            .order_by(Account.refresh_last_attempted_at, Account.id)
+            .limit(limit)
+        )
+    )
+
+
+def unsynced_account_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
+    """Accounts with a succeeded refresh newer than their cursor and no live sync lease:
+    a sync that failed, was lost with its worker, or was never enqueued."""
+    newest_succeeded = (
+        select(func.max(Refresh.last_attempted_at))
+        .where(Refresh.account_id == Account.id, Refresh.status == "succeeded")
+        .correlate(Account)
+        .scalar_subquery()
+    )
+    return list(
+        session.scalars(
+            select(Account.id)
+            .where(
+                Account.tracked.is_(True),
+                or_(Account.sync_lease_owner.is_(None), Account.sync_lease_expires_at < now),
+                or_(
+                    Account.sync_target_refresh_id.is_not(None),
+                    Account.sync_requested.is_(True),
+                    and_(
+                        newest_succeeded.is_not(None),
+                        or_(
+                            Account.cursor_refresh_at.is_(None),
+                            newest_succeeded > Account.cursor_refresh_at,
+                        ),
+                    ),
+                ),
+            )
+            .order_by(Account.id)
+            .limit(limit)
+        )
+    )
+
+
+def insert_webhook_event(
+    session: Session,
+    *,
+    event_id: str,
+    type: str,
+    account_id: str | None,
+    livemode: bool,
+    created: int,
+    payload: str,
+    now: datetime,
+) -> bool:
+    """Store an event once; returns False when it was already in the inbox."""
+    stmt = (
+        _insert(session, WebhookEvent)
+        .values(
+            id=event_id,
+            type=type,
+            account_id=account_id,
+            livemode=livemode,
+            created=created,
+            payload=payload,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+    )
+    result = session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))
+
+
+def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
+    return session.get(WebhookEvent, event_id)
+
+
+def unprocessed_event_ids(session: Session, *, received_before: datetime, limit: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(WebhookEvent.id)
+            .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at <= received_before)
+            .order_by(WebhookEvent.received_at)
+            .limit(limit)
+        )
+    )
+
+
+def count_transactions(session: Session, account_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Transaction)
+            .where(Transaction.account_id == account_id)
+        )
+        or 0
+    )

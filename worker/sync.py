@@ -1,0 +1,199 @@
+"""Incremental transaction sync: page Stripe's list into the database, one checkpoint per page.
+
+A sync belongs to one owner at a time (a lease in the accounts row that expires if its worker
+dies); a request that finds the lease taken is merged into a follow-up run, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from models import Refresh
+from worker import contract, repository
+from worker.errors import PermanentError
+from worker.records import Followup, Sweep
+from worker.refresh import sync_followup
+from worker.settings import Settings
+from worker.stripe_gateway import StripeGateway
+
+StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
+StepOutcome = Literal["page", "done", "lost_lease"]
+
+
+@dataclass(frozen=True)
+class SyncStart:
+    outcome: StartOutcome
+    target_refresh_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncStep:
+    outcome: StepOutcome
+    inserted: int = 0
+    updated: int = 0
+    followups: tuple[Followup, ...] = field(default=())
+
+
+def start_sync(
+    session: Session,
+    account_id: str,
+    *,
+    full: bool,
+    owner: str,
+    now: datetime,
+    settings: Settings,
+) -> SyncStart:
+    """Take the lease and fix what this sync is for: the refresh that has succeeded by now."""
+    account = repository.get_account(session, account_id)
+    if account is None:
+        raise PermanentError(
+            f"account {account_id} is not known to fcsync; track it first", code="unknown_account"
+        )
+    if not repository.acquire_sync_lease(
+        session, account_id, owner, now=now, lease_s=settings.fcsync_sync_lease_s
+    ):
+        account.sync_requested = True
+        account.sync_requested_full = account.sync_requested_full or full
+        return SyncStart("busy")
+    session.refresh(account)
+    if account.sync_target_refresh_id is not None:
+        if full:
+            # Finish the sync in progress first; the full one runs right after it.
+            account.sync_requested = True
+            account.sync_requested_full = True
+        return SyncStart("resumed", account.sync_target_refresh_id)
+    full = full or account.sync_requested_full
+    account.sync_requested = False
+    account.sync_requested_full = False
+    target = repository.latest_succeeded_refresh(session, account_id)
+    if target is None or (not full and target.id == account.cursor_refresh_id):
+        repository.release_sync_lease(session, account_id, owner)
+        return SyncStart("up_to_date", account.cursor_refresh_id)
+    account.sync_target_refresh_id = target.id
+    account.sync_target_refresh_at = target.last_attempted_at
+    account.sync_after_refresh_id = None if full else account.cursor_refresh_id
+    account.sync_starting_after = None
+    account.sync_inserted = 0
+    account.sync_updated = 0
+    return SyncStart("started", target.id)
+
+
+def sync_page(
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    settings: Settings,
+) -> SyncStep:
+    """Fetch and store one page; on the last page move the cursor in the same commit."""
+    account = repository.get_account(session, account_id)
+    if account is None or account.sync_lease_owner != owner:
+        return SyncStep("lost_lease")
+    account.sync_lease_expires_at = now + timedelta(seconds=settings.fcsync_sync_lease_s)
+    try:
+        page = gateway.list_transactions_page(
+            account_id,
+            after_refresh=account.sync_after_refresh_id,
+            starting_after=account.sync_starting_after,
+        )
+    except PermanentError as exc:
+        if account.sync_after_refresh_id is None or exc.code != "resource_missing":
+            raise
+        # Stripe no longer knows the cursor's refresh: fall back to the whole history.
+        account.sync_after_refresh_id = None
+        account.sync_starting_after = None
+        return SyncStep("page")
+    inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    account.sync_inserted += inserted
+    account.sync_updated += updated
+    if page.has_more and page.last_id is not None:
+        account.sync_starting_after = page.last_id
+        return SyncStep("page", inserted, updated)
+    return _finish(
+        session,
+        account_id,
+        owner=owner,
+        now=now,
+        settings=settings,
+        inserted=inserted,
+        updated=updated,
+    )
+
+
+def _finish(
+    session: Session,
+    account_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    settings: Settings,
+    inserted: int,
+    updated: int,
+) -> SyncStep:
+    account = repository.get_account(session, account_id)
+    assert account is not None and account.sync_target_refresh_id is not None
+    target_id = account.sync_target_refresh_id
+    target_at = account.sync_target_refresh_at or 0
+    repository.advance_cursor(session, account_id, target_id, target_at, now=now)
+    session.refresh(account)
+    total_inserted, total_updated = account.sync_inserted, account.sync_updated
+    refresh = session.get(Refresh, target_id)
+    if refresh is not None:
+        refresh.synced_at = now
+        refresh.inserted += total_inserted
+        refresh.updated += total_updated
+    account.last_synced_at = now
+    account.sync_target_refresh_id = None
+    account.sync_target_refresh_at = None
+    account.sync_after_refresh_id = None
+    account.sync_starting_after = None
+    if account.last_error_code not in ("account_inactive", "missing_permission"):
+        repository.clear_error(account)
+    followups: list[Followup] = []
+    newer = repository.latest_succeeded_refresh(session, account_id)
+    if account.sync_requested or (newer is not None and newer.id != account.cursor_refresh_id):
+        followups.append(
+            Followup(
+                contract.SYNC_TRANSACTIONS,
+                {"account_id": account_id, "full": account.sync_requested_full},
+            )
+            if account.sync_requested_full
+            else sync_followup(account_id)
+        )
+    if settings.fcsync_on_synced_task:
+        followups.append(
+            Followup(
+                settings.fcsync_on_synced_task,
+                {
+                    "account": account_id,
+                    "refresh": target_id,
+                    "inserted": total_inserted,
+                    "updated": total_updated,
+                },
+            )
+        )
+    repository.release_sync_lease(session, account_id, owner)
+    return SyncStep("done", inserted, updated, tuple(followups))
+
+
+def abandon_run(session: Session, account_id: str, owner: str) -> None:
+    """Hand the lease back (the sync's progress stays, so the next run resumes it)."""
+    repository.release_sync_lease(session, account_id, owner)
+
+
+def resync_candidates(session: Session, *, now: datetime, settings: Settings) -> Sweep:
+    """Syncs that failed, died with their worker, or were never enqueued."""
+    return Sweep(
+        tuple(
+            sync_followup(account_id)
+            for account_id in repository.unsynced_account_ids(
+                session, now=now, limit=settings.fcsync_sweep_batch
+            )
+        )
+    )

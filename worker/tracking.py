@@ -1,0 +1,93 @@
+"""Start and stop keeping an account in sync, including Stripe's daily-refresh subscription."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from worker import repository
+from worker.records import Followup
+from worker.refresh import observe_account, poll_followup, sync_followup
+from worker.settings import Settings
+from worker.stripe_gateway import StripeGateway
+
+TrackOutcome = Literal["tracked", "subscribed", "inactive", "no_permission", "untracked"]
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    outcome: TrackOutcome
+    subscribed: bool
+    followups: tuple[Followup, ...] = field(default=())
+
+
+def track_account(
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    subscribe: bool,
+    now: datetime,
+    settings: Settings,
+) -> TrackResult:
+    """Mirror the account and mark it tracked; subscribe it to Stripe's daily refreshes.
+
+    An inactive account or one without the `transactions` permission is stored with the
+    reason in `last_error` (a permanent condition: retrying would not change it)."""
+    live = gateway.retrieve_account(account_id)
+    obs = observe_account(session, live, now=now, settings=settings)
+    account = obs.account
+    account.tracked = True
+    account.refresh_interval_s = settings.fcsync_refresh_interval_s
+    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
+    if live.status != "active":
+        repository.record_error(account, "account_inactive", f"account is {live.status}", now=now)
+        return TrackResult("inactive", account.subscribed, tuple(followups))
+    if "transactions" not in live.permissions:
+        repository.record_error(
+            account,
+            "missing_permission",
+            "the account lacks the transactions permission; relink it with "
+            "permissions=['transactions']",
+            now=now,
+        )
+        return TrackResult("no_permission", account.subscribed, tuple(followups))
+    repository.clear_error(account)
+    if subscribe and not account.subscribed:
+        subscribed = gateway.subscribe_transactions(account_id)
+        observe_account(
+            session, subscribed, now=now, settings=settings, source="subscription", requested=True
+        )
+        state = subscribed.transaction_refresh
+        if state is not None and state.status == "pending":
+            followups.append(poll_followup(account_id, settings))
+        return TrackResult("subscribed", True, tuple(followups))
+    if account.next_due_at is None:
+        # Never refreshed through us: let the next beat sweep consider it right away.
+        account.next_due_at = now
+    return TrackResult("tracked", account.subscribed, tuple(followups))
+
+
+def untrack_account(
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    unsubscribe: bool,
+    now: datetime,
+    settings: Settings,
+) -> TrackResult:
+    """Stop scheduling the account (its stored transactions stay)."""
+    account = repository.get_account(session, account_id)
+    if unsubscribe and (account is None or account.subscribed):
+        live = gateway.unsubscribe_transactions(account_id)
+        account = observe_account(session, live, now=now, settings=settings).account
+    if account is None:
+        live = gateway.retrieve_account(account_id)
+        account = observe_account(session, live, now=now, settings=settings).account
+    account.tracked = False
+    account.next_due_at = None
+    return TrackResult("untracked", account.subscribed)
