@@ -1,0 +1,210 @@
+"""The WSGI application: Stripe's HTTP conventions (auth, Request-Id, idempotency, error JSON)
+and the fault layer in front of the v1 surface; /_emulator/ goes to the control API untouched."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import re
+import socket
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from emulator import control_api, errors
+from emulator.bank import Bank, Origin, StoredResponse
+from emulator.errors import StripeError
+from emulator.identifiers import base62
+from emulator.params import parse_pairs, validate
+from emulator.stripe_api import OPERATIONS, Call, Operation
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]+$")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _json(body: Any) -> bytes:
+    # Stripe pretty-prints its JSON with two spaces.
+    return json.dumps(body, indent=2).encode()
+
+
+class EmulatorApp:
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+        self._routes = Map(
+            [Rule(op.path, endpoint=op, methods=[op.method]) for op in OPERATIONS],
+            strict_slashes=False,
+        )
+        self._request_numbers = itertools.count(1)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.path.startswith(control_api.PREFIX):
+            response = control_api.handle(self.bank, request)
+        else:
+            response = self._stripe(request, environ)
+        return response(environ, start_response)
+
+    def _request_id(self) -> str:
+        digest = hashlib.blake2b(
+            f"{self.bank.config.seed}/{next(self._request_numbers)}".encode(), digest_size=9
+        ).digest()
+        return "req_" + base62(int.from_bytes(digest, "big"), 14)
+
+    def _stripe(self, request: Request, environ: WSGIEnvironment) -> Response:
+        request_id = self._request_id()
+        api_version = request.headers.get("Stripe-Version") or self.bank.config.api_version
+        headers = {"Request-Id": request_id, "Stripe-Version": api_version}
+        operation: Operation | None = None
+        args: dict[str, str] = {}
+        try:
+            operation, matched = self._routes.bind_to_environ(environ).match()
+            args = {k: str(v) for k, v in matched.items()}
+        except (NotFound, MethodNotAllowed):
+            operation = None
+        bank = self.bank
+        with bank.lock:
+            template = operation.template if operation else f"{request.method} {request.path}"
+            bank.stats.requests[template] += 1
+        outcome = bank.faults.decide()
+        latency_ms = bank.faults.settings.latency_ms
+        if latency_ms > 0:
+            time.sleep(latency_ms / 1000)
+        if outcome == "rate_limit":
+            with bank.lock:
+                bank.stats.rate_limited += 1
+            return _error(
+                StripeError(
+                    429,
+                    "Request rate limit exceeded. Learn more about rate limits here "
+                    "https://docs.stripe.com/rate-limits.",
+                    code="rate_limit",
+                ),
+                headers,
+            )
+        if outcome == "server_error":
+            with bank.lock:
+                bank.stats.server_errors += 1
+            return _error(
+                StripeError(
+                    500,
+                    "An unknown error occurred. Please retry the request.",
+                    type_="api_error",
+                ),
+                headers,
+            )
+        try:
+            if operation is None:
+                raise errors.unrecognized_url(request.method, request.path)
+            response = self._execute(request, operation, args, request_id, api_version, headers)
+        except StripeError as exc:
+            response = _error(exc, headers)
+        if outcome == "drop":
+            # The request ran; only its answer is lost, as when a network path fails mid-reply.
+            with bank.lock:
+                bank.stats.dropped_connections += 1
+            connection = environ.get("werkzeug.socket")
+            if isinstance(connection, socket.socket):
+                connection.shutdown(socket.SHUT_RDWR)
+        return response
+
+    def _execute(
+        self,
+        request: Request,
+        operation: Operation,
+        args: dict[str, str],
+        request_id: str,
+        api_version: str,
+        headers: dict[str, str],
+    ) -> Response:
+        livemode = _livemode(request)
+        pairs = list(request.args.items(multi=True))
+        if request.method == "POST":
+            pairs += list(request.form.items(multi=True))
+        raw = parse_pairs(pairs)
+        params = validate(raw, operation.spec)
+        key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        if key is not None:
+            headers["Idempotency-Key"] = key
+            if len(key) > MAX_IDEMPOTENCY_KEY:
+                raise errors.invalid(
+                    "Idempotency-Key",
+                    f"Idempotency keys can be at most {MAX_IDEMPOTENCY_KEY} characters long.",
+                )
+        fingerprint = json.dumps([operation.template, request.path, raw], sort_keys=True)
+        call = Call(livemode, Origin(api_version, request_id, key))
+        bank = self.bank
+        with bank.lock:
+            bank.tick()
+            if key is not None:
+                stored = bank.idempotency.get((livemode, key))
+                if stored is not None:
+                    return _replay(stored, key, fingerprint, headers)
+            try:
+                status, body = 200, _json(operation.handler(bank, call, params, args))
+            except StripeError as exc:
+                status, body = exc.status, _json(exc.body())
+            if key is not None:
+                bank.idempotency[(livemode, key)] = StoredResponse(
+                    fingerprint, status, body, request_id
+                )
+        return Response(body, status, headers, content_type="application/json")
+
+
+def _livemode(request: Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            credentials = base64.b64decode(credentials).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            credentials = ""
+    elif scheme.lower() != "bearer":
+        raise StripeError(
+            401,
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY'). See https://docs.stripe.com/api#authentication for details.",
+        )
+    key = credentials.strip()
+    if not API_KEY.match(key):
+        shown = f"{key[:8]}{'*' * 4}{key[-4:]}" if len(key) > 12 else key
+        raise StripeError(401, f"Invalid API Key provided: {shown}")
+    return key.split("_")[1] == "live"
+
+
+def _replay(
+    stored: StoredResponse, key: str, fingerprint: str, headers: dict[str, str]
+) -> Response:
+    if stored.fingerprint != fingerprint:
+        raise StripeError(
+            400,
+            "Keys for idempotent requests can only be used with the same parameters they were "
+            f"first used with. Try using a key other than '{key}' if you meant to execute a "
+            "different request.",
+            type_="idempotency_error",
+        )
+    replay_headers = {
+        **headers,
+        "Idempotent-Replayed": "true",
+        "Original-Request": stored.request_id,
+    }
+    return Response(stored.body, stored.status, replay_headers, content_type="application/json")
+
+
+def _error(exc: StripeError, headers: dict[str, str]) -> Response:
+    return Response(
+        _json(exc.body()),
+        exc.status,
+        {**headers, **exc.headers},
+        content_type="application/json",
+    )

@@ -1,0 +1,205 @@
+"""The control API under /_emulator/: JSON in and out, no auth, never subject to faults.
+
+Tests, benchmarks and the demo use it to seed accounts, read the ground truth, move the
+clock, inject faults, register webhook endpoints and read stats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from emulator.bank import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account, Bank
+
+PREFIX = "/_emulator/"
+
+Handler = Callable[[Bank, dict[str, Any], dict[str, str]], Any]
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _check(body: dict[str, Any], types: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    for key, value in body.items():
+        allowed = types.get(key)
+        if allowed is None:
+            raise ControlError(400, f"unknown key: {key}")
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ControlError(400, f"{key} must be {' or '.join(t.__name__ for t in allowed)}")
+    return body
+
+
+NUMBER = (int, float)
+TUNABLES = {
+    "refresh_delay_s": NUMBER,
+    "refresh_cooldown_s": NUMBER,
+    "failure_rate": NUMBER,
+}
+
+
+def _check_tunables(body: dict[str, Any]) -> None:
+    for key in ("refresh_delay_s", "refresh_cooldown_s"):
+        if body.get(key, 0) < 0:
+            raise ControlError(400, f"{key} must be >= 0")
+    if not 0 <= body.get("failure_rate", 0) <= 1:
+        raise ControlError(400, "failure_rate must be in [0, 1]")
+    if body.get("status", "active") not in ACCOUNT_STATUSES:
+        raise ControlError(400, f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
+
+
+def _account(bank: Bank, account_id: str) -> Account:
+    account = bank.accounts.get(account_id)
+    if account is None:
+        raise ControlError(404, f"no such account: {account_id}")
+    return account
+
+
+def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    _check(
+        body,
+        {
+            "transactions": (int,),
+            "status": (str,),
+            "permissions": (list,),
+            "customer": (str,),
+            **TUNABLES,
+        },
+    )
+    _check_tunables(body)
+    if not 0 <= body.get("transactions", 0) <= MAX_TRANSACTIONS:
+        raise ControlError(400, f"transactions must be between 0 and {MAX_TRANSACTIONS}")
+    permissions = body.get("permissions")
+    allowed = {"balances", "ownership", "payment_method", "transactions"}
+    if permissions is not None and not set(permissions) <= allowed:
+        raise ControlError(400, f"permissions must be drawn from {sorted(allowed)}")
+    return bank.create_account(**body).render()
+
+
+def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
+    account = _account(bank, args["account"])
+    _check(body, {"status": (str,), **TUNABLES})
+    _check_tunables(body)
+    for key in TUNABLES:
+        if key in body:
+            setattr(account, key, float(body[key]))
+    if "status" in body:
+        try:
+            bank.set_status(account, body["status"])
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from exc
+    return account.render()
+
+
+def _transactions(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
+    return bank.ground_truth(_account(bank, args["account"]))
+
+
+def _clock(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    _check(body, {"advance_s": NUMBER})
+    if body.get("advance_s", 0) < 0:
+        raise ControlError(400, "advance_s must be >= 0")
+    return {"now": bank.advance(float(body.get("advance_s", 0)))}
+
+
+def _now(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    bank.tick()
+    return {"now": int(bank.now())}
+
+
+def _set_faults(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    try:
+        settings = bank.faults.update(body)
+    except ValueError as exc:
+        raise ControlError(400, str(exc)) from exc
+    if "seed" in body:
+        bank.webhooks.reseed(settings.seed)
+    return settings.as_json()
+
+
+def _faults(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    return bank.faults.settings.as_json()
+
+
+def _add_endpoint(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    _check(body, {"url": (str,), "secret": (str,)})
+    if "url" not in body or "secret" not in body:
+        raise ControlError(400, "url and secret are required")
+    endpoint = bank.webhooks.add_endpoint(body["url"], body["secret"])
+    return {"url": endpoint.url, "secret": endpoint.secret}
+
+
+def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    return [{"url": e.url, "secret": e.secret} for e in bank.webhooks.endpoints()]
+
+
+def _complete_session(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
+    _check(body, {"accounts": (int,)})
+    session = bank.sessions.get(args["session"])
+    if session is None:
+        raise ControlError(404, f"no such session: {args['session']}")
+    count = body.get("accounts", 1)
+    if not 1 <= count <= 100:
+        raise ControlError(400, "accounts must be between 1 and 100")
+    bank.complete_session(session, count)
+    return bank.render_session(session)
+
+
+def _stats(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    return bank.stats_json()
+
+
+def _reset(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    bank.reset()
+    return {"reset": True}
+
+
+ROUTES = Map(
+    [
+        Rule("/_emulator/accounts", endpoint=_create_account, methods=["POST"]),
+        Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
+        Rule("/_emulator/accounts/<account>/transactions", endpoint=_transactions, methods=["GET"]),
+        Rule("/_emulator/clock", endpoint=_clock, methods=["POST"]),
+        Rule("/_emulator/clock", endpoint=_now, methods=["GET"]),
+        Rule("/_emulator/faults", endpoint=_set_faults, methods=["POST"]),
+        Rule("/_emulator/faults", endpoint=_faults, methods=["GET"]),
+        Rule("/_emulator/webhook_endpoints", endpoint=_add_endpoint, methods=["POST"]),
+        Rule("/_emulator/webhook_endpoints", endpoint=_endpoints, methods=["GET"]),
+        Rule(
+            "/_emulator/sessions/<session>/complete", endpoint=_complete_session, methods=["POST"]
+        ),
+        Rule("/_emulator/stats", endpoint=_stats, methods=["GET"]),
+        Rule("/_emulator/reset", endpoint=_reset, methods=["POST"]),
+    ]
+)
+
+
+def handle(bank: Bank, request: Request) -> Response:
+    try:
+        try:
+            handler, args = ROUTES.bind_to_environ(request.environ).match()
+        except (NotFound, MethodNotAllowed) as exc:
+            raise ControlError(404, f"no control route {request.method} {request.path}") from exc
+        body: Any = {}
+        if request.method == "POST" and request.get_data():
+            try:
+                body = json.loads(request.get_data())
+            except ValueError as exc:
+                raise ControlError(400, f"body is not JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise ControlError(400, "body must be a JSON object")
+        with bank.lock:
+            result = handler(bank, body, args)
+        status = 200
+    except ValueError as exc:
+        result, status = {"error": {"message": str(exc)}}, 400
+    except ControlError as exc:
+        result, status = {"error": {"message": exc.message}}, exc.status
+    return Response(json.dumps(result), status, content_type="application/json")

@@ -1,0 +1,198 @@
+"""Webhook endpoints and delivery: Stripe's v1 signature, one background sender with bounded
+retries, and the webhook faults (drop, duplicate, reorder, delay)."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from emulator.config import FaultSettings
+
+# Deliveries made while reordering is on are held this long (wall time), then sent shuffled.
+REORDER_WINDOW_S = 0.3
+DUPLICATE_GAP_S = 0.05
+SEND_TIMEOUT_S = 5.0
+USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
+
+
+def signature_header(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """`Stripe-Signature` for `payload`, as stripe.Webhook.construct_event verifies it.
+
+    Signed with wall-clock time: receivers check the tolerance against their own clock."""
+    t = int(time.time()) if timestamp is None else timestamp
+    signed = f"{t}.".encode() + payload
+    mac = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    endpoint: Endpoint
+    event_id: str
+    body: bytes
+    attempt: int
+    generation: int
+
+
+class WebhookDispatcher:
+    """Sends on its own thread, never inside the request that produced the event."""
+
+    def __init__(
+        self, *, attempts: int, backoff_s: float, seed: int, on_delivered: Callable[[str], None]
+    ) -> None:
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._on_delivered = on_delivered
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, int, Delivery]] = []
+        self._held: list[tuple[Delivery, float]] = []
+        self._held_until: float | None = None
+        self._order = itertools.count()
+        self._endpoints: list[Endpoint] = []
+        self._generation = 0
+        self._rng = random.Random(f"{seed}/webhooks")
+        self._counts = {"sent": 0, "failed": 0, "dropped": 0}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._http = requests.Session()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="emulator-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=SEND_TIMEOUT_S + 1)
+        self._http.close()
+
+    def add_endpoint(self, url: str, secret: str) -> Endpoint:
+        endpoint = Endpoint(url, secret)
+        with self._cond:
+            self._endpoints.append(endpoint)
+        return endpoint
+
+    def endpoints(self) -> list[Endpoint]:
+        with self._cond:
+            return list(self._endpoints)
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return dict(self._counts)
+
+    def reseed(self, seed: int) -> None:
+        with self._cond:
+            self._rng = random.Random(f"{seed}/webhooks")
+
+    def reset(self, seed: int) -> None:
+        with self._cond:
+            self._generation += 1
+            self._endpoints.clear()
+            self._queue.clear()
+            self._held.clear()
+            self._held_until = None
+            self._counts = dict.fromkeys(self._counts, 0)
+            self._rng = random.Random(f"{seed}/webhooks")
+
+    def publish(self, event_id: str, body: bytes, faults: FaultSettings) -> int:
+        """Queue `body` for every endpoint; returns how many endpoints it is due to reach."""
+        now = time.monotonic()
+        with self._cond:
+            for endpoint in self._endpoints:
+                # Both rolls are always drawn so one fault's rate never shifts another's stream.
+                drop = self._rng.random() < faults.webhook_drop_rate
+                copies = 2 if self._rng.random() < faults.webhook_duplicate_rate else 1
+                if drop:
+                    self._counts["dropped"] += 1
+                    continue
+                for copy in range(copies):
+                    delivery = Delivery(endpoint, event_id, body, 1, self._generation)
+                    delay = faults.webhook_delay_s + copy * DUPLICATE_GAP_S
+                    if faults.webhook_reorder:
+                        self._held.append((delivery, delay))
+                        if self._held_until is None:
+                            self._held_until = now + REORDER_WINDOW_S
+                    else:
+                        self._push(now + delay, delivery)
+            self._cond.notify_all()
+            return len(self._endpoints)
+
+    def _push(self, due: float, delivery: Delivery) -> None:
+        heapq.heappush(self._queue, (due, next(self._order), delivery))
+
+    def _flush_held(self, now: float) -> None:
+        order = list(range(len(self._held)))
+        self._rng.shuffle(order)
+        if len(order) > 1 and order == sorted(order):
+            # A shuffle may come out in order; reordering is what was asked for, so rotate.
+            order = order[1:] + order[:1]
+        for index in order:
+            delivery, delay = self._held[index]
+            self._push(now + delay, delivery)
+        self._held.clear()
+        self._held_until = None
+
+    def _next(self) -> Delivery | None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                if self._held_until is not None and self._held_until <= now:
+                    self._flush_held(now)
+                if self._queue and self._queue[0][0] <= now:
+                    return heapq.heappop(self._queue)[2]
+                wakeups = [self._queue[0][0]] if self._queue else []
+                if self._held_until is not None:
+                    wakeups.append(self._held_until)
+                self._cond.wait(min(wakeups) - now if wakeups else None)
+            return None
+
+    def _run(self) -> None:
+        while (delivery := self._next()) is not None:
+            ok = self._send(delivery)
+            with self._cond:
+                if delivery.generation != self._generation:
+                    continue
+                self._counts["sent" if ok else "failed"] += 1
+                if not ok and delivery.attempt < self._attempts:
+                    backoff = self._backoff_s * 2 ** (delivery.attempt - 1)
+                    retry = Delivery(
+                        delivery.endpoint,
+                        delivery.event_id,
+                        delivery.body,
+                        delivery.attempt + 1,
+                        delivery.generation,
+                    )
+                    self._push(time.monotonic() + backoff, retry)
+            if ok:
+                self._on_delivered(delivery.event_id)
+
+    def _send(self, delivery: Delivery) -> bool:
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": USER_AGENT,
+            "Stripe-Signature": signature_header(delivery.body, delivery.endpoint.secret),
+        }
+        try:
+            response = self._http.post(
+                delivery.endpoint.url, data=delivery.body, headers=headers, timeout=SEND_TIMEOUT_S
+            )
+        except requests.RequestException:
+            return False
+        return 200 <= response.status_code < 300
