@@ -1,0 +1,87 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), Redis, the emulator.
+
+A missing PostgreSQL or Redis skips its tests locally and fails them under CI=true."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from worker.db import make_engine, upgrade_database
+
+PG_ADMIN_URL = os.environ.get(
+    "FCSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_TEST_URL = os.environ.get("FCSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(what: str, why: object) -> None:
+    message = f"{what} is not reachable: {why}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: services are required)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL, migrated to head."""
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"fcsync_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        unavailable("Redis", exc)
+    return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("db") / "fcsync.db"
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def migrated_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    upgrade_database(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(migrated_engine: Engine) -> Iterator[Session]:
+    """One transaction per test, rolled back at the end (savepoints for inner commits)."""
+    with migrated_engine.connect() as conn:
+        trans = conn.begin()
+        sess = Session(bind=conn, join_transaction_mode="create_savepoint")
+        try:
+            yield sess
+        finally:
+            sess.close()
+            trans.rollback()

@@ -1,0 +1,101 @@
+"""Webhooks: Stripe's signature (stripe.Webhook.construct_event accepts it), retries of failed
+deliveries, and the webhook faults (drop, duplicate, reorder, delay)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import stripe
+
+from emulator import Emulator
+from tests.emulator.conftest import Received, Receiver, Schemas
+
+SECRET = "whsec_emulator_test"
+
+
+def event_ids(received: list[Received]) -> list[str]:
+    return [json.loads(r.body)["id"] for r in received]
+
+
+def test_events_are_signed_as_stripe_signs_them(
+    emulator: Emulator, receiver: Receiver, schemas: Schemas
+) -> None:
+    emulator.control.add_webhook_endpoint(receiver.url, SECRET)
+    account = emulator.control.create_account(transactions=3)
+    (delivery,) = receiver.wait_for(1)
+    header = delivery.headers["Stripe-Signature"]
+    event = stripe.Webhook.construct_event(delivery.body.decode(), header, SECRET)
+    assert event.type == "financial_connections.account.created"
+    assert event.data.object.id == account["id"]
+    schemas.event(json.loads(delivery.body))
+    assert delivery.headers["Content-Type"].startswith("application/json")
+
+    tampered = delivery.body.replace(account["id"].encode(), b"fca_1forged")
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(tampered.decode(), header, SECRET)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(delivery.body.decode(), header, "whsec_other")
+
+
+def test_failed_deliveries_are_retried(emulator: Emulator, receiver: Receiver) -> None:
+    receiver.fail_first = 2
+    emulator.control.add_webhook_endpoint(receiver.url, SECRET)
+    emulator.control.create_account(transactions=1)
+    (delivery,) = receiver.wait_for(1)
+    assert receiver.attempts == 3
+    stripe.Webhook.construct_event(
+        delivery.body.decode(), delivery.headers["Stripe-Signature"], SECRET
+    )
+    assert emulator.control.stats()["webhooks"] == {"sent": 1, "failed": 2, "dropped": 0}
+    event_id = json.loads(delivery.body)["id"]
+    client = stripe.StripeClient("sk_test_x", base_addresses={"api": emulator.base_url})
+    assert client.v1.events.retrieve(event_id).pending_webhooks == 0
+    assert client.v1.events.list({"delivery_success": True}).data[0].id == event_id
+
+
+def test_delivery_happens_off_the_request_thread(emulator: Emulator, receiver: Receiver) -> None:
+    receiver.delay_s = 1.0
+    emulator.control.add_webhook_endpoint(receiver.url, SECRET)
+    started = time.monotonic()
+    emulator.control.create_account(transactions=1)
+    assert time.monotonic() - started < 0.5
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_duplicated_and_dropped_webhooks(emulator: Emulator, receiver: Receiver) -> None:
+    emulator.control.add_webhook_endpoint(receiver.url, SECRET)
+    emulator.control.set_faults(webhook_duplicate_rate=1.0)
+    emulator.control.create_account(transactions=1)
+    received = receiver.wait_for(2)
+    assert len(received) == 2 and len(set(event_ids(received))) == 1
+
+    emulator.control.set_faults(webhook_duplicate_rate=0.0, webhook_drop_rate=1.0)
+    emulator.control.create_account(transactions=1)
+    time.sleep(0.3)
+    assert len(receiver.received) == 2
+    assert emulator.control.stats()["webhooks"]["dropped"] == 1
+
+
+def test_reordered_and_delayed_webhooks(emulator: Emulator, receiver: Receiver) -> None:
+    control = emulator.control
+    control.add_webhook_endpoint(receiver.url, SECRET)
+    client = stripe.StripeClient("sk_test_x", base_addresses={"api": emulator.base_url})
+    session = client.v1.financial_connections.sessions.create(
+        {
+            "account_holder": {"type": "customer", "customer": "cus_R"},
+            "permissions": ["transactions"],
+        }
+    )
+    control.set_faults(webhook_reorder=True)
+    control.complete_session(session.id, accounts=5)
+    created = [e.id for e in reversed(client.v1.events.list().data)]
+    received = event_ids(receiver.wait_for(5))
+    assert sorted(received) == sorted(created) and received != created
+
+    control.set_faults(webhook_reorder=False, webhook_delay_s=0.6)
+    control.create_account(transactions=1)
+    time.sleep(0.3)
+    assert len(receiver.received) == 5
+    assert len(receiver.wait_for(6)) == 6

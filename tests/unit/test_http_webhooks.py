@@ -1,0 +1,134 @@
+"""The webhook receiver over a real database: signed, tampered, stale, duplicate, oversized."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from models import WebhookEvent
+from tests.signing import sign
+from worker import db
+from worker.http import create_app
+from worker.records import Followup
+from worker.settings import Settings
+
+SECRET = "whsec_test_current"
+OLD_SECRET = "whsec_test_previous"
+
+
+def event(event_id: str = "evt_1", *, livemode: bool = False, **extra: Any) -> bytes:
+    body = {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2026-06-24.dahlia",
+        "created": 1,
+        "livemode": livemode,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "financial_connections.account.refreshed_transactions",
+        "data": {
+            "object": {
+                "id": "fca_1",
+                "object": "financial_connections.account",
+                "livemode": livemode,
+            }
+        },
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+def receiver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FlaskClient, list[Followup]]]:
+    url = f"sqlite:///{tmp_path / 'hooks.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    db.upgrade_database(url)
+    settings = Settings(
+        database_url=url,
+        stripe_api_key="sk_test_x",  # type: ignore[arg-type]
+        stripe_webhook_secret=f"{SECRET},{OLD_SECRET}",
+        fcsync_webhook_max_body_bytes=4096,
+    )
+    sent: list[Followup] = []
+    engine = db.make_engine(url)
+    monkeypatch.setattr(db, "get_engine", lambda url_=None: engine)
+    app = create_app(settings, dispatch=sent.append)
+    yield app.test_client(), sent
+    engine.dispose()
+
+
+def stored_count() -> int:
+    with db.session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
+
+
+def post(client: FlaskClient, body: bytes, header: str | None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers["Stripe-Signature"] = header
+    return client.post("/webhooks/stripe", data=body, headers=headers)
+
+
+def test_http_signed_event_is_stored_and_enqueued_once(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, sent = receiver
+    body = event()
+    assert post(client, body, sign(body, SECRET)).status_code == 200
+    again = post(client, body, sign(body, SECRET))
+    assert again.status_code == 200 and again.get_json()["duplicate"] is True
+    assert stored_count() == 1
+    assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
+
+
+def test_http_rotated_secret_still_accepted(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, _ = receiver
+    body = event("evt_old")
+    assert post(client, body, sign(body, OLD_SECRET)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["tampered", "wrong_secret", "stale", "missing_header", "not_json", "livemode_mismatch"],
+)
+def test_http_bad_webhook_is_400_and_nothing_stored(receiver, case: str) -> None:  # type: ignore[no-untyped-def]
+    client, sent = receiver
+    body = event()
+    header: str | None = sign(body, SECRET)
+    if case == "tampered":
+        body = body.replace(b'"created": 1', b'"created": 2')
+    elif case == "wrong_secret":
+        header = sign(body, "whsec_other")
+    elif case == "stale":
+        header = sign(body, SECRET, timestamp=int(time.time()) - 3600)
+    elif case == "missing_header":
+        header = None
+    elif case == "not_json":
+        body = b"this is not json"
+        header = sign(body, SECRET)
+    elif case == "livemode_mismatch":
+        body = event(livemode=True)
+        header = sign(body, SECRET)
+    response = post(client, body, header)
+    assert response.status_code == 400, response.get_json()
+    assert stored_count() == 0
+    assert sent == []
+
+
+def test_http_oversized_body_is_413_and_nothing_stored(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, sent = receiver
+    body = event(padding="x" * 10_000)
+    assert post(client, body, sign(body, SECRET)).status_code == 413
+    assert stored_count() == 0 and sent == []
+
+
+def test_http_healthz(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, _ = receiver
+    assert client.get("/healthz").get_json() == {"status": "ok"}

@@ -1,0 +1,140 @@
+"""Repository on real SQLite and PostgreSQL: idempotent upserts, newest wins, forward cursor."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Account, Transaction
+from worker import repository
+from worker.records import FCAccount, FCTransaction, TransactionRefreshState
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def fc_account(account_id: str = "fca_1", **kw: object) -> FCAccount:
+    base = FCAccount(
+        id=account_id,
+        livemode=False,
+        institution_name="Bank",
+        display_name="Checking",
+        last4="6789",
+        category="cash",
+        subcategory="checking",
+        status="active",
+        permissions=("transactions",),
+        subscriptions=(),
+        customer="cus_1",
+        created=1,
+        transaction_refresh=None,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def txn(
+    txn_id: str = "fctxn_1", *, updated: int = 100, status: str = "pending", account: str = "fca_1"
+) -> FCTransaction:
+    return FCTransaction(
+        id=txn_id,
+        account=account,
+        amount=-1250,
+        currency="usd",
+        description="Coffee",
+        status=status,
+        posted_at=updated if status == "posted" else None,
+        void_at=None,
+        transacted_at=50,
+        transaction_refresh=f"fctxnref_{updated}",
+        updated=updated,
+        livemode=False,
+    )
+
+
+def stored(session: Session, txn_id: str) -> Transaction:
+    session.expire_all()
+    row = session.get(Transaction, txn_id)
+    assert row is not None
+    return row
+
+
+def test_repository_upsert_twice_gives_one_row(session: Session) -> None:
+    repository.save_account(session, fc_account(), now=NOW)
+    assert repository.upsert_transactions(session, [txn()], now=NOW) == (1, 0)
+    assert repository.upsert_transactions(session, [txn()], now=NOW) == (0, 0)
+    count = session.scalar(select(func.count()).select_from(Transaction))
+    assert count == 1
+
+
+def test_repository_pending_to_posted_updates_in_place(session: Session) -> None:
+    repository.save_account(session, fc_account(), now=NOW)
+    repository.upsert_transactions(session, [txn(updated=100)], now=NOW)
+    assert repository.upsert_transactions(
+        session, [txn(updated=200, status="posted")], now=NOW + timedelta(hours=1)
+    ) == (0, 1)
+    row = stored(session, "fctxn_1")
+    assert (row.status, row.updated, row.posted_at) == ("posted", 200, 200)
+    assert row.first_seen_at == NOW
+    assert row.last_seen_at == NOW + timedelta(hours=1)
+
+
+def test_repository_older_updated_never_overwrites_newer(session: Session) -> None:
+    repository.save_account(session, fc_account(), now=NOW)
+    repository.upsert_transactions(session, [txn(updated=200, status="posted")], now=NOW)
+    repository.upsert_transactions(session, [txn(updated=100, status="pending")], now=NOW)
+    row = stored(session, "fctxn_1")
+    assert (row.status, row.updated) == ("posted", 200)
+
+
+def test_repository_cursor_never_moves_backwards(session: Session) -> None:
+    repository.save_account(session, fc_account(), now=NOW)
+    assert repository.advance_cursor(session, "fca_1", "fctxnref_b", 200, now=NOW)
+    assert not repository.advance_cursor(session, "fca_1", "fctxnref_a", 100, now=NOW)
+    session.expire_all()
+    account = session.get(Account, "fca_1")
+    assert account is not None
+    assert (account.cursor_refresh_id, account.cursor_refresh_at) == ("fctxnref_b", 200)
+    assert repository.advance_cursor(session, "fca_1", "fctxnref_c", 300, now=NOW)
+
+
+def test_repository_sync_lease_is_exclusive_until_it_expires(session: Session) -> None:
+    repository.save_account(session, fc_account(), now=NOW)
+    assert repository.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
+    assert not repository.acquire_sync_lease(session, "fca_1", "w2", now=NOW, lease_s=60)
+    assert repository.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
+    later = NOW + timedelta(seconds=61)
+    assert repository.acquire_sync_lease(session, "fca_1", "w2", now=later, lease_s=60)
+
+
+def test_repository_apply_refresh_ignores_older_observations(session: Session) -> None:
+    account = repository.save_account(session, fc_account(), now=NOW)
+    new = TransactionRefreshState("fctxnref_2", "pending", 200, None)
+    old = TransactionRefreshState("fctxnref_1", "succeeded", 100, 160)
+    assert repository.apply_refresh(account, new)
+    assert not repository.apply_refresh(account, old)
+    assert account.refresh_id == "fctxnref_2"
+    done = TransactionRefreshState("fctxnref_2", "succeeded", 200, 260)
+    assert repository.apply_refresh(account, done)
+    assert not repository.apply_refresh(account, new)
+    assert account.refresh_status == "succeeded"
+
+
+def test_repository_due_accounts_respect_next_refresh_available_at(session: Session) -> None:
+    now_ts = int(NOW.timestamp())
+    a = repository.save_account(session, fc_account("fca_due"), now=NOW)
+    a.next_due_at = NOW - timedelta(minutes=1)
+    b = repository.save_account(session, fc_account("fca_cool"), now=NOW)
+    b.next_due_at = NOW - timedelta(minutes=1)
+    repository.apply_refresh(
+        b, TransactionRefreshState("fctxnref_b", "succeeded", now_ts - 10, now_ts + 600)
+    )
+    c = repository.save_account(session, fc_account("fca_pending"), now=NOW)
+    repository.apply_refresh(c, TransactionRefreshState("fctxnref_c", "pending", now_ts, None))
+    d = repository.save_account(session, fc_account("fca_later"), now=NOW)
+    d.next_due_at = NOW + timedelta(hours=1)
+    e = repository.save_account(session, fc_account("fca_inactive", status="inactive"), now=NOW)
+    e.next_due_at = None
+    session.flush()
+    assert repository.due_account_ids(session, now=NOW, limit=10) == ["fca_due"]
