@@ -37,6 +37,10 @@ class EmulatorControl:
         failure_rate, customer. Returns the account as Stripe renders it."""
         return dict(self._call("POST", "/accounts", spec))
 
+    def account(self, account_id: str) -> dict[str, Any]:
+        """The account as Stripe renders it now, without counting as an API request."""
+        return dict(self._call("GET", f"/accounts/{account_id}"))
+
     def update_account(self, account_id: str, **changes: Any) -> dict[str, Any]:
         """Keys: status (emits deactivated/reactivated/disconnected), refresh_delay_s,
         refresh_cooldown_s, failure_rate."""

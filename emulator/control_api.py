@@ -98,6 +98,11 @@ def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> A
     return account.render()
 
 
+def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
+    bank.tick()
+    return _account(bank, args["account"]).render()
+
+
 def _transactions(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
     return bank.ground_truth(_account(bank, args["account"]))
 
@@ -165,6 +170,7 @@ ROUTES = Map(
     [
         Rule("/_emulator/accounts", endpoint=_create_account, methods=["POST"]),
         Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
+        Rule("/_emulator/accounts/<account>", endpoint=_get_account, methods=["GET"]),
         Rule("/_emulator/accounts/<account>/transactions", endpoint=_transactions, methods=["GET"]),
         Rule("/_emulator/clock", endpoint=_clock, methods=["POST"]),
         Rule("/_emulator/clock", endpoint=_now, methods=["GET"]),

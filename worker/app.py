@@ -18,6 +18,20 @@ from worker.unit_of_work import UnitOfWork
 app = Celery("fcsync")
 app.config_from_object("celeryconfig")
 
+
+def _tune_embedded_broker() -> None:
+    """kombu's SQLAlchemy transport polls its tables once a second when idle, which caps a
+    worker at a task or two per second. Its `polling_interval` cannot be given as a transport
+    option (the transport hands every option to create_engine()), so set it on the class."""
+    settings = get_settings()
+    if settings.uses_embedded_broker:
+        from kombu.transport import sqlalchemy as sqla_transport
+
+        sqla_transport.Transport.polling_interval = settings.fcsync_embedded_broker_poll_s
+
+
+_tune_embedded_broker()
+
 log = logging.getLogger(__name__)
 
 

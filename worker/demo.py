@@ -6,6 +6,7 @@ three days of daily refreshes and checks that the database equals the emulator's
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from celery import Celery
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh
 from worker import contract
 from worker.db import make_engine, upgrade_database
@@ -32,6 +34,8 @@ from worker.supervisor import Supervisor, stack_children
 DAY_S = 86_400
 WEBHOOK_SECRET = "whsec_fcsync_demo"
 API_KEY = "sk_test_fcsync_demo"
+STRIPE_TEST_RPS = 25
+WORKER_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -58,34 +62,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Control:
-    """The emulator's control API over HTTP (/_emulator/...)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base = base_url.rstrip("/")
-        self.http = requests.Session()
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = self.http.request(method, f"{self.base}/_emulator{path}", json=body, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-    def create_account(self, **spec: Any) -> dict[str, Any]:
-        return dict(self._call("POST", "/accounts", spec))
-
-    def truth(self, account_id: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/accounts/{account_id}/transactions"))
-
-    def advance(self, seconds: float) -> int:
-        return int(self._call("POST", "/clock", {"advance_s": seconds})["now"])
-
-    def add_webhook_endpoint(self, url: str, secret: str) -> None:
-        self._call("POST", "/webhook_endpoints", {"url": url, "secret": secret})
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self._call("GET", "/stats"))
-
-
 class Demo:
     def __init__(self, console: Console, *, workdir: Path, seed: int) -> None:
         self.console = console
@@ -93,32 +69,40 @@ class Demo:
         self.seed = seed
         self.db_url = f"sqlite:///{workdir / 'fcsync-demo.db'}"
         self.engine = make_engine(self.db_url)
+        self.logs = workdir / "logs"
 
     def say(self, text: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
 
     def run(self, *, timeout_s: float) -> int:
-        from emulator import Emulator, EmulatorConfig
-
         deadline = time.monotonic() + timeout_s
         emu = Emulator(
-            EmulatorConfig(seed=self.seed, refresh_delay_s=1.0, refresh_cooldown_s=3_600.0)
+            EmulatorConfig(
+                seed=self.seed,
+                refresh_delay_s=1.0,
+                refresh_cooldown_s=3_600.0,
+                # Stripe's test-mode limit; fcsync's own budget below keeps under it.
+                faults=FaultSettings(seed=self.seed, requests_per_second=STRIPE_TEST_RPS),
+            )
         )
         base_url = emu.start(host="127.0.0.1", port=0)
+        control = EmulatorControl(base_url)
         supervisor: Supervisor | None = None
         try:
-            control = Control(base_url)
             self.say(f"emulator at {base_url} (seed {self.seed})")
-            accounts = {a.label: control.create_account(**a.spec)["id"] for a in demo_bank()}
-            total = sum(a.spec["transactions"] for a in demo_bank())
+            bank = demo_bank()
+            accounts = {a.label: control.create_account(**a.spec)["id"] for a in bank}
+            total = sum(a.spec["transactions"] for a in bank)
             self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions")
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             upgrade_database(self.db_url)
             port = free_port()
             env = self._env(base_url)
             control.add_webhook_endpoint(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET)
+            self.logs.mkdir()
             supervisor = Supervisor(
                 stack_children(
-                    concurrency=2,
+                    concurrency=WORKER_CONCURRENCY,
                     webhooks=True,
                     host="127.0.0.1",
                     port=port,
@@ -126,6 +110,7 @@ class Demo:
                     schedule=self.workdir / "celerybeat-schedule",
                 ),
                 env=env,
+                log_dir=self.logs,
             )
             supervisor.start()
             self.say("worker, beat and webhook receiver started (SQLite + embedded broker)")
@@ -135,12 +120,11 @@ class Demo:
                     contract.TRACK_ACCOUNT, kwargs={"account_id": account_id}, queue="fcsync"
                 )
             self.say(f"enqueued fcsync.track_account for {len(accounts)} accounts")
-            expected = {k: v for k, v in accounts.items() if k != "inactive"}
-            self._converge(control, expected, "initial backfill", deadline, supervisor)
+            self._converge(control, accounts, "initial backfill", deadline, supervisor)
             for day in (1, 2, 3):
                 control.advance(DAY_S)
                 self.say(f"[bold]day {day}[/bold]: Stripe's clock moved 24 h; daily refreshes run")
-                self._converge(control, expected, f"day {day}", deadline, supervisor)
+                self._converge(control, accounts, f"day {day}", deadline, supervisor)
             problems = self._final_check(control, accounts)
             self._summary(control, accounts)
             if problems:
@@ -149,22 +133,25 @@ class Demo:
                 self.console.print("[red]FAILED[/red]: the database differs from Stripe's truth")
                 return 1
             self.console.print(
-                "[green]OK[/green]: every account's transactions equal the emulator's ground truth"
+                "[green]OK[/green]: every account's transactions equal the emulator's ground "
+                "truth, with no refresh requested too early"
             )
             return 0
-        except TimeoutError as exc:
+        except DemoFailure as exc:
             self.console.print(f"[red]FAILED[/red]: {exc}")
+            self._show_logs()
             return 1
         finally:
             if supervisor is not None:
                 supervisor.stop()
+            control.close()
             emu.stop()
             self.engine.dispose()
 
     def _env(self, base_url: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FCSYNC_", "STRIPE_"))}
-        env.pop("REDIS_URL", None)
-        env.pop("CELERY_BROKER_URL", None)
+        for name in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
+            env.pop(name, None)
         env.update(
             {
                 "DATABASE_URL": self.db_url,
@@ -177,92 +164,150 @@ class Demo:
                 "FCSYNC_POLL_INITIAL_S": "1",
                 "FCSYNC_POLL_MAX_S": "5",
                 "FCSYNC_PAGES_PER_RUN": "50",
-                "FCSYNC_LOG_LEVEL": "WARNING",
+                # Without Redis the request budget is per process: split Stripe's among them.
+                "FCSYNC_REQUESTS_PER_SECOND": str(0.9 * STRIPE_TEST_RPS / WORKER_CONCURRENCY),
+                "FCSYNC_LOG_LEVEL": "INFO",
             }
         )
         return env
 
-    def _pending(self, control: Control, accounts: dict[str, str]) -> list[str]:
-        behind = []
+    def _lag(self, control: EmulatorControl, account_id: str, label: str) -> str | None:
+        """Why the account is not yet in sync with Stripe, or None when it is."""
         with Session(self.engine) as session:
-            for label, account_id in accounts.items():
-                truth = control.truth(account_id)
-                mine = stored_transactions(session, account_id)
-                if diff_transactions(mine, truth, limit=1):
-                    behind.append(label)
-        return behind
+            row = session.get(Account, account_id)
+            if row is None:
+                return "not tracked yet"
+            if label == "inactive":
+                # Refreshing an inactive account is a permanent error: recorded, not retried.
+                return None if row.last_error_code else "error not recorded yet"
+            theirs = control.account(account_id)["transaction_refresh"]
+            if theirs is None or theirs["status"] == "pending":
+                return "refresh pending at Stripe"
+            if theirs["status"] == "succeeded" and row.cursor_refresh_id != theirs["id"]:
+                return f"{theirs['id']} not synced yet"
+            if theirs["status"] == "failed" and row.refresh_id != theirs["id"]:
+                return f"failed refresh {theirs['id']} not observed yet"
+            if diff_transactions(
+                stored_transactions(session, account_id), control.transactions(account_id), limit=1
+            ):
+                return "rows differ"
+        return None
 
     def _converge(
         self,
-        control: Control,
+        control: EmulatorControl,
         accounts: dict[str, str],
         phase: str,
         deadline: float,
         supervisor: Supervisor,
     ) -> None:
         started = time.monotonic()
-        last = -1
-        while True:
-            behind = self._pending(control, accounts)
-            if not behind:
-                self.say(
-                    f"{phase}: all {len(accounts)} accounts in sync "
-                    f"({time.monotonic() - started:.1f}s)"
-                )
-                return
-            if len(behind) != last:
-                self.say(f"{phase}: {len(accounts) - len(behind)}/{len(accounts)} in sync")
-                last = len(behind)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{phase}: still behind: {', '.join(sorted(behind))}")
-            for name, proc in supervisor.procs.items():
-                if proc.poll() is not None:
-                    raise TimeoutError(f"{name} exited with {proc.returncode}")
-            time.sleep(1.0)
+        behind = dict(accounts)
+        with Progress(
+            TextColumn(f"{phase}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("accounts in sync"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        ) as progress:
+            bar = progress.add_task(phase, total=len(accounts))
+            last = -1
+            while behind:
+                behind = {
+                    label: account_id
+                    for label, account_id in behind.items()
+                    if self._lag(control, account_id, label) is not None
+                }
+                done = len(accounts) - len(behind)
+                progress.update(bar, completed=done)
+                if not self.console.is_terminal and done != last:
+                    self.say(f"{phase}: {done}/{len(accounts)} accounts in sync")
+                last = done
+                if not behind:
+                    break
+                for name, proc in supervisor.procs.items():
+                    if proc.poll() is not None:
+                        raise DemoFailure(f"{name} exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    reasons = [
+                        f"{label} ({self._lag(control, account_id, label)})"
+                        for label, account_id in sorted(behind.items())
+                    ]
+                    raise DemoFailure(f"{phase} timed out; behind: {', '.join(reasons[:8])}")
+                time.sleep(0.5)
+        self.say(
+            f"{phase}: all {len(accounts)} accounts in sync ({time.monotonic() - started:.1f}s)"
+        )
 
-    def _final_check(self, control: Control, accounts: dict[str, str]) -> list[str]:
+    def _final_check(self, control: EmulatorControl, accounts: dict[str, str]) -> list[str]:
         problems: list[str] = []
+        stats = control.stats()
+        if stats["gating_violations"]:
+            problems.append(f"{stats['gating_violations']} refreshes were requested too early")
         with Session(self.engine) as session:
             for label, account_id in accounts.items():
-                diffs = diff_transactions(
-                    stored_transactions(session, account_id), control.truth(account_id), limit=3
-                )
+                truth = control.transactions(account_id)
+                if not truth and label != "inactive":
+                    problems.append(f"{label} {account_id}: Stripe shows no transactions")
+                diffs = diff_transactions(stored_transactions(session, account_id), truth, limit=3)
                 problems += [f"{label} {account_id}: {d}" for d in diffs]
+                row = session.get(Account, account_id)
+                cursor = row.cursor_refresh_id if row else None
+                if cursor is not None:
+                    refresh = session.get(Refresh, cursor)
+                    if refresh is None or refresh.status != "succeeded":
+                        problems.append(f"{label}: cursor {cursor} is not a succeeded refresh")
         return problems
 
-    def _summary(self, control: Control, accounts: dict[str, str]) -> None:
+    def _show_logs(self) -> None:
+        if not self.logs.is_dir():
+            return
+        for log in sorted(self.logs.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            self.console.print(f"[dim]--- last lines of {log.name}[/dim]")
+            for line in tail:
+                self.console.print(line, markup=False, highlight=False)
+
+    def _summary(self, control: EmulatorControl, accounts: dict[str, str]) -> None:
         stats = control.stats()
         with Session(self.engine) as session:
             rows = {a.id: a for a in session.scalars(select(Account))}
-            outcomes = Counter(r.status for r in session.scalars(select(Refresh)))
+            refreshes = list(session.scalars(select(Refresh)))
             stored = {i: len(stored_transactions(session, i)) for i in accounts.values()}
-        table = Table(title="fcsync demo summary")
-        for column in ("account", "id", "status", "transactions stored", "cursor", "last error"):
-            table.add_column(column)
+        per_account = Counter((r.account_id, r.status) for r in refreshes)
+        table = Table(title="fcsync demo: accounts")
+        for column in ("account", "id", "transactions", "refreshes ok/failed", "last error"):
+            table.add_column(column, justify="right" if column == "transactions" else "left")
         for label, account_id in accounts.items():
             a = rows.get(account_id)
             table.add_row(
                 label,
                 account_id,
-                a.status if a else "-",
                 f"{stored[account_id]:,}",
-                (a.cursor_refresh_id or "-") if a else "-",
-                (a.last_error_code or "") if a else "",
+                f"{per_account[(account_id, 'succeeded')]}/{per_account[(account_id, 'failed')]}",
+                (a.last_error_code or "") if a else "not tracked",
             )
         self.console.print(table)
-        requests_total = sum(stats.get("requests", {}).values())
-        totals = Table(title="totals")
+        outcomes = Counter(r.status for r in refreshes)
+        totals = Table(title="fcsync demo: totals")
         totals.add_column("metric")
         totals.add_column("value", justify="right")
         totals.add_row("accounts", str(len(accounts)))
         totals.add_row("transactions stored", f"{sum(stored.values()):,}")
         for outcome, n in sorted(outcomes.items()):
             totals.add_row(f"refreshes {outcome}", str(n))
-        totals.add_row("Stripe API requests", str(requests_total))
-        totals.add_row("429 rate limited", str(stats.get("rate_limited", 0)))
-        totals.add_row("gating violations", str(stats.get("gating_violations", 0)))
-        totals.add_row("webhooks sent", str(stats.get("webhooks", {}).get("sent", 0)))
+        totals.add_row("Stripe API requests", str(sum(stats["requests"].values())))
+        totals.add_row("429 rate limited", str(stats["rate_limited"]))
+        totals.add_row("gating violations", str(stats["gating_violations"]))
+        totals.add_row("webhooks sent", str(stats["webhooks"]["sent"]))
         self.console.print(totals)
+
+
+class DemoFailure(Exception):
+    """The demo could not show the job done; the message says why."""
 
 
 def run_demo(

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
 
     # Tuning knobs. Defaults are chosen for Stripe's test mode limits (25 req/s).
     fcsync_embedded_broker_path: Path = Path("fcsync-broker.sqlite")
+    fcsync_embedded_broker_poll_s: float = Field(default=0.1, gt=0, le=5)
     fcsync_requests_per_second: float = Field(default=20.0, ge=0)
     fcsync_max_network_retries: int = Field(default=2, ge=0, le=10)
     fcsync_http_timeout_s: float = Field(default=30.0, gt=0)

@@ -76,15 +76,28 @@ def stack_children(
 
 
 class Supervisor:
-    def __init__(self, children: Sequence[Child], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        children: Sequence[Child],
+        env: Mapping[str, str] | None = None,
+        *,
+        log_dir: Path | None = None,
+    ) -> None:
         self.children = list(children)
         self.env = dict(env or os.environ)
+        self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = False
 
     def start(self) -> None:
         for child in self.children:
-            self.procs[child.name] = subprocess.Popen(list(child.argv), env=self.env)
+            if self.log_dir is None:
+                self.procs[child.name] = subprocess.Popen(list(child.argv), env=self.env)
+            else:
+                with (self.log_dir / f"{child.name}.log").open("ab") as out:
+                    self.procs[child.name] = subprocess.Popen(
+                        list(child.argv), env=self.env, stdout=out, stderr=subprocess.STDOUT
+                    )
             log.info("started %s (pid %d)", child.name, self.procs[child.name].pid)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
