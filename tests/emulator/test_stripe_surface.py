@@ -190,33 +190,58 @@ def test_events_list_filters_and_retrieve(
 
 
 def test_global_style_resources(emulator: Emulator, global_stripe: None, schemas: Schemas) -> None:
+    """Every endpoint again through the global `stripe.*` resources, each answer schema-checked."""
     fc = stripe.financial_connections
     account_id = emulator.control.create_account(transactions=120)["id"]
     account = fc.Account.retrieve(account_id)
     schemas.account(raw(account))
-    assert [a.id for a in fc.Account.list(limit=5).data] == [account_id]
+    listed_accounts = fc.Account.list(limit=5)
+    schemas.page("financial_connections.account", raw(listed_accounts))
+    assert [a.id for a in listed_accounts.data] == [account_id]
 
     pending = fc.Account.refresh_account(account_id, features=["transactions"])
+    schemas.account(raw(pending))
     assert pending.transaction_refresh.status == "pending"
     emulator.control.advance(6)
     refresh_id = fc.Account.retrieve(account_id).transaction_refresh.id
-    rows = list(fc.Transaction.list(account=account_id, limit=50).auto_paging_iter())
+    first = fc.Transaction.list(account=account_id, limit=50)
+    schemas.page("financial_connections.transaction", raw(first))
+    rows = list(first.auto_paging_iter())
     assert [r.id for r in rows] == [t["id"] for t in emulator.control.transactions(account_id)]
     assert all(r.transaction_refresh == refresh_id for r in rows)
-    assert fc.Transaction.retrieve(rows[3].id).amount == rows[3].amount
+    one = fc.Transaction.retrieve(rows[3].id)
+    schemas.transaction(raw(one))
+    assert one.amount == rows[3].amount
     assert (
         list(fc.Transaction.list(account=account_id, transaction_refresh={"after": refresh_id}))
         == []
     )
 
+    emulator.control.advance(61)
+    subscribed = fc.Account.subscribe(account_id, features=["transactions"])
+    schemas.account(raw(subscribed))
+    assert subscribed.subscriptions == ["transactions"]
+    unsubscribed = fc.Account.unsubscribe(account_id, features=["transactions"])
+    schemas.account(raw(unsubscribed))
+    assert unsubscribed.subscriptions == []
+    disconnected = fc.Account.disconnect(account_id)
+    schemas.account(raw(disconnected))
+    assert disconnected.status == "disconnected"
+
     session = fc.Session.create(
         account_holder={"type": "customer", "customer": "cus_G"}, permissions=["transactions"]
     )
-    assert fc.Session.retrieve(session.id).permissions == ["transactions"]
-    assert (
-        stripe.Event.list(type="financial_connections.account.created").data[0].data.object.id
-        == account_id
-    )
+    schemas.check("financial_connections.session", raw(session))
+    again = fc.Session.retrieve(session.id)
+    schemas.check("financial_connections.session", raw(again))
+    assert again.permissions == ["transactions"]
+
+    created = stripe.Event.list(type="financial_connections.account.created")
+    schemas.check("#/x-derived/list_schemas/event", raw(created))
+    assert created.data[0].data.object.id == account_id
+    event = stripe.Event.retrieve(created.data[0].id)
+    schemas.event(raw(event))
+    assert event.type == "financial_connections.account.created"
 
 
 def test_wire_format_brackets_percent_encoding_and_headers(
