@@ -343,6 +343,9 @@ def insert_webhook_event(
             received_at=now,
         )
         .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+        # SQLAlchemy keeps rowcounts of UPDATE/DELETE only: without this an INSERT reports -1
+        # on PostgreSQL (psycopg), and every duplicate delivery would look newly stored.
+        .execution_options(preserve_rowcount=True)
     )
     result = session.execute(stmt)
     return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,115 @@
+"""Service- and task-level fixtures: a frozen-clock emulator spoken to over real HTTP, the real
+gateway, and databases that really commit (a fresh SQLite file per test; the session's
+PostgreSQL database, emptied after each test). Nothing here mocks the Stripe SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+import tasks.refresh
+import tasks.sync
+import tasks.tracking
+import tasks.webhooks
+from models import Base
+from tests.emulator.conftest import API_KEY, make_emulator
+from tests.service.harness import EmulatedFC
+from worker import db
+from worker.records import Followup
+from worker.settings import Settings
+from worker.stripe_gateway import gateway_from_settings
+from worker.unit_of_work import UnitOfWork
+
+WEBHOOK_SECRET = "whsec_service_tests"
+
+
+def make_settings(base_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "stripe_api_key": API_KEY,
+        "stripe_api_base": base_url,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        # One HTTP attempt per call unless a test asks for the SDK's retries.
+        "fcsync_max_network_retries": 0,
+        "fcsync_requests_per_second": 0,
+        "fcsync_clock_url": None,
+        "fcsync_on_synced_task": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fc() -> Iterator[EmulatedFC]:
+    """A frozen-clock emulator (time moves only through `fc.advance`) and a gateway to it."""
+    with make_emulator() as emu:
+        settings = make_settings(emu.base_url)
+        control = emu.control
+        try:
+            yield EmulatedFC(emu, control, gateway_from_settings(settings), settings)
+        finally:
+            control.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    db.upgrade_database(postgres_url)
+    engine = db.make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database whose commits are real (task runs, concurrent sessions)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fcsync.db'}"
+        db.upgrade_database(url)
+        engine = db.make_engine(url)
+        yield engine
+        engine.dispose()
+        return
+    engine = request.getfixturevalue("postgres_engine")
+    yield engine
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+@pytest.fixture
+def session(committed_engine: Engine) -> Iterator[Session]:
+    """Overrides the root `session` here: a plain session on this test's own database. The
+    root one's savepoints do not isolate commits on SQLite (pysqlite emits no BEGIN, so
+    RELEASE SAVEPOINT commits), and these tests commit after every step, as the tasks do."""
+    with Session(committed_engine) as session:
+        yield session
+
+
+@dataclass
+class TaskRig:
+    """The tasks' unit of work pointed at the emulator and `engine`; follow-ups land in `sent`."""
+
+    engine: Engine
+    uow: UnitOfWork
+    sent: list[Followup] = field(default_factory=list)
+
+    def take(self, task: str) -> list[Followup]:
+        """Remove and return the captured follow-ups for `task`."""
+        taken = [f for f in self.sent if f.task == task]
+        self.sent[:] = [f for f in self.sent if f.task != task]
+        return taken
+
+
+@pytest.fixture
+def rig(fc: EmulatedFC, committed_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> TaskRig:
+    """Task functions run in this process, as `fcsync ... --inline` runs them: no broker."""
+    sent: list[Followup] = []
+    uow = UnitOfWork(fc.settings, lambda: fc.gateway, sent.append)
+    for module in (tasks.refresh, tasks.sync, tasks.tracking, tasks.webhooks):
+        monkeypatch.setattr(module, "uow", uow)
+    monkeypatch.setattr(db, "get_engine", lambda url=None: committed_engine)
+    return TaskRig(committed_engine, uow, sent)

@@ -1,0 +1,54 @@
+"""The sync task run in this process: bounded pages per run, re-enqueued until the account is
+complete, with the cursor committed only together with the last page."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models import Account
+from tasks.sync import sync_transactions_task
+from tests.service.conftest import TaskRig
+from tests.service.harness import EmulatedFC
+from worker import contract, repository
+from worker.db import session_scope
+from worker.records import Followup
+
+
+def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenqueued_runs(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    rig.uow.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 1})
+    account_id = fc.create_account(transactions=250)
+    with session_scope(rig.engine) as session:
+        fc.track(session, account_id)
+        polled = fc.refresh(session, account_id)
+    assert polled.outcome == "succeeded"
+    total = len(fc.truth(account_id))
+
+    runs: list[dict[str, Any]] = []
+    queue: deque[Followup] = deque(polled.followups)
+    while queue:
+        followup = queue.popleft()
+        assert followup.task == contract.SYNC_TRANSACTIONS
+        report = sync_transactions_task(**followup.kwargs)
+        with session_scope(rig.engine) as session:
+            account = session.get(Account, account_id)
+            assert account is not None
+            report["cursor"] = account.cursor_refresh_id
+            report["stored"] = repository.count_transactions(session, account_id)
+        runs.append(report)
+        queue.extend(rig.take(contract.SYNC_TRANSACTIONS))
+        assert len(runs) <= 10, runs
+
+    assert len(runs) >= 3
+    assert [r["pages"] for r in runs] == [1] * len(runs)
+    assert [r["outcome"] for r in runs] == ["continued"] * (len(runs) - 1) + ["done"]
+    # Each run committed its page; the cursor moved only with the last one.
+    assert [r["stored"] for r in runs] == [min(100 * (i + 1), total) for i in range(len(runs))]
+    assert [r["cursor"] for r in runs] == [None] * (len(runs) - 1) + [polled.refresh_id]
+    assert rig.sent == []
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
