@@ -8,9 +8,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from worker.db import make_engine, upgrade_database
@@ -70,8 +71,24 @@ def migrated_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
     upgrade_database(url)
     engine = make_engine(url)
+    if request.param == "sqlite":
+        _sqlite_real_transactions(engine)
     yield engine
     engine.dispose()
+
+
+def _sqlite_real_transactions(engine: Engine) -> None:
+    """pysqlite defers BEGIN until the first write, so the per-test outer transaction would
+    not exist and savepoints would commit for real. Let SQLAlchemy emit BEGIN itself (the
+    SQLAlchemy docs' recipe for SAVEPOINT on pysqlite); tests only."""
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
 
 
 @pytest.fixture
