@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine
 
 from models import Account
-from tasks.refresh import poll_refresh_task, refresh_account_task
+from tasks.refresh import poll_refresh_task, refresh_account_task, refresh_due_accounts_task
 from tasks.tracking import track_account_task
 from tests.emulator.conftest import API_KEY
 from tests.service.conftest import TaskRig
@@ -169,3 +169,31 @@ def test_refresh_gate_concurrent_redelivery_replays_the_idempotency_key(
     assert fc.refresh_posts() == posted_before + 2
     assert fc.gating_violations() == 0
     assert fc.control.account(account_id)["transaction_refresh"]["id"] == decisions[0].refresh_id
+
+
+def test_refresh_gate_beat_steps_in_only_when_stripes_daily_refresh_is_overdue(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    account_id = fc.create_account(transactions=20)
+    with freeze_time(fc.now()) as clock:
+        assert track_account_task(account_id, subscribe=True)["outcome"] == "subscribed"
+        clock.move_to(fc.advance(REFRESH_DELAY_S))
+        assert poll_refresh_task(account_id)["outcome"] == "succeeded"
+        # Stripe stops its daily refresh behind fcsync's back: fcsync still counts on it.
+        fc.gateway.unsubscribe_transactions(account_id)
+        rig.sent.clear()
+        grace = fc.settings.fcsync_subscription_grace_s
+
+        # Stripe's refresh is a day late but within the grace period: beat leaves it to Stripe.
+        clock.move_to(fc.advance(DAY_S + grace - 60))
+        refresh_due_accounts_task()
+        assert rig.take(contract.REFRESH_ACCOUNT) == []
+
+        # Overdue: beat asks for one refresh, through the gate, and it is started.
+        clock.move_to(fc.advance(120))
+        refresh_due_accounts_task()
+        (due,) = rig.take(contract.REFRESH_ACCOUNT)
+        assert due.kwargs == {"account_id": account_id, "source": "beat"}
+        assert refresh_account_task(**due.kwargs)["outcome"] == "started"
+    assert fc.refresh_posts() == 1
+    assert fc.gating_violations() == 0
