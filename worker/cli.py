@@ -12,9 +12,10 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -26,8 +27,22 @@ from worker.settings import get_settings
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PERMANENT = 3
 EXIT_TRANSIENT = 4
-# Inline mode retries a transient failure this many times (1, 2, 4, 8 s apart) before exit 4.
+# Inline mode retries a transient failure this many times (FCSYNC_INLINE_RETRY_S doubling:
+# 1, 2, 4, 8 s by default, about as long as a 429 storm lasts) before exit 4.
 INLINE_RETRIES = 4
+# Outcomes the services record on the account instead of raising: permanent conditions that
+# retrying cannot change, so --inline exits 3 with the recorded error code.
+PERMANENT_OUTCOMES = {
+    "inactive": (
+        "account_inactive",
+        "the account is not active at Stripe (inactive or disconnected); Stripe refuses refreshes",
+    ),
+    "no_permission": (
+        "missing_permission",
+        "the account lacks the transactions permission; relink it with "
+        "permissions=['transactions']",
+    ),
+}
 
 
 def expected_errors(fn: F) -> F:
@@ -104,27 +119,168 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
     queue: deque[Followup] = deque([first])
     previous = uow.set_dispatch(queue.append)
     results: list[dict[str, Any]] = []
-    try:
-        while queue:
-            item = queue.popleft()
-            if item is not first and (not item.task.startswith("fcsync.") or not follow(item)):
-                continue
-            if item.countdown:
-                time.sleep(item.countdown)
-            for attempt in range(INLINE_RETRIES + 1):
-                try:
-                    result = app.tasks[item.task].run(**item.kwargs)
-                    break
-                except TransientError as exc:
-                    if attempt == INLINE_RETRIES:
-                        raise
-                    _echo(f"{item.task}: transient error [{exc.code}], retrying")
-                    time.sleep(2**attempt)
-            results.append(result)
-            _echo(f"{item.task.removeprefix('fcsync.')}: {_summary(result)}")
-    finally:
-        uow.set_dispatch(previous)
+    first_wait = uow.settings.fcsync_inline_retry_s
+    with _progress_report() as report:
+        try:
+            while queue:
+                item = queue.popleft()
+                if item is not first and (not item.task.startswith("fcsync.") or not follow(item)):
+                    continue
+                if item.countdown:
+                    report.waiting(item)
+                    time.sleep(item.countdown)
+                report.running(item)
+                for attempt in range(INLINE_RETRIES + 1):
+                    try:
+                        result = app.tasks[item.task].run(**item.kwargs)
+                        break
+                    except TransientError as exc:
+                        if attempt == INLINE_RETRIES:
+                            raise
+                        report.retrying(item, exc)
+                        time.sleep(first_wait * 2**attempt)
+                results.append(result)
+                report.finished(item, result)
+        finally:
+            uow.set_dispatch(previous)
+        report.done()
+    for result in results:
+        if result.get("outcome") in PERMANENT_OUTCOMES:
+            code, why = PERMANENT_OUTCOMES[result["outcome"]]
+            raise PermanentError(f"{result['account']}: {why}", code=code)
     return results
+
+
+def _short(task: str) -> str:
+    return task.removeprefix("fcsync.")
+
+
+class InlineReport(Protocol):
+    """How --inline shows its progress: a live bar on a terminal, plain lines otherwise."""
+
+    def waiting(self, item: Followup) -> None: ...
+    def running(self, item: Followup) -> None: ...
+    def retrying(self, item: Followup, exc: TransientError) -> None: ...
+    def finished(self, item: Followup, result: dict[str, Any]) -> None: ...
+    def done(self) -> None: ...
+
+
+class PlainReport:
+    """One timestamped line per finished task (logs, pipes, CI)."""
+
+    def waiting(self, item: Followup) -> None:
+        return
+
+    def running(self, item: Followup) -> None:
+        return
+
+    def retrying(self, item: Followup, exc: TransientError) -> None:
+        _echo(f"{item.task}: transient error [{exc.code}], retrying")
+
+    def finished(self, item: Followup, result: dict[str, Any]) -> None:
+        _echo(f"{_short(item.task)}: {_summary(result)}")
+
+    def done(self) -> None:
+        return
+
+
+class BarReport:
+    """A rich progress bar through the phases: refresh pending -> pages -> done."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.pages = 0
+        self.inserted = 0
+        self.updated = 0
+        self.bar = progress.add_task("starting", total=None, pages=0)
+
+    def _show(self, description: str) -> None:
+        self.progress.update(self.bar, description=description, pages=self.pages)
+
+    def waiting(self, item: Followup) -> None:
+        if item.task == contract.POLL_REFRESH:
+            self._show(f"refresh pending, next poll in {item.countdown:g}s")
+        else:
+            self._show(f"{_short(item.task)} in {item.countdown:g}s")
+
+    def running(self, item: Followup) -> None:
+        if item.task == contract.SYNC_TRANSACTIONS:
+            self._show("syncing pages")
+        elif item.task in (contract.REFRESH_ACCOUNT, contract.POLL_REFRESH):
+            self._show("refresh: reading the account")
+        else:
+            self._show(_short(item.task))
+
+    def retrying(self, item: Followup, exc: TransientError) -> None:
+        self.progress.console.print(f"{_short(item.task)}: transient error [{exc.code}], retrying")
+        self._show(f"{_short(item.task)}: retrying after [{exc.code}]")
+
+    def finished(self, item: Followup, result: dict[str, Any]) -> None:
+        self.pages += int(result.get("pages", 0))
+        self.inserted += int(result.get("inserted", 0))
+        self.updated += int(result.get("updated", 0))
+        outcome = result.get("outcome")
+        if item.task == contract.SYNC_TRANSACTIONS:
+            self._show(f"synced {self.inserted} new, {self.updated} updated")
+        elif outcome in ("started", "pending"):
+            self._show(f"refresh {result.get('refresh') or ''} pending")
+        else:
+            self._show(f"{_short(item.task)}: {outcome}")
+        self.progress.console.print(f"{_short(item.task)}: {_summary(result)}")
+
+    def done(self) -> None:
+        total = max(self.pages, 1)
+        self.progress.update(self.bar, total=total, completed=total)
+        self._show("done")
+
+
+@contextmanager
+def _progress_report() -> Iterator[InlineReport]:
+    """A bar when stdout is a terminal; plain lines (the log-friendly format) otherwise."""
+    from rich.console import Console
+
+    console = Console()
+    if not (sys.stdout.isatty() and console.is_interactive):
+        yield PlainReport()
+        return
+    from rich.logging import RichHandler
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[pages]} pages"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    # Log records would tear the live bar: print them above it through the same console.
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers = [RichHandler(console=console, show_path=False)]
+    try:
+        with progress:
+            yield BarReport(progress)
+    finally:
+        root.handlers = handlers
+
+
+def _when(value: int | str | None) -> str:
+    """A Unix second or ISO timestamp as UTC to the second, the way the table shows time."""
+    if value is None:
+        return "-"
+    moment = (
+        datetime.fromtimestamp(value, tz=UTC)
+        if isinstance(value, int)
+        else datetime.fromisoformat(value)
+    )
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -237,27 +393,31 @@ def status(account: str | None, as_json: bool) -> None:
         "status",
         "tracked",
         "subscribed",
-        "refresh",
+        "last refresh",
+        "outcome",
         "cursor",
         "transactions",
-        "last_synced_at",
-        "last_error",
+        "last synced",
+        "last error",
     ]
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, justify="right" if column == "transactions" else "left")
     for row in rows:
+        attempted = row["refresh_last_attempted_at"]
         table.add_row(
             row["id"],
             row["status"],
             "yes" if row["tracked"] else "no",
             "yes" if row["subscribed"] else "no",
-            f"{row['refresh_status'] or '-'} {row['refresh_id'] or ''}".strip(),
+            f"{row['refresh_id']} at {_when(attempted)}" if row["refresh_id"] else "-",
+            row["refresh_status"] or "-",
             row["cursor"] or "-",
             str(row["transactions"]),
-            str(row["last_synced_at"] or "never"),
+            _when(row["last_synced_at"]) if row["last_synced_at"] else "never",
             row["last_error"] or "",
         )
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    # Piped output is not wrapped (one account per line, for grep); a terminal wraps to fit.
+    Console(width=None if sys.stdout.isatty() else 400).print(table)
 
 
 @cli.command()
@@ -382,8 +542,20 @@ _register_emulator()
 
 
 def main() -> None:
+    """Errors raised outside a command's own handling: settings and the database."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
     try:
         cli()
     except ConfigurationError as exc:
         click.echo(f"error [{exc.code}]: {exc}", err=True)
         sys.exit(EXIT_PERMANENT)
+    except ValidationError as exc:  # a malformed setting, read on first use
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            click.echo(f"error [invalid_setting]: {name}: {error['msg']}", err=True)
+        sys.exit(EXIT_PERMANENT)
+    except OperationalError as exc:  # transient for the tasks too: they retry it
+        click.echo(f"error [database_unavailable] (transient): {exc.orig}", err=True)
+        sys.exit(EXIT_TRANSIENT)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
+    # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
+    fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
     fcsync_clock_url: str | None = None
 

@@ -1,10 +1,12 @@
 """`fcsync run`: worker, beat and webhook receiver as supervised child processes.
 
-Children share our session; SIGINT/SIGTERM (or any child dying) stops them all, SIGKILL after
-a grace period, so nothing is left behind."""
+Each child leads its own process group, so a terminal's Ctrl-C reaches only us; SIGINT, SIGTERM,
+SIGHUP (or any child dying) stop them all in order, SIGKILL to the group after a grace period,
+so nothing is left behind (not even a worker's pool processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +21,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 GRACE_S = 15.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,19 @@ class Supervisor:
 
     def start(self) -> None:
         for child in self.children:
+            # process_group=0: the child leads a new group (see the module docstring).
             if self.log_dir is None:
-                self.procs[child.name] = subprocess.Popen(list(child.argv), env=self.env)
+                self.procs[child.name] = subprocess.Popen(
+                    list(child.argv), env=self.env, process_group=0
+                )
             else:
                 with (self.log_dir / f"{child.name}.log").open("ab") as out:
                     self.procs[child.name] = subprocess.Popen(
-                        list(child.argv), env=self.env, stdout=out, stderr=subprocess.STDOUT
+                        list(child.argv),
+                        env=self.env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        process_group=0,
                     )
             log.info("started %s (pid %d)", child.name, self.procs[child.name].pid)
 
@@ -106,31 +116,41 @@ class Supervisor:
 
     def run(self) -> int:
         """Start everything and wait; returns the exit code for the CLI."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             self.start()
             while not self._stopping:
                 for name, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        log.error("%s exited with %s; stopping the rest", name, proc.returncode)
-                        self.stop()
+                    if _exited(proc.pid):
+                        log.error("%s exited; stopping the rest", name)
                         return 1
                 time.sleep(0.2)
-            self.stop()
             return 0
         finally:
+            self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        # Children are reaped only at the very end: until then a child's pid, which is also its
+        # group id, cannot be reused, so the group kill below reaches only our own processes.
+        running = {name: proc for name, proc in self.procs.items() if proc.returncode is None}
+        for proc in running.values():
+            os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + GRACE_S
-        for name, proc in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs; killing it", name, GRACE_S)
-                proc.kill()
-                proc.wait()
+        for name, proc in running.items():
+            while not _exited(proc.pid):
+                if time.monotonic() > deadline:
+                    log.warning("%s did not stop in %.0fs; killing it", name, GRACE_S)
+                    break
+                time.sleep(0.05)
+            # Whatever is left in the child's group (a killed worker's pool) goes with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.wait() not in (0, -signal.SIGTERM):
+                log.warning("%s exited with %s", name, proc.returncode)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None

@@ -1,0 +1,292 @@
+"""The `fcsync` console script as a user runs it: a subprocess with its own environment, a
+SQLite database in a temporary folder, the embedded broker there too, and an in-process
+emulator standing in for Stripe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from emulator import Emulator, EmulatorConfig, EmulatorControl
+from models import Account
+from worker.db import make_engine, upgrade_database
+from worker.reports import stored_transactions
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+FCSYNC = str(BIN / "fcsync")
+API_KEY = "sk_test_fcsync_cli"
+WEBHOOK_SECRET = "whsec_fcsync_cli"
+# Two pages per run: a 250-row backfill takes two runs, so --inline must follow continuations.
+PAGES_PER_RUN = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def clean_environ() -> dict[str, str]:
+    """The caller's environment without any fcsync/Stripe/broker configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FCSYNC_", "STRIPE_"))}
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)
+    return env
+
+
+@dataclass
+class Workdir:
+    """One user's folder: database, embedded broker and environment for `fcsync`."""
+
+    path: Path
+    base_url: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.path / 'fcsync.db'}"
+
+    @property
+    def broker_file(self) -> Path:
+        return self.path / "broker.sqlite"
+
+    def env(self, **overrides: str | None) -> dict[str, str]:
+        env = clean_environ()
+        env.update(
+            {
+                "DATABASE_URL": self.db_url,
+                "FCSYNC_EMBEDDED_BROKER_PATH": str(self.broker_file),
+                "STRIPE_API_KEY": API_KEY,
+                "STRIPE_API_BASE": self.base_url,
+                "FCSYNC_LOG_LEVEL": "WARNING",
+                "FCSYNC_POLL_INITIAL_S": "0.2",
+                "FCSYNC_POLL_MAX_S": "1",
+                "FCSYNC_PAGES_PER_RUN": str(PAGES_PER_RUN),
+                "FCSYNC_MAX_NETWORK_RETRIES": "0",
+                "FCSYNC_INLINE_RETRY_S": "0.01",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra)
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    def run(
+        self, *args: str, expect: int | None = 0, timeout: float = 60, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `fcsync ARGS`; check the exit code, and that no error ever shows a traceback."""
+        proc = subprocess.run(
+            [FCSYNC, *args],
+            cwd=self.path,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        detail = f"fcsync {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr + proc.stdout, detail
+        if expect is not None:
+            assert proc.returncode == expect, detail
+        return proc
+
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(sql), params)]
+        finally:
+            engine.dispose()
+
+    def execute(self, sql: str, **params: Any) -> None:
+        """Change the database behind fcsync's back (in one committed transaction)."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(sql), params)
+        finally:
+            engine.dispose()
+
+    def stored(self, account: str) -> list[dict[str, Any]]:
+        """The account's stored transactions in Stripe's shape (what `transactions` reads)."""
+        engine = make_engine(self.db_url)
+        try:
+            with Session(engine) as session:
+                return stored_transactions(session, account)
+        finally:
+            engine.dispose()
+
+    def account(self, account: str) -> dict[str, Any]:
+        engine = make_engine(self.db_url)
+        try:
+            with Session(engine) as session:
+                row = session.get(Account, account)
+                assert row is not None, f"{account} is not in the database"
+                return {
+                    "tracked": row.tracked,
+                    "subscribed": row.subscribed,
+                    "refresh_id": row.refresh_id,
+                    "refresh_status": row.refresh_status,
+                    "cursor": row.cursor_refresh_id,
+                    "last_error_code": row.last_error_code,
+                }
+        finally:
+            engine.dispose()
+
+    def queued(self) -> list[dict[str, Any]]:
+        """Messages waiting on the embedded broker's fcsync queue: task name and kwargs."""
+        if not self.broker_file.exists():
+            return []
+        engine = create_engine(f"sqlite:///{self.broker_file}")
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    text(
+                        "SELECT m.payload FROM kombu_message m JOIN kombu_queue q "
+                        "ON q.id = m.queue_id WHERE q.name = 'fcsync' AND m.visible ORDER BY m.id"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        messages = []
+        for (payload,) in rows:
+            message = json.loads(payload)
+            args, kwargs, _ = json.loads(_body(message))
+            messages.append({"task": message["headers"]["task"], "args": args, "kwargs": kwargs})
+        return messages
+
+
+def _body(message: dict[str, Any]) -> str:
+    import base64
+
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        return base64.b64decode(body).decode()
+    return str(body)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    """Wall-clock emulator (fcsync reads wall time too): refreshes finish 0.2 s after they
+    start and may start again right away."""
+    with Emulator(
+        EmulatorConfig(seed=11, refresh_delay_s=0.2, refresh_cooldown_s=0.0, transactions=50)
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def control(emulator: Emulator) -> Iterator[EmulatorControl]:
+    ctl = EmulatorControl(emulator.base_url)
+    yield ctl
+    ctl.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, emulator: Emulator) -> Workdir:
+    return Workdir(tmp_path, emulator.base_url)
+
+
+@pytest.fixture
+def migrated(workdir: Workdir) -> Workdir:
+    """Migrated in-process (test_db.py covers `fcsync db upgrade` itself): a second saved."""
+    upgrade_database(workdir.db_url)
+    return workdir
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A folder whose database holds one account synced by `track` + `refresh --wait`."""
+
+    workdir: Workdir
+    account: str
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator) -> Synced:
+    control = EmulatorControl(emulator.base_url)
+    try:
+        account = control.create_account(transactions=250)["id"]
+    finally:
+        control.close()
+    workdir = Workdir(tmp_path_factory.mktemp("synced"), emulator.base_url)
+    upgrade_database(workdir.db_url)
+    workdir.run("track", account, "--inline", "--no-subscribe")
+    workdir.run("refresh", account, "--inline", "--wait")
+    return Synced(workdir, account)
+
+
+class Children:
+    """Long-running `fcsync`/`celery` subprocesses, each in its own session, always reaped."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(
+        self, argv: Sequence[str], env: dict[str, str], *, name: str, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = self.tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd or self.tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append((proc, log))
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for _, log in self.procs
+        )
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc, _ in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[Children]:
+    procs = Children(tmp_path)
+    yield procs
+    procs.stop()

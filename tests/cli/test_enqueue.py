@@ -1,0 +1,66 @@
+"""Without --inline, `track`/`untrack`/`refresh`/`sync` only enqueue: the message waits on the
+embedded broker until a real `celery worker` on the same broker file does the work."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator import EmulatorControl
+from tests.cli.conftest import BIN, Children, Workdir, wait_for
+from worker.reports import diff_transactions
+
+
+def test_track_enqueues_and_a_real_worker_syncs_the_account(
+    migrated: Workdir, control: EmulatorControl, children: Children
+) -> None:
+    account = control.create_account(transactions=150)["id"]
+
+    result = migrated.run("track", account)
+
+    assert result.stdout.startswith("enqueued fcsync.track_account")
+    assert migrated.queued() == [
+        {
+            "task": "fcsync.track_account",
+            "args": [],
+            "kwargs": {"account_id": account, "subscribe": True},
+        }
+    ]
+    assert migrated.query("SELECT id FROM accounts") == []  # nothing ran in the CLI
+    worker = [str(BIN / "celery"), "-A", "worker.app", "worker", "-Q", "fcsync",
+              "--concurrency=1", "--pool=solo", "--without-gossip", "--without-mingle"]  # fmt: skip
+    children.start(worker, migrated.env(), name="worker", cwd=migrated.path)
+
+    def synced() -> bool:
+        truth = control.transactions(account)
+        try:
+            stored = migrated.stored(account)
+        except Exception:  # the worker holds the write lock for a moment
+            return False
+        return bool(stored) and not diff_transactions(stored, truth, limit=1)
+
+    wait_for(synced, timeout=40, what=f"the worker to sync {account}\n{children.logs()}")
+    row = migrated.account(account)
+    assert row["tracked"] and row["subscribed"]
+    assert row["cursor"] == control.account(account)["transaction_refresh"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "task", "kwargs"),
+    [
+        (["untrack", "fca_q"], "fcsync.untrack_account", {"unsubscribe": True}),
+        (["untrack", "fca_q", "--keep-subscription"], "fcsync.untrack_account",
+         {"unsubscribe": False}),
+        (["refresh", "fca_q"], "fcsync.refresh_account", {"source": "manual"}),
+        (["sync", "fca_q", "--full"], "fcsync.sync_transactions", {"full": True}),
+        (["track", "fca_q", "--no-subscribe"], "fcsync.track_account", {"subscribe": False}),
+    ],
+)  # fmt: skip
+def test_commands_without_inline_put_the_named_task_on_the_broker(
+    workdir: Workdir, args: list[str], task: str, kwargs: dict[str, object]
+) -> None:
+    result = workdir.run(*args, STRIPE_API_KEY=None)  # enqueueing needs no Stripe key
+
+    assert result.stdout.startswith(f"enqueued {task}")
+    assert workdir.queued() == [
+        {"task": task, "args": [], "kwargs": {"account_id": "fca_q", **kwargs}}
+    ]

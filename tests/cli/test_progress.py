@@ -1,0 +1,77 @@
+"""Long --inline work shows a progress bar on a terminal and plain timestamped lines otherwise."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+
+from emulator import EmulatorControl
+from tests.cli.conftest import FCSYNC, Workdir
+
+PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: outcome=\w+")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+BAR = "━"
+
+
+def run_on_terminal(workdir: Workdir, *args: str) -> tuple[int, str, str]:
+    """Run `fcsync ARGS` with stdout on a pseudo-terminal, as in an interactive shell."""
+    primary, secondary = pty.openpty()
+    env = workdir.env(TERM="xterm-256color", COLUMNS="120")
+    proc = subprocess.Popen(
+        [FCSYNC, *args], cwd=workdir.path, env=env, stdout=secondary, stderr=subprocess.PIPE
+    )
+    os.close(secondary)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, b"".join(chunks).decode(errors="replace"), err.decode()
+
+
+def test_refresh_wait_on_a_terminal_shows_a_bar_through_pending_pages_done(
+    migrated: Workdir, control: EmulatorControl
+) -> None:
+    account = control.create_account(transactions=250)["id"]
+    migrated.run("track", account, "--inline", "--no-subscribe")
+
+    code, out, err = run_on_terminal(migrated, "refresh", account, "--inline", "--wait")
+
+    assert code == 0 and "Traceback" not in err, out + err
+    text = ANSI.sub("", out)
+    assert BAR in text
+    assert "pending" in text  # the refresh phase ...
+    screens = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    final = screens[-1]
+    assert re.search(rf"done {BAR}+ 3 pages", final), final  # ... pages, then done
+    assert not any(PLAIN_LINE.match(line) for line in screens)
+
+
+def test_refresh_wait_piped_prints_plain_lines_without_a_bar(
+    migrated: Workdir, control: EmulatorControl
+) -> None:
+    account = control.create_account(transactions=250)["id"]
+    migrated.run("track", account, "--inline", "--no-subscribe")
+
+    out = migrated.run("refresh", account, "--inline", "--wait").stdout
+
+    lines = out.splitlines()
+    assert lines and all(PLAIN_LINE.match(line) for line in lines), out
+    phases = [line.split()[1] + " " + line.split()[2] for line in lines]
+    assert phases[0] == "refresh_account: outcome=started"
+    assert "poll_refresh: outcome=succeeded" in phases
+    assert phases[-1] == "sync_transactions: outcome=done"
+    assert BAR not in out and "\x1b[" not in out

@@ -1,0 +1,163 @@
+"""The long-running commands: `webhooks`, `run` (supervised worker + beat + receiver) and
+`emulator`, started as a user starts them and stopped by signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from emulator import EmulatorControl, signature_header
+from tests.cli.conftest import (
+    API_KEY,
+    FCSYNC,
+    WEBHOOK_SECRET,
+    Children,
+    Workdir,
+    clean_environ,
+    free_port,
+    wait_for,
+)
+
+
+def get(url: str, **kwargs: object) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2, **kwargs)  # type: ignore[arg-type]
+    except requests.ConnectionError:
+        return None
+
+
+def healthy(url: str) -> bool:
+    response = get(url)
+    return response is not None and response.status_code == 200
+
+
+def test_webhooks_serves_healthz_and_stores_a_signed_event(
+    migrated: Workdir, control: EmulatorControl, children: Children
+) -> None:
+    port = free_port()
+    env = migrated.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    children.start([FCSYNC, "webhooks", "--port", str(port)], env, name="webhooks")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: healthy(f"{base}/healthz"), timeout=20, what=f"/healthz\n{children.logs()}")
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    account = control.create_account(transactions=1)["id"]
+    events = requests.get(
+        f"{migrated.base_url}/v1/events", auth=(API_KEY, ""), params={"limit": 100}, timeout=5
+    ).json()["data"]
+    event = next(e for e in events if e["data"]["object"]["id"] == account)
+    payload = json.dumps(event).encode()
+    url = f"{base}/webhooks/stripe"
+
+    def post(signature: str) -> requests.Response:
+        headers = {"Stripe-Signature": signature, "Content-Type": "application/json"}
+        return requests.post(url, data=payload, headers=headers, timeout=5)
+
+    forged = post(signature_header(payload, "whsec_not_ours"))
+    first = post(signature_header(payload, WEBHOOK_SECRET))
+    again = post(signature_header(payload, WEBHOOK_SECRET))
+
+    assert forged.status_code == 400
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": True, "id": event["id"], "duplicate": False}
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert migrated.query("SELECT id, type FROM webhook_events") == [(event["id"], event["type"])]
+    # Handling is the worker's: one message on the broker, none for the duplicate.
+    assert migrated.queued() == [
+        {"task": "fcsync.handle_event", "args": [], "kwargs": {"event_id": event["id"]}}
+    ]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below PID (children, grandchildren, ...) with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    cmd = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                found[child] = cmd.replace(b"\0", b" ").decode(errors="replace")
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])
+def test_run_on_embedded_defaults_stops_every_child_on_signal(
+    tmp_path: Path, children: Children, stop: str
+) -> None:
+    port = free_port()
+    env = {**clean_environ(), "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PYTHONUNBUFFERED": "1"}
+    proc = children.start(
+        [FCSYNC, "run", "--concurrency", "1", "--port", str(port)], env, name="run"
+    )
+    log = tmp_path / "run.log"
+
+    def started() -> dict[int, str]:
+        below = descendants(proc.pid)
+        names = " ".join(below.values())
+        ready = "ready." in log.read_text(errors="replace")  # the worker's start-up banner
+        everyone = all(part in names for part in (" worker ", " beat ", " webhooks "))
+        return below if ready and everyone and healthy(f"http://127.0.0.1:{port}/healthz") else {}
+
+    below = wait_for(started, timeout=40, what=f"worker, beat and webhooks\n{children.logs()}")
+    try:
+        assert proc.poll() is None
+        # Embedded defaults: SQLite and the broker both in the working directory.
+        assert (tmp_path / "fcsync.db").exists() and (tmp_path / "fcsync-broker.sqlite").exists()
+        if stop == "SIGTERM":
+            os.kill(proc.pid, signal.SIGTERM)  # a process manager stopping the service
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
+        assert proc.wait(timeout=30) == 0, children.logs()
+        deadline = time.monotonic() + 5
+        while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {pid: cmd for pid, cmd in below.items() if alive(pid)}
+        assert not left, f"orphans after {stop}: {left}"
+        assert "Traceback" not in log.read_text(errors="replace"), children.logs()
+    finally:
+        for pid in below:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_emulator_command_serves_the_api_on_the_given_port(children: Children) -> None:
+    port = free_port()
+    argv = [FCSYNC, "emulator", "--port", str(port), "--accounts", "2", "--transactions", "5"]
+    proc = children.start(argv, clean_environ(), name="emulator")
+    url = f"http://127.0.0.1:{port}/v1/financial_connections/accounts"
+
+    def answer() -> requests.Response | None:
+        response = get(url, auth=("sk_test_x", ""))
+        return response if response is not None and response.status_code == 200 else None
+
+    response = wait_for(answer, timeout=20, what=f"the emulator\n{children.logs()}")
+    assert len(response.json()["data"]) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
