@@ -31,7 +31,13 @@ def refresh_account_task(account_id: str, source: str = "task") -> dict[str, Any
             s, gw, account_id, source=source, now=now, settings=uow.settings
         ),
     )
-    return {"account": account_id, "outcome": decision.outcome, "refresh": decision.refresh_id}
+    return {
+        "account": account_id,
+        "outcome": decision.outcome,
+        "refresh": decision.refresh_id,
+        # When Stripe allows the next refresh (outcome "cooldown"), else null.
+        "retry_at": decision.retry_at.isoformat() if decision.retry_at else None,
+    }
 
 
 @app.task(

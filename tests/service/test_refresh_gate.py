@@ -19,7 +19,7 @@ from tasks.refresh import poll_refresh_task, refresh_account_task, refresh_due_a
 from tasks.tracking import track_account_task
 from tests.emulator.conftest import API_KEY
 from tests.service.conftest import TaskRig
-from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC
+from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, at
 from worker import contract, refresh
 from worker.db import session_scope
 from worker.records import FCAccount
@@ -51,9 +51,11 @@ def test_refresh_gate_never_posts_while_pending_or_before_next_refresh_available
         # Finished; Stripe accepts the next one only after its cooldown.
         finished_at = fc.advance(REFRESH_DELAY_S)
         clock.move_to(finished_at)
-        assert refresh_account_task(account_id, source="manual")["outcome"] == "cooldown"
+        cooldown = refresh_account_task(account_id, source="manual")
+        assert cooldown["outcome"] == "cooldown"
         available = stored(rig.engine, account_id).refresh_next_available_at
         assert available == int(finished_at.timestamp()) + REFRESH_COOLDOWN_S
+        assert cooldown["retry_at"] == at(available).isoformat()
         # The task comes back when it is allowed instead of polling Stripe in the meantime.
         (again,) = rig.take(contract.REFRESH_ACCOUNT)
         assert again.countdown == pytest.approx(REFRESH_COOLDOWN_S + 1)
@@ -113,6 +115,7 @@ def test_refresh_gate_redelivery_after_a_crash_before_commit_posts_nothing(
         "account": account_id,
         "outcome": "pending",
         "refresh": decision.refresh_id,
+        "retry_at": None,
     }
     assert fc.refresh_posts() == 1
     assert fc.gating_violations() == 0
