@@ -132,3 +132,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@pytest.fixture
+def stack_redis_url(redis_url: str) -> Iterator[str]:
+    """A Redis database of the end-to-end stacks' own, emptied before and after each test so no
+    stale message (or rate-limit bucket) from an earlier run can leak in."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/14"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def stack_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (the stacks migrate it themselves)."""
+    from tests.conftest import PG_ADMIN_URL, unavailable
+    from tests.integration.stack import create_database, drop_database
+
+    try:
+        url = create_database(PG_ADMIN_URL)
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    yield url
+    drop_database(PG_ADMIN_URL, url)
