@@ -54,11 +54,14 @@ def observe_account(
         session, account.id, state, source=source, now=now, requested=requested
     )
     moved = repository.apply_refresh(account, state)
+    # Due times count from the refresh itself, not from when we looked: seeing the same refresh
+    # again (a retried poll, a late duplicate webhook) must not postpone the next one.
+    attempted = from_ts(state.last_attempted_at)
     if moved and state.status == "succeeded":
         grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
-        account.next_due_at = now + timedelta(seconds=account.refresh_interval_s + grace)
+        account.next_due_at = attempted + timedelta(seconds=account.refresh_interval_s + grace)
     elif moved and state.status == "failed":
-        retry_at = now + timedelta(seconds=settings.fcsync_failed_refresh_retry_s)
+        retry_at = attempted + timedelta(seconds=settings.fcsync_failed_refresh_retry_s)
         if state.next_refresh_available_at is not None:
             retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
         account.next_due_at = retry_at

@@ -200,3 +200,28 @@ def test_refresh_gate_beat_steps_in_only_when_stripes_daily_refresh_is_overdue(
         assert refresh_account_task(**due.kwargs)["outcome"] == "started"
     assert fc.refresh_posts() == 1
     assert fc.gating_violations() == 0
+
+
+def test_refresh_gate_observing_the_same_refresh_again_does_not_postpone_the_next(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    account_id = fc.create_account(transactions=20)
+    with freeze_time(fc.now()) as clock:
+        assert track_account_task(account_id, subscribe=False)["outcome"] == "tracked"
+        assert refresh_account_task(account_id, source="beat")["outcome"] == "started"
+        clock.move_to(fc.advance(REFRESH_DELAY_S))
+        assert poll_refresh_task(account_id)["outcome"] == "succeeded"
+        due_at = stored(rig.engine, account_id).next_due_at
+        rig.sent.clear()
+
+        # Hours later a retried poll (or a late duplicate webhook) sees the same refresh again.
+        clock.move_to(fc.advance(DAY_S - 3_600))
+        assert poll_refresh_task(account_id)["outcome"] == "succeeded"
+        assert stored(rig.engine, account_id).next_due_at == due_at
+
+        # So the account is due a day after its refresh, not a day after the late look.
+        clock.move_to(fc.advance(3_600))
+        refresh_due_accounts_task()
+        (due,) = rig.take(contract.REFRESH_ACCOUNT)
+        assert refresh_account_task(**due.kwargs)["outcome"] == "started"
+    assert fc.gating_violations() == 0
