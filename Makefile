@@ -32,6 +32,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/emulator_paging.py
+	$(BIN)/python bench/steady_state.py
 
 clean:
 	rm -rf $(VENV) fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

@@ -4,14 +4,9 @@ emulator standing in for Stripe."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,33 +17,18 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorConfig, EmulatorControl
 from models import Account
+from tests.processes import BIN, ProcessGroup, embedded_queue, free_port, wait_for
 from worker.db import make_engine, upgrade_database
 from worker.reports import stored_transactions
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+# Re-exported for the test modules: one subprocess toolkit for every test folder.
+__all__ = ["BIN", "ProcessGroup", "free_port", "wait_for"]
 FCSYNC = str(BIN / "fcsync")
 API_KEY = "sk_test_fcsync_cli"
 WEBHOOK_SECRET = "whsec_fcsync_cli"
 # Two pages per run: a 250-row backfill takes two runs, so --inline must follow continuations.
 PAGES_PER_RUN = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def clean_environ() -> dict[str, str]:
@@ -163,34 +143,10 @@ class Workdir:
 
     def queued(self) -> list[dict[str, Any]]:
         """Messages waiting on the embedded broker's fcsync queue: task name and kwargs."""
-        if not self.broker_file.exists():
-            return []
-        engine = create_engine(f"sqlite:///{self.broker_file}")
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    text(
-                        "SELECT m.payload FROM kombu_message m JOIN kombu_queue q "
-                        "ON q.id = m.queue_id WHERE q.name = 'fcsync' AND m.visible ORDER BY m.id"
-                    )
-                ).all()
-        finally:
-            engine.dispose()
-        messages = []
-        for (payload,) in rows:
-            message = json.loads(payload)
-            args, kwargs, _ = json.loads(_body(message))
-            messages.append({"task": message["headers"]["task"], "args": args, "kwargs": kwargs})
-        return messages
-
-
-def _body(message: dict[str, Any]) -> str:
-    import base64
-
-    body = message["body"]
-    if message["properties"].get("body_encoding") == "base64":
-        return base64.b64decode(body).decode()
-    return str(body)
+        return [
+            {"task": m["task"], "args": m["args"], "kwargs": m["kwargs"]}
+            for m in embedded_queue(self.broker_file)
+        ]
 
 
 @pytest.fixture(scope="session")
@@ -244,49 +200,9 @@ def synced(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator) -> Sync
     return Synced(workdir, account)
 
 
-class Children:
-    """Long-running `fcsync`/`celery` subprocesses, each in its own session, always reaped."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(
-        self, argv: Sequence[str], env: dict[str, str], *, name: str, cwd: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        log = self.tmp_path / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=cwd or self.tmp_path,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append((proc, log))
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for _, log in self.procs
-        )
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 @pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
-    procs = Children(tmp_path)
+def children(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Long-running `fcsync`/`celery` children, run in the test's folder, always reaped."""
+    procs = ProcessGroup(tmp_path, cwd=tmp_path)
     yield procs
     procs.stop()

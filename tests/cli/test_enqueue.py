@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from emulator import EmulatorControl
-from tests.cli.conftest import BIN, Children, Workdir, wait_for
+from tests.cli.conftest import ProcessGroup, Workdir, wait_for
+from tests.processes import celery_worker_argv
 from worker.reports import diff_transactions
 
 
 def test_track_enqueues_and_a_real_worker_syncs_the_account(
-    migrated: Workdir, control: EmulatorControl, children: Children
+    migrated: Workdir, control: EmulatorControl, children: ProcessGroup
 ) -> None:
     account = control.create_account(transactions=150)["id"]
 
@@ -26,9 +27,8 @@ def test_track_enqueues_and_a_real_worker_syncs_the_account(
         }
     ]
     assert migrated.query("SELECT id FROM accounts") == []  # nothing ran in the CLI
-    worker = [str(BIN / "celery"), "-A", "worker.app", "worker", "-Q", "fcsync",
-              "--concurrency=1", "--pool=solo", "--without-gossip", "--without-mingle"]  # fmt: skip
-    children.start(worker, migrated.env(), name="worker", cwd=migrated.path)
+    worker = celery_worker_argv("worker", concurrency=1, pool="solo")
+    children.start("worker", worker, env=migrated.env(), cwd=migrated.path)
 
     def synced() -> bool:
         truth = control.transactions(account)

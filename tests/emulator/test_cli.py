@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,9 @@ import stripe
 from click.testing import CliRunner
 
 from emulator.cli import emulator_command
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serves_seeded_accounts_and_stops_on_sigterm() -> None:

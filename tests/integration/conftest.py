@@ -3,56 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = str(Path(sys.executable).with_name("celery"))
+from tests.processes import ProcessGroup, celery_beat_argv, celery_worker_argv, wait_for
+
+__all__ = ["Processes", "wait_for"]
 
 
-def wait_for(
-    predicate: Callable[[], object],
-    *,
-    timeout: float,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Processes:
-    """Starts subprocesses in their own process groups and always reaps them."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        log = self.tmp_path / f"{name}.log"
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=full_env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append((proc, log))
-        return proc
+class Processes(ProcessGroup):
+    """Celery children of one test, with their logs in its tmp_path."""
 
     def worker(
         self,
@@ -63,58 +26,17 @@ class Processes:
         pool: str = "prefork",
     ) -> subprocess.Popen[bytes]:
         return self.start(
-            [
-                CELERY,
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "fcsync",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                f"--pool={pool}",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
-            env,
             name,
+            celery_worker_argv(name, concurrency=concurrency, pool=pool),
+            env={**os.environ, **env},
         )
 
     def beat(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         return self.start(
-            [
-                CELERY,
-                "-A",
-                "worker.app",
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(self.tmp_path / "celerybeat-schedule"),
-            ],
-            env,
             "beat",
+            celery_beat_argv(self.log_dir / "celerybeat-schedule"),
+            env={**os.environ, **env},
         )
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
-            for _, log in self.procs
-            if log.exists()
-        )
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.fixture

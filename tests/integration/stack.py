@@ -4,12 +4,9 @@ database against the emulator's ground truth. Free of pytest, so bench/ can driv
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +25,12 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh, Transaction
+from tests.processes import (
+    ProcessGroup,
+    celery_beat_argv,
+    celery_worker_argv,
+    free_port,
+)
 from worker.db import make_engine, upgrade_database
 
 DAY_S = 86_400
@@ -43,8 +46,6 @@ FCSYNC_RPS = 20
 REFRESH_COOLDOWN_S = 3_600.0
 PAGE = 100
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 # What "the DB equals the truth" compares, per transaction (the id is the key).
 FIELDS = (
@@ -61,12 +62,6 @@ FIELDS = (
 
 class StackFailure(AssertionError):
     """The stack did not reach the expected state; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def create_database(admin_url: str) -> str:
@@ -91,86 +86,15 @@ def drop_database(admin_url: str, url: str) -> None:
         admin.dispose()
 
 
-class Children:
-    """Subprocesses, each leading its own process group (a prefork worker's pool goes with it),
-    logging to files; every one is reaped by `stop()`."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        self.log_dir = log_dir
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.killed: set[str] = set()
-
-    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
+class Children(ProcessGroup):
+    """The stack's subprocesses (see tests.processes), started with the stack's environment."""
 
     def worker(self, name: str, *, concurrency: int) -> subprocess.Popen[bytes]:
-        return self.start(
-            name,
-            [
-                str(BIN / "celery"),
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "fcsync",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
-        )
-
-    def kill(self, name: str) -> None:
-        """SIGKILL the child and its whole group (a crash: no shutdown, no acks)."""
-        proc = self.procs[name]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        self.killed.add(name)
+        return self.start(name, celery_worker_argv(name, concurrency=concurrency))
 
     def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if name not in self.killed and proc.poll() is not None:
-                raise StackFailure(f"{name} exited with {proc.returncode}")
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        # Pool processes outliving their parent would still hold the group: kill what is left.
-        for proc in self.procs.values():
-            _signal_group(proc, signal.SIGKILL)
-
-    def logs(self, tail: int = 60) -> str:
-        parts = []
-        for log in sorted(self.log_dir.glob("*.log")):
-            lines = log.read_text(errors="replace").splitlines()[-tail:]
-            parts.append(f"--- last {len(lines)} lines of {log.name}\n" + "\n".join(lines))
-        return "\n".join(parts)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
+        for name, code in self.exited().items():
+            raise StackFailure(f"{name} exited with {code}")
 
 
 @dataclass
@@ -272,18 +196,7 @@ class Stack:
                 ],
             )
         self.children.worker("worker", concurrency=self.options.concurrency)
-        self.children.start(
-            "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "worker.app",
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(self.options.workdir / "celerybeat-schedule"),
-            ],
-        )
+        self.children.start("beat", celery_beat_argv(self.options.workdir / "celerybeat-schedule"))
         if self.options.faults:
             self.control.set_faults(**self.options.faults)
         if self.options.webhooks:
@@ -417,11 +330,18 @@ class Stack:
         row = session.get(Account, account_id)
         if row is None:
             return "not tracked yet"
-        theirs = self.ctl.account(account_id)["transaction_refresh"]
+        stripe_account = self.ctl.account(account_id)
+        theirs = stripe_account["transaction_refresh"]
         if theirs is None or theirs["status"] == "pending":
             return "refresh pending at Stripe"
         if theirs["id"] == previous:
-            return f"no refresh since {previous}"
+            return (
+                f"no refresh since {previous} (Stripe: {theirs['status']}, subscriptions "
+                f"{stripe_account['subscriptions']}, next allowed "
+                f"{theirs['next_refresh_available_at']}, now {self.ctl.now()}; fcsync: "
+                f"{row.refresh_status} {row.refresh_id}, subscriptions {row.subscriptions}, "
+                f"next_due_at {row.next_due_at}, error {row.last_error_code})"
+            )
         if theirs["status"] == "succeeded" and row.cursor_refresh_id != theirs["id"]:
             return f"{theirs['id']} not synced yet (cursor {row.cursor_refresh_id})"
         if theirs["status"] == "failed" and (

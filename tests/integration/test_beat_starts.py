@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 
 from tests.integration.conftest import Processes, wait_for
+from tests.processes import decode_message, embedded_queue
 from worker.db import upgrade_database
 
 pytestmark = pytest.mark.integration
@@ -30,13 +30,8 @@ def _beat_env(tmp_path: Path, broker_url: str) -> dict[str, str]:
 
 
 def _sweeps_in(messages: list[dict[str, Any]]) -> set[str]:
-    found = set()
-    for message in messages:
-        headers = message["headers"]
-        # beat entries carry `expires`: a sweep that waited too long is dropped, not run late.
-        if headers.get("expires"):
-            found.add(headers["task"])
-    return found
+    # beat entries carry `expires`: a sweep that waited too long is dropped, not run late.
+    return {m["task"] for m in messages if m["headers"].get("expires")}
 
 
 def test_beat_publishes_sweeps_on_redis(
@@ -50,7 +45,7 @@ def test_beat_publishes_sweeps_on_redis(
 
     def published() -> bool:
         raw = client.lrange("fcsync", 0, -1)
-        return _sweeps_in([json.loads(m) for m in raw]) == SWEEPS
+        return _sweeps_in([decode_message(json.loads(m)) for m in raw]) == SWEEPS
 
     wait_for(published, timeout=30, what=f"beat to publish {SWEEPS}\n{processes.logs()}")
     client.flushdb()
@@ -59,24 +54,8 @@ def test_beat_publishes_sweeps_on_redis(
 def test_beat_publishes_sweeps_on_embedded_broker(processes: Processes, tmp_path: Path) -> None:
     broker_file = tmp_path / "broker.sqlite"
     processes.beat(_beat_env(tmp_path, f"sqla+sqlite:///{broker_file}"))
-    engine = create_engine(f"sqlite:///{broker_file}")
-
-    def published() -> bool:
-        if not broker_file.exists():
-            return False
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    text(
-                        "SELECT m.payload FROM kombu_message m "
-                        "JOIN kombu_queue q ON q.id = m.queue_id WHERE q.name = 'fcsync'"
-                    )
-                ).all()
-        except Exception:  # tables not created yet by the transport
-            return False
-        return _sweeps_in([json.loads(r[0]) for r in rows]) == SWEEPS
-
-    try:
-        wait_for(published, timeout=30, what=f"beat to publish {SWEEPS}\n{processes.logs()}")
-    finally:
-        engine.dispose()
+    wait_for(
+        lambda: _sweeps_in(embedded_queue(broker_file)) == SWEEPS,
+        timeout=30,
+        what=f"beat to publish {SWEEPS}\n{processes.logs()}",
+    )
