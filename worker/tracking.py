@@ -68,6 +68,11 @@ def track_account(
     if account.next_due_at is None:
         # Never refreshed through us: let the next beat sweep consider it right away.
         account.next_due_at = now
+    state = live.transaction_refresh
+    if state is not None and state.status == "pending":
+        # A refresh already running (a redelivered track whose subscribe went through, or one
+        # started elsewhere): learn its outcome now rather than from the stale-refresh sweep.
+        followups.append(poll_followup(account_id, settings))
     return TrackResult("tracked", account.subscribed, tuple(followups))
 
 
