@@ -9,6 +9,7 @@ is moved in step with freezegun's: the worker's `now` and Stripe's always agree.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -33,6 +34,13 @@ def stored(engine: Engine, account_id: str) -> Account:
         account = session.get(Account, account_id)
         assert account is not None
         return account
+
+
+def subscribe_and_complete_first_refresh(fc: EmulatedFC, clock: Any, account_id: str) -> None:
+    """Track with Stripe's daily subscription; its first refresh succeeds and is polled."""
+    assert track_account_task(account_id, subscribe=True)["outcome"] == "subscribed"
+    clock.move_to(fc.advance(REFRESH_DELAY_S))
+    assert poll_refresh_task(account_id)["outcome"] == "succeeded"
 
 
 def test_refresh_gate_never_posts_while_pending_or_before_next_refresh_available_at(
@@ -77,9 +85,7 @@ def test_refresh_gate_beat_answers_fresh_when_stripes_daily_refresh_just_landed(
 ) -> None:
     account_id = fc.create_account(transactions=20)
     with freeze_time(fc.now()) as clock:
-        assert track_account_task(account_id, subscribe=True)["outcome"] == "subscribed"
-        clock.move_to(fc.advance(REFRESH_DELAY_S))
-        assert poll_refresh_task(account_id)["outcome"] == "succeeded"
+        subscribe_and_complete_first_refresh(fc, clock, account_id)
         known = stored(rig.engine, account_id).refresh_id
         rig.sent.clear()
 
@@ -179,9 +185,7 @@ def test_refresh_gate_beat_steps_in_only_when_stripes_daily_refresh_is_overdue(
 ) -> None:
     account_id = fc.create_account(transactions=20)
     with freeze_time(fc.now()) as clock:
-        assert track_account_task(account_id, subscribe=True)["outcome"] == "subscribed"
-        clock.move_to(fc.advance(REFRESH_DELAY_S))
-        assert poll_refresh_task(account_id)["outcome"] == "succeeded"
+        subscribe_and_complete_first_refresh(fc, clock, account_id)
         # Stripe stops its daily refresh behind fcsync's back: fcsync still counts on it.
         fc.gateway.unsubscribe_transactions(account_id)
         rig.sent.clear()
