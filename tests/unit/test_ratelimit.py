@@ -1,0 +1,83 @@
+"""The Stripe request budget: one token bucket in Redis shared by every client (so a fleet of
+workers stays under Stripe's limit together), and its in-process twin."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from worker.errors import RateLimitedError
+from worker.ratelimit import LocalTokenBucket, RedisTokenBucket
+
+RATE = 20.0
+CLIENTS = 3
+CALLS_EACH = 20
+
+
+def _acquire_concurrently(buckets: list[RedisTokenBucket] | list[LocalTokenBucket]) -> list[float]:
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def run(bucket: RedisTokenBucket | LocalTokenBucket) -> None:
+        for _ in range(CALLS_EACH):
+            bucket.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in buckets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return sorted(stamps)
+
+
+@pytest.mark.redis
+def test_ratelimit_redis_bucket_is_one_budget_for_all_clients(redis_url: str) -> None:
+    key = f"fcsync:test:ratelimit:{uuid.uuid4().hex}"
+    clients = [redis.Redis.from_url(redis_url) for _ in range(CLIENTS)]
+    buckets = [RedisTokenBucket(c, rate=RATE, key=key) for c in clients]
+    started = time.monotonic()
+    stamps = _acquire_concurrently(buckets)
+    assert len(stamps) == CLIENTS * CALLS_EACH
+    # One second's burst goes at once; the rest is paced at RATE for all clients together
+    # (three separate budgets would have let all 60 calls through at once).
+    burst = int(RATE)
+    paced = len(stamps) - burst
+    assert stamps[-1] - started >= 0.9 * paced / RATE
+    # And no one-second window ever holds more than a burst plus a second's worth.
+    for i, t in enumerate(stamps):
+        in_window = sum(1 for u in stamps[i:] if u - t < 1.0)
+        assert in_window <= burst + RATE + 1
+    clients[0].delete(key)
+    for c in clients:
+        c.close()
+
+
+@pytest.mark.redis
+def test_ratelimit_redis_bucket_refuses_waits_longer_than_max_wait(redis_url: str) -> None:
+    key = f"fcsync:test:ratelimit:{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_url)
+    bucket = RedisTokenBucket(client, rate=1.0, burst=1.0, max_wait_s=0.5, key=key)
+    bucket.acquire()
+    with pytest.raises(RateLimitedError) as exc:
+        bucket.acquire()
+    assert exc.value.code == "local_rate_limit"
+    assert exc.value.retry_after == pytest.approx(1.0, abs=0.2)
+    client.delete(key)
+    client.close()
+
+
+def test_ratelimit_local_bucket_paces_threads_of_one_process() -> None:
+    bucket = LocalTokenBucket(rate=RATE)
+    started = time.monotonic()
+    stamps = _acquire_concurrently([bucket] * CLIENTS)
+    assert stamps[-1] - started >= 0.9 * (len(stamps) - RATE) / RATE
+    strict = LocalTokenBucket(rate=1.0, burst=1.0, max_wait_s=0.5)
+    strict.acquire()
+    with pytest.raises(RateLimitedError):
+        strict.acquire()
