@@ -104,10 +104,20 @@ class RefreshDecision:
     followups: tuple[Followup, ...] = field(default=())
 
 
-def refresh_idempotency_key(account_id: str, previous_refresh_id: str | None) -> str:
-    """Same account + same previous refresh = same key: a redelivered task replays Stripe's
-    stored response instead of starting a second refresh."""
-    return f"fcsync-refresh-{account_id}-{previous_refresh_id or 'initial'}"
+# Stripe stores the first answer under an idempotency key, 500s included, for at least a day
+# (stripe-fc-api.md section 7): a key that never changed would replay one unlucky 500 to every
+# attempt. Keys therefore live for one window of this many seconds (at least a minute).
+IDEMPOTENCY_WINDOW_MIN_S = 60
+
+
+def refresh_idempotency_key(
+    account_id: str, previous_refresh_id: str | None, *, now: datetime, window_s: int
+) -> str:
+    """Same account + same previous refresh + same window = same key: a redelivered or racing
+    task replays Stripe's stored answer instead of starting a second refresh, while a failed
+    answer stops being replayed once the window has passed."""
+    window = int(now.timestamp()) // max(window_s, IDEMPOTENCY_WINDOW_MIN_S)
+    return f"fcsync-refresh-{account_id}-{previous_refresh_id or 'initial'}-{window}"
 
 
 def request_refresh(
@@ -172,7 +182,12 @@ def request_refresh(
         return RefreshDecision("fresh", refresh_id=state.id, followups=tuple(followups))
     started = gateway.refresh_transactions(
         account_id,
-        idempotency_key=refresh_idempotency_key(account_id, state.id if state else None),
+        idempotency_key=refresh_idempotency_key(
+            account_id,
+            state.id if state else None,
+            now=now,
+            window_s=settings.fcsync_failed_refresh_retry_s,
+        ),
     )
     obs = observe_account(
         session, started, now=now, settings=settings, source=source, requested=True

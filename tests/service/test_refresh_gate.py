@@ -23,6 +23,7 @@ from tests.service.conftest import TaskRig
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, at
 from worker import contract, refresh
 from worker.db import session_scope
+from worker.errors import PermanentError
 from worker.records import FCAccount
 from worker.stripe_gateway import StripeGateway
 
@@ -228,4 +229,32 @@ def test_refresh_gate_observing_the_same_refresh_again_does_not_postpone_the_nex
         refresh_due_accounts_task()
         (due,) = rig.take(contract.REFRESH_ACCOUNT)
         assert refresh_account_task(**due.kwargs)["outcome"] == "started"
+    assert fc.gating_violations() == 0
+
+
+def test_refresh_gate_a_failure_stored_under_the_key_is_not_replayed_past_its_window(
+    fc: EmulatedFC, committed_engine: Engine
+) -> None:
+    account_id = fc.create_account(transactions=20)
+    now, window_s = fc.now(), fc.settings.fcsync_failed_refresh_retry_s
+    key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
+    # A refresh POST with fcsync's key fails after Stripe began executing it (the account was
+    # inactive for a moment); Stripe keeps that answer under the key, as it keeps a 500.
+    fc.control.set_account_status(account_id, "inactive")
+    with pytest.raises(PermanentError):
+        fc.gateway.refresh_transactions(account_id, idempotency_key=key)
+    fc.control.set_account_status(account_id, "active")
+
+    # Within the key's window the stored failure is what Stripe answers...
+    with session_scope(committed_engine) as session, pytest.raises(PermanentError):
+        refresh.request_refresh(
+            session, fc.gateway, account_id, source="task", now=now, settings=fc.settings
+        )
+    # ...but not for ever: the next window asks Stripe afresh.
+    later = fc.advance(window_s)
+    with session_scope(committed_engine) as session:
+        decision = refresh.request_refresh(
+            session, fc.gateway, account_id, source="task", now=later, settings=fc.settings
+        )
+    assert decision.outcome == "started"
     assert fc.gating_violations() == 0
