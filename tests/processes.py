@@ -44,36 +44,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def celery_worker_argv(name: str, *, concurrency: int, pool: str = "prefork") -> list[str]:
-    return [
-        str(BIN / "celery"),
-        "-A",
-        "worker.app",
-        "worker",
-        "-Q",
-        "fcsync",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        f"--pool={pool}",
-        "--without-gossip",
-        "--without-mingle",
-        "-n",
-        f"{name}@%h",
-    ]
-
-
-def celery_beat_argv(schedule: Path) -> list[str]:
-    return [
-        str(BIN / "celery"),
-        "-A",
-        "worker.app",
-        "beat",
-        "--loglevel=INFO",
-        "--schedule",
-        str(schedule),
-    ]
-
-
 class ProcessGroup:
     """Named children started with `start()`; `stop()` reaps every one of them and whatever
     is left in their process groups."""

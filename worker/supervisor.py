@@ -30,51 +30,54 @@ class Child:
     argv: Sequence[str]
 
 
+def worker_argv(concurrency: int, *, name: str | None = None, pool: str | None = None) -> list[str]:
+    """`celery worker` on the fcsync queue (name: the node name, to tell several apart)."""
+    argv = [
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "worker.app",
+        "worker",
+        "-Q",
+        "fcsync",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if pool is not None:
+        argv.append(f"--pool={pool}")
+    if name is not None:
+        argv += ["-n", f"{name}@%h"]
+    return argv
+
+
+def beat_argv(schedule: Path) -> list[str]:
+    celery = str(Path(sys.executable).parent / "celery")
+    return [celery, "-A", "worker.app", "beat", "--loglevel=INFO", "--schedule", str(schedule)]
+
+
+def webhooks_argv(host: str, port: int, path: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "worker",
+        "webhooks",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--path",
+        path,
+    ]
+
+
 def stack_children(
     *, concurrency: int, webhooks: bool, host: str, port: int, path: str, schedule: Path
 ) -> list[Child]:
-    bindir = Path(sys.executable).parent
-    celery = str(bindir / "celery")
-    children = [
-        Child(
-            "worker",
-            [
-                celery,
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "fcsync",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-        ),
-        # Exactly one beat: two would double every sweep.
-        Child(
-            "beat",
-            [celery, "-A", "worker.app", "beat", "--loglevel=INFO", "--schedule", str(schedule)],
-        ),
-    ]
+    # Exactly one beat: two would double every sweep.
+    children = [Child("worker", worker_argv(concurrency)), Child("beat", beat_argv(schedule))]
     if webhooks:
-        children.append(
-            Child(
-                "webhooks",
-                [
-                    sys.executable,
-                    "-m",
-                    "worker",
-                    "webhooks",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--path",
-                    path,
-                ],
-            )
-        )
+        children.append(Child("webhooks", webhooks_argv(host, port, path)))
     return children
 
 

@@ -13,7 +13,6 @@ import os
 import random
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,14 +33,11 @@ def chaos_seeds(default: list[int]) -> list[int]:
 
 
 @pytest.fixture
-def options(stack_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
-    return StackOptions(
-        db_url=stack_postgres_url,
-        broker_url=stack_redis_url,
-        redis_url=stack_redis_url,
-        workdir=tmp_path,
+def options(stack_options: StackOptions) -> StackOptions:
+    # Small leases and sweeps in emulator seconds, so recovery fits in a test.
+    return replace(
+        stack_options,
         env={
-            # Small leases and sweeps in emulator seconds, so recovery fits in a test.
             "FCSYNC_SYNC_LEASE_S": "5",
             "FCSYNC_STALE_PENDING_S": "5",
             "FCSYNC_PAGES_PER_RUN": "2",

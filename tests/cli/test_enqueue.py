@@ -7,8 +7,8 @@ import pytest
 
 from emulator import EmulatorControl
 from tests.cli.conftest import ProcessGroup, Workdir, wait_for
-from tests.processes import celery_worker_argv
 from worker.reports import diff_transactions
+from worker.supervisor import worker_argv
 
 
 def test_track_enqueues_and_a_real_worker_syncs_the_account(
@@ -27,7 +27,7 @@ def test_track_enqueues_and_a_real_worker_syncs_the_account(
         }
     ]
     assert migrated.query("SELECT id FROM accounts") == []  # nothing ran in the CLI
-    worker = celery_worker_argv("worker", concurrency=1, pool="solo")
+    worker = worker_argv(1, name="worker", pool="solo")
     children.start("worker", worker, env=migrated.env(), cwd=migrated.path)
 
     def synced() -> bool:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ProcessGroup, celery_beat_argv, celery_worker_argv, wait_for
+from tests.integration.stack import StackOptions
+from tests.processes import ProcessGroup, wait_for
+from worker.supervisor import beat_argv, worker_argv
 
 __all__ = ["Processes", "wait_for"]
 
@@ -27,14 +29,14 @@ class Processes(ProcessGroup):
     ) -> subprocess.Popen[bytes]:
         return self.start(
             name,
-            celery_worker_argv(name, concurrency=concurrency, pool=pool),
+            worker_argv(concurrency, name=name, pool=pool),
             env={**os.environ, **env},
         )
 
     def beat(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         return self.start(
             "beat",
-            celery_beat_argv(self.log_dir / "celerybeat-schedule"),
+            beat_argv(self.log_dir / "celerybeat-schedule"),
             env={**os.environ, **env},
         )
 
@@ -82,3 +84,14 @@ def stack_postgres_url() -> Iterator[str]:
         unavailable("PostgreSQL", exc)
     yield url
     drop_database(PG_ADMIN_URL, url)
+
+
+@pytest.fixture
+def stack_options(stack_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
+    """A stack on Redis (broker and shared request budget) and a fresh PostgreSQL database."""
+    return StackOptions(
+        db_url=stack_postgres_url,
+        broker_url=stack_redis_url,
+        redis_url=stack_redis_url,
+        workdir=tmp_path,
+    )

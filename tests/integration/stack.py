@@ -8,7 +8,6 @@ import itertools
 import math
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -27,11 +26,10 @@ from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh, Transaction
 from tests.processes import (
     ProcessGroup,
-    celery_beat_argv,
-    celery_worker_argv,
     free_port,
 )
 from worker.db import make_engine, upgrade_database
+from worker.supervisor import beat_argv, webhooks_argv, worker_argv
 
 DAY_S = 86_400
 API_KEY = "sk_test_fcsync_stack"
@@ -90,7 +88,7 @@ class Children(ProcessGroup):
     """The stack's subprocesses (see tests.processes), started with the stack's environment."""
 
     def worker(self, name: str, *, concurrency: int) -> subprocess.Popen[bytes]:
-        return self.start(name, celery_worker_argv(name, concurrency=concurrency))
+        return self.start(name, worker_argv(concurrency, name=name))
 
     def check_alive(self) -> None:
         for name, code in self.exited().items():
@@ -181,22 +179,10 @@ class Stack:
                 f"http://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}", WEBHOOK_SECRET
             )
             self.children.start(
-                "webhooks",
-                [
-                    sys.executable,
-                    "-m",
-                    "worker",
-                    "webhooks",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.webhook_port),
-                    "--path",
-                    WEBHOOK_PATH,
-                ],
+                "webhooks", webhooks_argv("127.0.0.1", self.webhook_port, WEBHOOK_PATH)
             )
         self.children.worker("worker", concurrency=self.options.concurrency)
-        self.children.start("beat", celery_beat_argv(self.options.workdir / "celerybeat-schedule"))
+        self.children.start("beat", beat_argv(self.options.workdir / "celerybeat-schedule"))
         if self.options.faults:
             self.control.set_faults(**self.options.faults)
         if self.options.webhooks:

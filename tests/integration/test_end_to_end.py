@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,13 +42,8 @@ def bank(*, flaky: bool) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def options(stack_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
-    return StackOptions(
-        db_url=stack_postgres_url,
-        broker_url=stack_redis_url,
-        redis_url=stack_redis_url,
-        workdir=tmp_path,
-    )
+def options(stack_options: StackOptions) -> StackOptions:
+    return stack_options
 
 
 def run_scenario(stack: Stack, *, unsubscribed: frozenset[int] = UNSUBSCRIBED) -> None:
