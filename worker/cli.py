@@ -67,6 +67,7 @@ def _echo(line: str) -> None:
 
 
 @click.group()
+@click.version_option(package_name="fcsync", message="fcsync %(version)s")
 @click.option("--log-level", default=None, help="Python log level (default FCSYNC_LOG_LEVEL).")
 def cli(log_level: str | None) -> None:
     """fcsync keeps Stripe Financial Connections transactions synced into your database."""
@@ -271,18 +272,6 @@ def _progress_report() -> Iterator[InlineReport]:
         root.handlers = handlers
 
 
-def _when(value: int | str | None) -> str:
-    """A Unix second or ISO timestamp as UTC to the second, the way the table shows time."""
-    if value is None:
-        return "-"
-    moment = (
-        datetime.fromtimestamp(value, tz=UTC)
-        if isinstance(value, int)
-        else datetime.fromisoformat(value)
-    )
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
-
-
 def _summary(result: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in result.items() if k != "account")
 
@@ -373,51 +362,23 @@ def sync(account: str, full: bool, inline: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @expected_errors
 def status(account: str | None, as_json: bool) -> None:
-    """Sync state per account: refresh, cursor, rows stored, freshness, last error."""
+    """Sync state per account: refresh, cursor, rows stored, next due, why not fresh, last error.
+
+    --json times are Unix seconds (UTC), as in Stripe's objects."""
+    from worker.clock import Clock
     from worker.db import session_scope
     from worker.reports import account_status
 
     with session_scope() as session:
-        rows = account_status(session, account)
+        rows = account_status(session, account, now=Clock(get_settings().fcsync_clock_url).now())
     if account and not rows:
         raise PermanentError(f"account {account} is not known to fcsync", code="unknown_account")
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from worker.status_view import print_status
 
-    table = Table(title="fcsync accounts")
-    columns = [
-        "account",
-        "status",
-        "tracked",
-        "subscribed",
-        "last refresh",
-        "outcome",
-        "cursor",
-        "transactions",
-        "last synced",
-        "last error",
-    ]
-    for column in columns:
-        table.add_column(column, justify="right" if column == "transactions" else "left")
-    for row in rows:
-        attempted = row["refresh_last_attempted_at"]
-        table.add_row(
-            row["id"],
-            row["status"],
-            "yes" if row["tracked"] else "no",
-            "yes" if row["subscribed"] else "no",
-            f"{row['refresh_id']} at {_when(attempted)}" if row["refresh_id"] else "-",
-            row["refresh_status"] or "-",
-            row["cursor"] or "-",
-            str(row["transactions"]),
-            _when(row["last_synced_at"]) if row["last_synced_at"] else "never",
-            row["last_error"] or "",
-        )
-    # Piped output is not wrapped (one account per line, for grep); a terminal wraps to fit.
-    Console(width=None if sys.stdout.isatty() else 400).print(table)
+    print_status(rows, terminal=sys.stdout.isatty())
 
 
 @cli.command()

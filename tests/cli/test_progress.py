@@ -15,10 +15,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BAR = "━"
 
 
-def run_on_terminal(workdir: Workdir, *args: str) -> tuple[int, str, str]:
+def run_on_terminal(workdir: Workdir, *args: str, columns: int = 120) -> tuple[int, str, str]:
     """Run `fcsync ARGS` with stdout on a pseudo-terminal, as in an interactive shell."""
     primary, secondary = pty.openpty()
-    env = workdir.env(TERM="xterm-256color", COLUMNS="120")
+    env = workdir.env(TERM="xterm-256color", COLUMNS=str(columns))
     proc = subprocess.Popen(
         [FCSYNC, *args], cwd=workdir.path, env=env, stdout=secondary, stderr=subprocess.PIPE
     )

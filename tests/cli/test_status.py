@@ -1,0 +1,111 @@
+"""`fcsync status` as people read it (a terminal of any width, or a pipe) and as scripts read it
+(`--json`, one timestamp convention), plus `fcsync --version`."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+
+from emulator import EmulatorControl
+from tests.cli.conftest import Synced, Workdir
+from tests.cli.test_progress import ANSI, run_on_terminal
+
+INACTIVE_ERROR = "[account_inactive] account is inactive"
+
+
+@pytest.fixture(scope="module")
+def accounts(synced: Synced, control: EmulatorControl) -> dict[str, str]:
+    """The synced account beside an inactive one, whose recorded error looks like markup."""
+    inactive = control.create_account(transactions=5, status="inactive")["id"]
+    # Tracking an inactive account is a permanent failure (its exit code is not the point here).
+    synced.workdir.run("track", inactive, "--inline", "--no-subscribe", expect=None)
+    refresh = control.account(synced.account)["transaction_refresh"]
+    return {"synced": synced.account, "inactive": inactive, "refresh": refresh["id"]}
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    """The status table's rows by account id: column name -> cell."""
+    lines = text.splitlines()
+    header = next(line for line in lines if "account" in line and "cursor" in line)
+    names = [cell.strip() for cell in header.split("┃")[1:-1]]
+    rows = {}
+    for line in lines:
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.split("│")[1:-1]]
+            rows[cells[0]] = dict(zip(names, cells, strict=True))
+    return rows
+
+
+def test_status_piped_is_one_whole_line_per_account_with_errors_shown_literally(
+    synced: Synced, accounts: dict[str, str]
+) -> None:
+    out = synced.workdir.run("status").stdout
+
+    rows = table_rows(out)
+    assert set(rows) == {accounts["synced"], accounts["inactive"]}, out
+    synced_row, inactive_row = rows[accounts["synced"]], rows[accounts["inactive"]]
+    assert synced_row["last refresh"] == synced_row["cursor"] == accounts["refresh"]
+    assert synced_row["freshness"] == "fresh" and synced_row["next due"] != "-"
+    assert inactive_row["last error"].startswith(INACTIVE_ERROR), out
+    assert inactive_row["freshness"] == (
+        "inactive at Stripe: no refresh possible until it is reactivated"
+    )
+    assert "…" not in out and "\x1b[" not in out
+
+
+@pytest.mark.parametrize("columns", [80, 120, 400])
+def test_status_on_a_terminal_shows_ids_whole_and_errors_literally_at_any_width(
+    synced: Synced, accounts: dict[str, str], columns: int
+) -> None:
+    code, out, err = run_on_terminal(synced.workdir, "status", columns=columns)
+
+    assert code == 0 and "Traceback" not in err, out + err
+    text = ANSI.sub("", out)
+    assert all(len(line) <= columns for line in text.splitlines()), text
+    for account_id in (accounts["synced"], accounts["inactive"], accounts["refresh"]):
+        assert account_id in text, text
+    assert INACTIVE_ERROR in text and "…" not in text
+    for column in ("next due", "freshness", "fresh", "inactive at Stripe"):
+        assert column in text, text
+    if columns == 400:
+        assert set(table_rows(text)) == {accounts["synced"], accounts["inactive"]}, text
+
+
+TIME_FIELDS = {
+    "refresh_last_attempted_at",
+    "next_refresh_available_at",
+    "last_synced_at",
+    "next_due_at",
+    "last_error_at",
+}
+
+
+def test_status_json_gives_every_time_as_unix_seconds(
+    synced: Synced, accounts: dict[str, str], control: EmulatorControl
+) -> None:
+    rows: list[dict[str, Any]] = json.loads(synced.workdir.run("status", "--json").stdout)
+
+    by_id = {row["id"]: row for row in rows}
+    assert {k for row in rows for k in row if k.endswith("_at")} == TIME_FIELDS
+    for row in rows:
+        for name in TIME_FIELDS:
+            assert row[name] is None or type(row[name]) is int, (name, row[name])
+    synced_row, inactive_row = by_id[accounts["synced"]], by_id[accounts["inactive"]]
+    refresh = control.account(accounts["synced"])["transaction_refresh"]
+    assert synced_row["refresh_last_attempted_at"] == refresh["last_attempted_at"]
+    # fcsync's own times (when it synced, when it is due) are on the same scale as Stripe's.
+    assert 0 <= synced_row["last_synced_at"] - refresh["last_attempted_at"] < 600
+    assert synced_row["next_due_at"] > synced_row["last_synced_at"]
+    assert synced_row["stale_reason"] is None
+    assert inactive_row["last_error"].startswith(INACTIVE_ERROR)
+    assert type(inactive_row["last_error_at"]) is int
+    assert inactive_row["stale_reason"].startswith("inactive at Stripe")
+
+
+def test_version_prints_the_installed_package_version(workdir: Workdir) -> None:
+    out = workdir.run("--version").stdout
+
+    assert out == f"fcsync {version('fcsync')}\n"

@@ -1,0 +1,105 @@
+"""How `fcsync status` shows accounts to a person: a table, one line per account, when it fits
+(always when piped, for grep), else one block per account; ids are never cut, text never markup."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+# Stripe ids are the handles people copy from this view: their columns never wrap or shrink.
+ID_COLUMNS = frozenset({"account", "last refresh", "cursor"})
+COLUMNS = (
+    "account",
+    "status",
+    "tracked",
+    "subscribed",
+    "last refresh",
+    "outcome",
+    "refreshed at",
+    "cursor",
+    "transactions",
+    "last synced",
+    "next due",
+    "freshness",
+    "last error",
+)
+TITLE = "fcsync accounts (times in UTC)"
+# Wide enough for any row: a pipe gets whole lines, never a table wrapped at 80 columns.
+PIPE_WIDTH = 10_000
+
+
+def _when(ts: int | None, default: str = "-") -> str:
+    """A Unix second as UTC to the second (the table says its times are UTC)."""
+    if ts is None:
+        return default
+    return f"{datetime.fromtimestamp(ts, tz=UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def status_cells(row: dict[str, Any]) -> dict[str, str]:
+    """One account_status row as the texts people read, by column name (COLUMNS' order)."""
+    return {
+        "account": row["id"],
+        "status": row["status"],
+        "tracked": "yes" if row["tracked"] else "no",
+        "subscribed": "yes" if row["subscribed"] else "no",
+        "last refresh": row["refresh_id"] or "-",
+        "outcome": row["refresh_status"] or "-",
+        "refreshed at": _when(row["refresh_last_attempted_at"]),
+        "cursor": row["cursor"] or "-",
+        "transactions": str(row["transactions"]),
+        "last synced": _when(row["last_synced_at"], "never"),
+        "next due": _when(row["next_due_at"]),
+        "freshness": row["stale_reason"] or "fresh",
+        "last error": row["last_error"] or "",
+    }
+
+
+def _table(rows: list[dict[str, str]], names: list[str]) -> Table:
+    table = Table()
+    for name in names:
+        table.add_column(
+            name,
+            justify="right" if name == "transactions" else "left",
+            no_wrap=name in ID_COLUMNS,
+            overflow="fold",
+        )
+    for cells in rows:
+        # Text, not str: an error such as "[account_inactive] ..." is shown, not parsed as markup.
+        table.add_row(*(Text(cells[name]) for name in names))
+    return table
+
+
+def _blocks(rows: list[dict[str, str]], names: list[str]) -> list[Table]:
+    blocks = []
+    for cells in rows:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name in names[1:]:
+            grid.add_row(Text(name), Text(cells[name]))
+        grid.title = cells["account"]
+        grid.title_justify = "left"
+        grid.title_style = "bold"
+        blocks.append(grid)
+    return blocks
+
+
+def print_status(rows: list[dict[str, Any]], *, terminal: bool) -> None:
+    cells = [status_cells(row) for row in rows]
+    names = list(COLUMNS)
+    console = Console() if terminal else Console(width=PIPE_WIDTH)
+    table = _table(cells, names)
+    console.print(Text(TITLE, style="italic"))
+    natural = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table).maximum
+    if not terminal or natural <= console.width:
+        console.print(table)
+        return
+    # Too narrow for a line per account: a block per account keeps every id whole.
+    for block in _blocks(cells, names):
+        console.print()
+        console.print(block)
