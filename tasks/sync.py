@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery import Task
@@ -15,6 +17,11 @@ from worker.errors import TransientError
 from worker.records import Followup, Sweep
 
 TRANSIENT = (TransientError, OperationalError)
+
+PageHook = Callable[[dict[str, Any]], None]
+# Who watches the pages of the syncs run in this context: the CLI's --inline progress display.
+# Unset in a worker. A ContextVar, so a hook set by one thread never sees another's syncs.
+page_hook: ContextVar[PageHook | None] = ContextVar("fcsync_sync_page_hook", default=None)
 
 
 @app.task(
@@ -31,10 +38,14 @@ def sync_transactions_task(
     full = flag(full, "full")
     # A retried task keeps its id, so it re-takes its own lease instead of waiting it out.
     owner = self.request.id or f"inline-{uuid.uuid4()}"
-    return run_sync(account_id, full=full, owner=owner)
+    return run_sync(account_id, full=full, owner=owner, on_page=page_hook.get())
 
 
-def run_sync(account_id: str, *, full: bool, owner: str) -> dict[str, Any]:
+def run_sync(
+    account_id: str, *, full: bool, owner: str, on_page: PageHook | None = None
+) -> dict[str, Any]:
+    """Up to FCSYNC_PAGES_PER_RUN pages; `on_page` gets the run's report after each committed
+    page (pages, inserted and updated so far)."""
     settings = uow.settings
     start = uow.run(
         account_id,
@@ -62,6 +73,8 @@ def run_sync(account_id: str, *, full: bool, owner: str) -> dict[str, Any]:
             report["pages"] += 1
             report["inserted"] += step.inserted
             report["updated"] += step.updated
+            if on_page is not None:
+                on_page(dict(report))
             if step.outcome != "page":
                 report["outcome"] = step.outcome
                 return report

@@ -114,6 +114,7 @@ def _enqueue(task: str, **kwargs: Any) -> None:
 def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[dict[str, Any]]:
     """Run a task and the follow-ups `follow` accepts in this process (no broker, no worker),
     honouring their countdowns and retrying transient errors with backoff."""
+    from tasks.sync import page_hook
     from worker.app import app, uow
 
     app.loader.import_default_modules()  # the task modules named in celeryconfig.imports
@@ -122,6 +123,7 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
     results: list[dict[str, Any]] = []
     first_wait = uow.settings.fcsync_inline_retry_s
     with _progress_report() as report:
+        watching = page_hook.set(report.page)
         try:
             while queue:
                 item = queue.popleft()
@@ -144,6 +146,7 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
                 report.finished(item, result)
         finally:
             uow.set_dispatch(previous)
+            page_hook.reset(watching)
         report.done()
     for result in results:
         if result.get("outcome") in PERMANENT_OUTCOMES:
@@ -161,6 +164,7 @@ class InlineReport(Protocol):
 
     def waiting(self, item: Followup) -> None: ...
     def running(self, item: Followup) -> None: ...
+    def page(self, progress: dict[str, Any]) -> None: ...
     def retrying(self, item: Followup, exc: TransientError) -> None: ...
     def finished(self, item: Followup, result: dict[str, Any]) -> None: ...
     def done(self) -> None: ...
@@ -174,6 +178,12 @@ class PlainReport:
 
     def running(self, item: Followup) -> None:
         return
+
+    def page(self, progress: dict[str, Any]) -> None:
+        _echo(
+            f"{_short(contract.SYNC_TRANSACTIONS)}: page={progress['pages']} "
+            f"inserted={progress['inserted']} updated={progress['updated']}"
+        )
 
     def retrying(self, item: Followup, exc: TransientError) -> None:
         _echo(f"{item.task}: transient error [{exc.code}], retrying")
@@ -212,8 +222,20 @@ class BarReport:
         else:
             self._show(_short(item.task))
 
+    def page(self, progress: dict[str, Any]) -> None:
+        # Counts of finished runs plus this run's so far: the bar moves with every page.
+        self.progress.update(
+            self.bar,
+            description=f"syncing: {self.inserted + progress['inserted']} new, "
+            f"{self.updated + progress['updated']} updated",
+            pages=self.pages + progress["pages"],
+        )
+        self.progress.refresh()
+
     def retrying(self, item: Followup, exc: TransientError) -> None:
-        self.progress.console.print(f"{_short(item.task)}: transient error [{exc.code}], retrying")
+        self.progress.console.print(
+            f"{_short(item.task)}: transient error [{exc.code}], retrying", markup=False
+        )
         self._show(f"{_short(item.task)}: retrying after [{exc.code}]")
 
     def finished(self, item: Followup, result: dict[str, Any]) -> None:
@@ -227,7 +249,7 @@ class BarReport:
             self._show(f"refresh {result.get('refresh') or ''} pending")
         else:
             self._show(f"{_short(item.task)}: {outcome}")
-        self.progress.console.print(f"{_short(item.task)}: {_summary(result)}")
+        self.progress.console.print(f"{_short(item.task)}: {_summary(result)}", markup=False)
 
     def done(self) -> None:
         total = max(self.pages, 1)
@@ -255,7 +277,8 @@ def _progress_report() -> Iterator[InlineReport]:
 
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        # Descriptions carry error codes such as "[rate_limit]": text, never markup.
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.fields[pages]} pages"),
         TimeElapsedColumn(),

@@ -10,7 +10,7 @@ import subprocess
 from emulator import EmulatorControl
 from tests.cli.conftest import FCSYNC, Workdir
 
-PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: outcome=\w+")
+PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: (outcome|page)=\w+")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BAR = "━"
 
@@ -58,6 +58,10 @@ def test_refresh_wait_on_a_terminal_shows_a_bar_through_pending_pages_done(
     final = screens[-1]
     assert re.search(rf"done {BAR}+ 3 pages", final), final  # ... pages, then done
     assert not any(PLAIN_LINE.match(line) for line in screens)
+    # The bar moves with every page, not only when a sync run returns (2 pages per run here).
+    counts = [int(m.group(1)) for line in screens if (m := re.search(r" (\d+) pages", line))]
+    assert 1 in counts and counts.index(1) < counts.index(2) < counts.index(3), counts
+    assert any(re.search(r"syncing: 100 new, 0 updated .* 1 pages", line) for line in screens)
 
 
 def test_refresh_wait_piped_prints_plain_lines_without_a_bar(
@@ -75,3 +79,7 @@ def test_refresh_wait_piped_prints_plain_lines_without_a_bar(
     assert "poll_refresh: outcome=succeeded" in phases
     assert phases[-1] == "sync_transactions: outcome=done"
     assert BAR not in out and "\x1b[" not in out
+    # A line per page too, each run counting from its first page (2 pages per run here).
+    pages = [line.split(": ", 1)[1] for line in lines if " page=" in line]
+    assert [p.split()[0] for p in pages] == ["page=1", "page=2", "page=1"], out
+    assert pages[:2] == ["page=1 inserted=100 updated=0", "page=2 inserted=200 updated=0"]

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models import Account
-from tasks.sync import sync_transactions_task
+from tasks.sync import page_hook, sync_transactions_task
 from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC
 from worker import contract, repository
@@ -52,3 +52,32 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
     assert rig.sent == []
     with Session(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []
+
+
+def test_sync_task_reports_each_committed_page_to_the_page_hook(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    rig.uow.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
+    account_id = fc.create_account(transactions=250)
+    with session_scope(rig.engine) as session:
+        fc.track(session, account_id)
+        assert fc.refresh(session, account_id).outcome == "succeeded"
+    total = len(fc.truth(account_id))
+    seen: list[tuple[int, int, int]] = []
+
+    def on_page(progress: dict[str, Any]) -> None:
+        # Called after the page's commit: the rows it counts are already stored.
+        with session_scope(rig.engine) as session:
+            stored = repository.count_transactions(session, account_id)
+        seen.append((progress["pages"], progress["inserted"], stored))
+
+    watching = page_hook.set(on_page)
+    try:
+        report = sync_transactions_task(account_id=account_id)
+    finally:
+        page_hook.reset(watching)
+
+    assert report["outcome"] == "done" and report["pages"] == 3
+    assert seen == [(1, 100, 100), (2, 200, 200), (3, total, total)]
+    # Unset, nothing is called (a worker's syncs have no watcher).
+    assert page_hook.get() is None
