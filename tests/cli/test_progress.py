@@ -83,3 +83,21 @@ def test_refresh_wait_piped_prints_plain_lines_without_a_bar(
     pages = [line.split(": ", 1)[1] for line in lines if " page=" in line]
     assert [p.split()[0] for p in pages] == ["page=1", "page=2", "page=1"], out
     assert pages[:2] == ["page=1 inserted=100 updated=0", "page=2 inserted=200 updated=0"]
+
+
+def test_retries_on_a_terminal_show_the_error_code_literally(
+    migrated: Workdir, control: EmulatorControl
+) -> None:
+    account = control.create_account(transactions=20)["id"]
+    migrated.run("track", account, "--inline", "--no-subscribe")
+    control.set_faults(rate_limit_rate=1.0)
+    try:
+        code, out, err = run_on_terminal(migrated, "refresh", account, "--inline")
+    finally:
+        control.set_faults(rate_limit_rate=0.0)
+
+    assert code == 4 and "Traceback" not in err, out + err
+    text = ANSI.sub("", out)
+    # "[rate_limit]" is what Stripe said, not markup for the bar to swallow.
+    assert "refresh_account: transient error [rate_limit], retrying" in text, text
+    assert "retrying after [rate_limit]" in text, text
