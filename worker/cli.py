@@ -502,6 +502,7 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
         port=port,
         path=path,
         schedule=Path(settings.fcsync_embedded_broker_path).with_name("celerybeat-schedule"),
+        log_level=settings.fcsync_log_level,
     )
     sys.exit(Supervisor(children).run())
 

@@ -108,6 +108,7 @@ class Demo:
                     port=port,
                     path="/webhooks/stripe",
                     schedule=self.workdir / "celerybeat-schedule",
+                    log_level="INFO",
                 ),
                 env=env,
                 log_dir=self.logs,

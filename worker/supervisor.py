@@ -30,7 +30,9 @@ class Child:
     argv: Sequence[str]
 
 
-def worker_argv(concurrency: int, *, name: str | None = None, pool: str | None = None) -> list[str]:
+def worker_argv(
+    concurrency: int, *, name: str | None = None, pool: str | None = None, log_level: str = "INFO"
+) -> list[str]:
     """`celery worker` on the fcsync queue (name: the node name, to tell several apart)."""
     argv = [
         str(Path(sys.executable).parent / "celery"),
@@ -39,7 +41,7 @@ def worker_argv(concurrency: int, *, name: str | None = None, pool: str | None =
         "worker",
         "-Q",
         "fcsync",
-        "--loglevel=INFO",
+        f"--loglevel={log_level}",
         f"--concurrency={concurrency}",
         "--without-gossip",
         "--without-mingle",
@@ -51,9 +53,17 @@ def worker_argv(concurrency: int, *, name: str | None = None, pool: str | None =
     return argv
 
 
-def beat_argv(schedule: Path) -> list[str]:
+def beat_argv(schedule: Path, *, log_level: str = "INFO") -> list[str]:
     celery = str(Path(sys.executable).parent / "celery")
-    return [celery, "-A", "worker.app", "beat", "--loglevel=INFO", "--schedule", str(schedule)]
+    return [
+        celery,
+        "-A",
+        "worker.app",
+        "beat",
+        f"--loglevel={log_level}",
+        "--schedule",
+        str(schedule),
+    ]
 
 
 def webhooks_argv(host: str, port: int, path: str) -> list[str]:
@@ -72,10 +82,22 @@ def webhooks_argv(host: str, port: int, path: str) -> list[str]:
 
 
 def stack_children(
-    *, concurrency: int, webhooks: bool, host: str, port: int, path: str, schedule: Path
+    *,
+    concurrency: int,
+    webhooks: bool,
+    host: str,
+    port: int,
+    path: str,
+    schedule: Path,
+    log_level: str,
 ) -> list[Child]:
+    """The stack's processes; the webhook receiver reads FCSYNC_LOG_LEVEL itself, Celery's
+    processes are told `log_level` on their command line."""
     # Exactly one beat: two would double every sweep.
-    children = [Child("worker", worker_argv(concurrency)), Child("beat", beat_argv(schedule))]
+    children = [
+        Child("worker", worker_argv(concurrency, log_level=log_level)),
+        Child("beat", beat_argv(schedule, log_level=log_level)),
+    ]
     if webhooks:
         children.append(Child("webhooks", webhooks_argv(host, port, path)))
     return children
