@@ -37,6 +37,11 @@ class EmulatorControl:
         failure_rate, customer. Returns the account as Stripe renders it."""
         return dict(self._call("POST", "/accounts", spec))
 
+    def accounts(self) -> list[dict[str, Any]]:
+        """Every account of both modes as Stripe renders it now, oldest first (not an API
+        request)."""
+        return list(self._call("GET", "/accounts"))
+
     def account(self, account_id: str) -> dict[str, Any]:
         """The account as Stripe renders it now, without counting as an API request."""
         return dict(self._call("GET", f"/accounts/{account_id}"))

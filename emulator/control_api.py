@@ -1,6 +1,6 @@
 """The control API under /_emulator/: JSON in and out, no auth, never subject to faults.
 
-Tests, benchmarks and the demo use it to seed accounts, read the ground truth, move the
+Tests, benchmarks and the demo use it to seed and list accounts, read the ground truth, move the
 clock, inject faults, register webhook endpoints and read stats."""
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> A
     return account.render()
 
 
+def _list_accounts(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    bank.tick()
+    return [account.render() for account in bank.accounts.values()]
+
+
 def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
     bank.tick()
     return _account(bank, args["account"]).render()
@@ -169,6 +174,7 @@ def _reset(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 ROUTES = Map(
     [
         Rule("/_emulator/accounts", endpoint=_create_account, methods=["POST"]),
+        Rule("/_emulator/accounts", endpoint=_list_accounts, methods=["GET"]),
         Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
         Rule("/_emulator/accounts/<account>", endpoint=_get_account, methods=["GET"]),
         Rule("/_emulator/accounts/<account>/transactions", endpoint=_transactions, methods=["GET"]),

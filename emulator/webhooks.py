@@ -7,6 +7,7 @@ import hashlib
 import heapq
 import hmac
 import itertools
+import logging
 import random
 import threading
 import time
@@ -22,6 +23,8 @@ REORDER_WINDOW_S = 0.3
 DUPLICATE_GAP_S = 0.05
 SEND_TIMEOUT_S = 5.0
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
+
+log = logging.getLogger("emulator.webhooks")
 
 
 def signature_header(payload: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -165,13 +168,15 @@ class WebhookDispatcher:
 
     def _run(self) -> None:
         while (delivery := self._next()) is not None:
-            ok = self._send(delivery)
+            failure = self._send(delivery)
+            ok = failure is None
             with self._cond:
                 if delivery.generation != self._generation:
                     continue
                 self._counts["sent" if ok else "failed"] += 1
-                if not ok and delivery.attempt < self._attempts:
-                    backoff = self._backoff_s * 2 ** (delivery.attempt - 1)
+                retrying = not ok and delivery.attempt < self._attempts
+                backoff = self._backoff_s * 2 ** (delivery.attempt - 1)
+                if retrying:
                     retry = Delivery(
                         delivery.endpoint,
                         delivery.event_id,
@@ -180,10 +185,22 @@ class WebhookDispatcher:
                         delivery.generation,
                     )
                     self._push(time.monotonic() + backoff, retry)
-            if ok:
+            if failure is not None:
+                # Whoever runs a receiver against the emulator needs to see why it got nothing.
+                log.warning(
+                    "webhook delivery failed: endpoint=%s event=%s attempt=%d/%d reason=%s; %s",
+                    delivery.endpoint.url,
+                    delivery.event_id,
+                    delivery.attempt,
+                    self._attempts,
+                    failure,
+                    f"retrying in {backoff:g}s" if retrying else "giving up",
+                )
+            else:
                 self._on_delivered(delivery.event_id)
 
-    def _send(self, delivery: Delivery) -> bool:
+    def _send(self, delivery: Delivery) -> str | None:
+        """POST one delivery; None when the endpoint took it, else why not (one short line)."""
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
@@ -193,6 +210,12 @@ class WebhookDispatcher:
             response = self._http.post(
                 delivery.endpoint.url, data=delivery.body, headers=headers, timeout=SEND_TIMEOUT_S
             )
-        except requests.RequestException:
-            return False
-        return 200 <= response.status_code < 300
+        except requests.Timeout:
+            return f"no answer within {SEND_TIMEOUT_S:g}s"
+        except requests.ConnectionError:
+            return "connection failed (is the receiver running?)"
+        except requests.RequestException as exc:
+            return type(exc).__name__
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"

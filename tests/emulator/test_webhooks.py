@@ -4,13 +4,15 @@ deliveries, and the webhook faults (drop, duplicate, reorder, delay)."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 
 import pytest
 import stripe
 
 from emulator import Emulator
-from tests.emulator.conftest import Received, Receiver, Schemas
+from tests.emulator.conftest import Received, Receiver, Schemas, eventually
 
 SECRET = "whsec_emulator_test"
 
@@ -99,3 +101,34 @@ def test_reordered_and_delayed_webhooks(emulator: Emulator, receiver: Receiver) 
     time.sleep(0.3)
     assert len(receiver.received) == 5
     assert len(receiver.wait_for(6)) == 6
+
+
+def test_failed_deliveries_are_logged_one_line_each_with_endpoint_event_and_reason(
+    emulator: Emulator, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="emulator.webhooks")
+    receiver.fail_first = 1
+    emulator.control.add_webhook_endpoint(receiver.url, SECRET)
+    with socket.socket() as closed:  # a port nobody listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/webhooks"
+    emulator.control.add_webhook_endpoint(nobody, SECRET)
+    emulator.control.create_account(transactions=1)
+    (delivery,) = receiver.wait_for(1)
+    event_id = json.loads(delivery.body)["id"]
+    attempts = emulator.bank.config.webhook_attempts
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "emulator.webhooks"]
+
+    assert eventually(lambda: len(failures()) == 1 + attempts), failures()
+    lines = failures()
+    assert all("\n" not in line for line in lines)
+    assert (
+        f"webhook delivery failed: endpoint={receiver.url} event={event_id} attempt=1/{attempts} "
+        "reason=HTTP 500; retrying in 0.1s"
+    ) in lines
+    refused = [line for line in lines if f"endpoint={nobody} event={event_id} " in line]
+    assert len(refused) == attempts
+    assert all("reason=connection failed" in line for line in refused)
+    assert refused[-1].endswith("giving up")
