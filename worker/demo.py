@@ -1,8 +1,6 @@
-"""`fcsync demo`: the whole job end to end on embedded defaults against a seeded emulator.
-
-Starts the emulator, runs worker + beat + webhook receiver as real processes (SQLite and the
-embedded broker in a temporary folder), tracks every account, moves Stripe's clock through
-three days of daily refreshes and checks that the database equals the emulator's truth."""
+"""`fcsync demo`: the whole job end to end on embedded defaults against a seeded emulator:
+worker, beat and receiver as real processes (SQLite, embedded broker and every log in a temporary
+folder), three emulated days of daily refreshes, then the database checked against the truth."""
 
 from __future__ import annotations
 
@@ -12,13 +10,16 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh
-from worker import contract
+from worker import contract, demo_tour
 from worker.db import make_engine, upgrade_database
 from worker.reports import diff_transactions, stored_transactions
 from worker.supervisor import Supervisor, stack_children
@@ -89,17 +90,18 @@ class Demo:
         control = EmulatorControl(base_url)
         supervisor: Supervisor | None = None
         try:
+            demo_tour.show_intro(self.console)
             self.say(f"emulator at {base_url} (seed {self.seed})")
             bank = demo_bank()
             accounts = {a.label: control.create_account(**a.spec)["id"] for a in bank}
             total = sum(a.spec["transactions"] for a in bank)
-            self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions")
+            self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions:")
+            demo_tour.show_cast(self.console, [(a.label, a.spec["transactions"]) for a in bank])
             logging.getLogger("alembic").setLevel(logging.WARNING)
             upgrade_database(self.db_url)
             port = free_port()
             env = self._env(base_url)
             control.add_webhook_endpoint(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET)
-            self.logs.mkdir()
             supervisor = Supervisor(
                 stack_children(
                     concurrency=WORKER_CONCURRENCY,
@@ -114,32 +116,39 @@ class Demo:
                 log_dir=self.logs,
             )
             supervisor.start()
-            self.say("worker, beat and webhook receiver started (SQLite + embedded broker)")
+            self.say(
+                "worker, beat and webhook receiver started (SQLite + embedded broker), "
+                f"logging to {self.logs}"
+            )
             client = Celery("demo-client", broker=env["CELERY_BROKER_URL"])
             for account_id in accounts.values():
                 client.send_task(
                     contract.TRACK_ACCOUNT, kwargs={"account_id": account_id}, queue="fcsync"
                 )
             self.say(f"enqueued fcsync.track_account for {len(accounts)} accounts")
+            demo_tour.explain(self.console, demo_tour.TRACKING)
             self._converge(control, accounts, "initial backfill", deadline, supervisor)
             for day in (1, 2, 3):
                 control.advance(DAY_S)
-                self.say(f"[bold]day {day}[/bold]: Stripe's clock moved 24 h; daily refreshes run")
+                self.say(f"[bold]day {day}[/bold]")
+                demo_tour.explain(self.console, demo_tour.DAY)
                 self._converge(control, accounts, f"day {day}", deadline, supervisor)
             problems = self._final_check(control, accounts)
             self._summary(control, accounts)
             if problems:
                 for line in problems[:20]:
-                    self.console.print(f"[red]mismatch[/red] {line}")
+                    self.console.print(f"[red]mismatch[/red] {escape(line)}")
                 self.console.print("[red]FAILED[/red]: the database differs from Stripe's truth")
+                self._show_logs()
                 return 1
             self.console.print(
                 "[green]OK[/green]: every account's transactions equal the emulator's ground "
                 "truth, with no refresh requested too early"
             )
+            demo_tour.show_try_next(self.console)
             return 0
         except DemoFailure as exc:
-            self.console.print(f"[red]FAILED[/red]: {exc}")
+            self.console.print(f"[red]FAILED[/red]: {escape(str(exc))}")
             self._show_logs()
             return 1
         finally:
@@ -279,9 +288,15 @@ class Demo:
             refreshes = list(session.scalars(select(Refresh)))
             stored = {i: len(stored_transactions(session, i)) for i in accounts.values()}
         per_account = Counter((r.account_id, r.status) for r in refreshes)
-        table = Table(title="fcsync demo: accounts")
-        for column in ("account", "id", "transactions", "refreshes ok/failed", "last error"):
-            table.add_column(column, justify="right" if column == "transactions" else "left")
+        # No side borders and ids that never wrap: the whole table fits 80 columns, ids whole.
+        table = Table(
+            title="fcsync demo: accounts", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+        )
+        table.add_column("account", no_wrap=True)
+        table.add_column("id", no_wrap=True)
+        table.add_column("rows", justify="right")
+        table.add_column("refreshes\nok/failed", justify="right")
+        table.add_column("last error", no_wrap=True)
         for label, account_id in accounts.items():
             a = rows.get(account_id)
             table.add_row(
@@ -305,6 +320,7 @@ class Demo:
         totals.add_row("gating violations", str(stats["gating_violations"]))
         totals.add_row("webhooks sent", str(stats["webhooks"]["sent"]))
         self.console.print(totals)
+        demo_tour.explain(self.console, demo_tour.GATING)
 
 
 class DemoFailure(Exception):
@@ -315,4 +331,23 @@ def run_demo(
     *, seed: int = 7, timeout_s: float = 110.0, console_factory: Callable[[], Console] = Console
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="fcsync-demo-") as tmp:
-        return Demo(console_factory(), workdir=Path(tmp), seed=seed).run(timeout_s=timeout_s)
+        workdir = Path(tmp)
+        (workdir / "logs").mkdir()
+        with _records_to(workdir / "logs" / "demo.log"):
+            return Demo(console_factory(), workdir=workdir, seed=seed).run(timeout_s=timeout_s)
+
+
+@contextmanager
+def _records_to(path: Path) -> Iterator[None]:
+    """This process's log records (the supervisor's, the emulator's) go to a file while the demo
+    talks, so they never interleave with its story."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
