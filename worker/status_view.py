@@ -74,19 +74,13 @@ def _table(rows: list[dict[str, str]], names: list[str]) -> Table:
     return table
 
 
-def _blocks(rows: list[dict[str, str]], names: list[str]) -> list[Table]:
-    blocks = []
-    for cells in rows:
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="dim", no_wrap=True)
-        grid.add_column(overflow="fold")
-        for name in names[1:]:
-            grid.add_row(Text(name), Text(cells[name]))
-        grid.title = cells["account"]
-        grid.title_justify = "left"
-        grid.title_style = "bold"
-        blocks.append(grid)
-    return blocks
+def _block(cells: dict[str, str], names: list[str]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name in names[1:]:
+        grid.add_row(Text(name), Text(cells[name]))
+    return grid
 
 
 def print_status(rows: list[dict[str, Any]], *, terminal: bool) -> None:
@@ -100,6 +94,8 @@ def print_status(rows: list[dict[str, Any]], *, terminal: bool) -> None:
         console.print(table)
         return
     # Too narrow for a line per account: a block per account keeps every id whole.
-    for block in _blocks(cells, names):
+    for account in cells:
         console.print()
-        console.print(block)
+        # The id on a line of its own: a line wraps when it must, it is never cut.
+        console.print(Text(account["account"], style="bold"))
+        console.print(_block(account, names))
