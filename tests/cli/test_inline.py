@@ -9,7 +9,7 @@ from emulator import EmulatorControl
 from tests.cli.conftest import Workdir
 from worker.reports import diff_transactions
 
-PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: outcome=\w+")
+PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: (outcome|page)=\w+")
 
 
 def test_inline_track_refresh_wait_untrack_store_the_emulator_truth(
