@@ -8,7 +8,8 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import RETRY_POLICY, flag, stripe_id
+from tasks.arguments import flag, stripe_id
+from tasks.base import TASK_OPTIONS
 from worker import contract, sync, webhooks
 from worker.app import app, uow
 from worker.errors import TransientError
@@ -22,7 +23,7 @@ TRANSIENT = (TransientError, OperationalError)
     bind=True,
     autoretry_for=TRANSIENT,
     max_retries=uow.settings.fcsync_max_retries,
-    **RETRY_POLICY,
+    **TASK_OPTIONS,
 )
 def sync_transactions_task(
     self: Task[Any, Any], account_id: str, full: bool = False
@@ -76,7 +77,7 @@ def run_sync(account_id: str, *, full: bool, owner: str) -> dict[str, Any]:
     return report
 
 
-@app.task(name=contract.RETRY_FAILED_SYNCS, autoretry_for=TRANSIENT, max_retries=3, **RETRY_POLICY)
+@app.task(name=contract.RETRY_FAILED_SYNCS, autoretry_for=TRANSIENT, max_retries=3, **TASK_OPTIONS)
 def retry_failed_syncs_task() -> dict[str, Any]:
     def sweep(s: Any, gw: Any, now: Any) -> Sweep:
         syncs = sync.resync_candidates(s, now=now, settings=uow.settings)

@@ -1,0 +1,96 @@
+"""A real `celery worker` fed bad arguments by name, as another service would send them: each
+message fails once, with one short log line, no retry and no traceback, and the worker lives on."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from tests.cli.conftest import clean_environ
+from tests.integration.conftest import Processes, wait_for
+from tests.integration.test_worker_send_task import _outcome, _store_event
+from worker.db import upgrade_database
+
+pytestmark = pytest.mark.integration
+
+HUGE = "fca_" + "A" * 1_000_000
+HUGE_NAME = "k" * 100_000
+
+# (task, args, kwargs, send_task options)
+BAD: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = [
+    ("fcsync.track_account", [], {"account_id": 42}, {}),
+    ("fcsync.track_account", [], {"account_id": "acct_1"}, {}),
+    ("fcsync.track_account", [], {"account_id": "fca_1", "subscribe": 1}, {}),
+    ("fcsync.refresh_account", [], {"account_id": "fca_1", "source": ["manual"]}, {}),
+    ("fcsync.poll_refresh", [], {"account_id": "fca_1", "attempt": 10**9}, {}),
+    ("fcsync.poll_refresh", [], {"account_id": "fca_1", "attempt": True}, {}),
+    ("fcsync.sync_transactions", [], {"account_id": HUGE}, {}),
+    ("fcsync.sync_transactions", ["fca_1", False, "extra"], {}, {}),
+    ("fcsync.untrack_account", [], {"account_id": "fca_1", "bogus": 1}, {}),
+    ("fcsync.refresh_account", [], {"account_id": "fca_1", HUGE_NAME: 1}, {}),
+    ("fcsync.handle_event", [], {}, {}),
+    ("fcsync.handle_event", [], {"event_id": "evt_" + "\u0000" * 10}, {}),
+    # A forged retry count: Celery would compute 2**retries on the first transient error.
+    ("fcsync.poll_refresh", [], {"account_id": "fca_1"}, {"retries": 10**9}),
+    ("fcsync.refresh_due_accounts", [], {"surprise": HUGE}, {}),
+]
+
+
+def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_retry(
+    processes: Processes, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'fcsync.db'}"
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    upgrade_database(db_url)
+    env = {
+        **clean_environ(),
+        "DATABASE_URL": db_url,
+        "CELERY_BROKER_URL": broker,
+        "STRIPE_API_KEY": "sk_test_x",
+    }
+    worker = processes.worker(env, concurrency=1)
+    log_file = tmp_path / "worker.log"
+
+    client = Celery("caller", broker=broker)
+    ids = [
+        client.send_task(name, args=args, kwargs=kwargs, queue="fcsync", **options).id
+        for name, args, kwargs, options in BAD
+    ]
+    # A permanent failure inside the unit of work: logged (and recorded) there, once.
+    unknown = client.send_task(
+        "fcsync.handle_event", kwargs={"event_id": "evt_NotInTheInbox1"}, queue="fcsync"
+    ).id
+    # A good message sent after the bad ones: the same worker process still does real work.
+    event_id = _store_event(db_url)
+    client.send_task("fcsync.handle_event", kwargs={"event_id": event_id}, queue="fcsync")
+    wait_for(
+        lambda: _outcome(db_url, event_id) == "ignored",
+        timeout=60,
+        what=f"the worker to process a good task after the bad ones\n{processes.logs()}",
+    )
+    # Time for a retry to show up, had any been scheduled (the policy's first countdown is <= 2 s).
+    time.sleep(2.5)
+    log = log_file.read_text(errors="replace")
+
+    assert worker.poll() is None, processes.logs()
+    assert processes.exited() == {}
+    lines = log.splitlines()
+    for task_id, (name, _, kwargs, _) in zip(ids, BAD, strict=True):
+        about = [line for line in lines if task_id in line and not line.endswith(" received")]
+        assert len(about) == 1, (name, kwargs.keys(), about)
+        assert re.search(rf"bad argument to {re.escape(name)}\[{task_id}\]", about[0]), about
+        assert len(about[0]) < 400, about[0][:1000]
+        received = [line for line in lines if task_id in line and line.endswith(" received")]
+        assert len(received) == 1, (name, "delivered more than once: a retry", received)
+    about_unknown = [line for line in lines if "evt_NotInTheInbox1" in line or unknown in line]
+    assert len(about_unknown) == 2, about_unknown  # "received", then fcsync's own line
+    assert "[unknown_event]" in about_unknown[1], about_unknown
+    for word in ("Traceback", "raised unexpected", "raised expected", "] retry:"):
+        assert word not in log, (word, log[-3000:])
+    assert "A" * 100 not in log and "k" * 100 not in log
+    assert len(log) < 20_000, "the log holds far more than one short line per failure"
