@@ -8,6 +8,8 @@ import logging
 from typing import Any
 
 from celery import Task
+from celery.exceptions import InvalidTaskError
+from celery.worker.request import Request
 
 from tasks.arguments import RETRY_POLICY, bad_argument
 from worker.errors import PermanentError
@@ -15,7 +17,22 @@ from worker.errors import PermanentError
 log = logging.getLogger(__name__)
 
 
+class FcsyncRequest(Request):
+    """A message whose body is not `[args, kwargs, options]` is refused: Celery would otherwise
+    stop the whole worker on it, and again on every redelivery (acks_late)."""
+
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(message, *args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidTaskError(f"the body must be [args, kwargs, options]: {exc}") from None
+        if not isinstance(self.args, list | tuple) or not isinstance(self.kwargs, dict):
+            # The consumer discards it with one ERROR record (body cut to 1 kB by Celery).
+            raise InvalidTaskError("the body must be [args, kwargs, options]: a list and an object")
+
+
 class FcsyncTask(Task):  # type: ignore[type-arg]
+    Request = "tasks.base:FcsyncRequest"
     # Expected failures: Celery marks them failed and logs them at INFO without a traceback
     # (dropped below, since fcsync has already logged them) and never retries them.
     throws = (PermanentError,)

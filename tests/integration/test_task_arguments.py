@@ -1,10 +1,12 @@
 """A real `celery worker` fed bad arguments by name, as another service would send them: each
-message fails once, with one short log line, no retry and no traceback, and the worker lives on."""
+message fails once, with one short log line, no retry and no traceback, and the worker lives on
+(also through bodies that are not Celery task messages at all)."""
 
 from __future__ import annotations
 
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,13 @@ BAD: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = [
     ("fcsync.poll_refresh", [], {"account_id": "fca_1"}, {"retries": 10**9}),
     ("fcsync.refresh_due_accounts", [], {"surprise": HUGE}, {}),
 ]
+# Bodies that are not [args, kwargs, options]: Celery alone would stop the worker on the first.
+RAW_BODIES: list[Any] = [
+    "notalist" * 1000,
+    [[], {}],
+    [[], ["account_id", "fca_1"], {}],
+    ["fca_" + "B" * 100_000, {}, {}],
+]
 
 
 def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_retry(
@@ -61,6 +70,15 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
         client.send_task(name, args=args, kwargs=kwargs, queue="fcsync", **options).id
         for name, args, kwargs, options in BAD
     ]
+    with client.connection_for_write() as conn:
+        producer = conn.Producer()
+        for body in RAW_BODIES:
+            producer.publish(
+                body,
+                routing_key="fcsync",
+                serializer="json",
+                headers={"task": "fcsync.track_account", "id": str(uuid.uuid4()), "lang": "py"},
+            )
     # A permanent failure inside the unit of work: logged (and recorded) there, once.
     unknown = client.send_task(
         "fcsync.handle_event", kwargs={"event_id": "evt_NotInTheInbox1"}, queue="fcsync"
@@ -90,7 +108,11 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     about_unknown = [line for line in lines if "evt_NotInTheInbox1" in line or unknown in line]
     assert len(about_unknown) == 2, about_unknown  # "received", then fcsync's own line
     assert "[unknown_event]" in about_unknown[1], about_unknown
-    for word in ("Traceback", "raised unexpected", "raised expected", "] retry:"):
+    # Celery discards each malformed body with one ERROR record (its traceback, the body cut
+    # to 1 kB); no other traceback anywhere.
+    assert log.count("Received invalid task message") == len(RAW_BODIES), log[-3000:]
+    assert log.count("Traceback") == len(RAW_BODIES), log[-3000:]
+    for word in ("Unrecoverable", "raised unexpected", "raised expected", "] retry:"):
         assert word not in log, (word, log[-3000:])
-    assert "A" * 100 not in log and "k" * 100 not in log
+    assert "A" * 100 not in log and "k" * 100 not in log and "B" * 1100 not in log
     assert len(log) < 20_000, "the log holds far more than one short line per failure"
