@@ -10,6 +10,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
+from kombu.exceptions import DecodeError
 
 from tasks.arguments import RETRY_POLICY, bad_argument
 from worker.errors import PermanentError
@@ -24,7 +25,8 @@ class FcsyncRequest(Request):
     def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
         try:
             super().__init__(message, *args, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # DecodeError too: Celery's own handler would log every header in full.
+        except (DecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidTaskError(f"the body must be [args, kwargs, options]: {exc}") from None
         if not isinstance(self.args, list | tuple) or not isinstance(self.kwargs, dict):
             # The consumer discards it with one ERROR record (body cut to 1 kB by Celery).

@@ -41,13 +41,16 @@ BAD: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = [
     ("fcsync.poll_refresh", [], {"account_id": "fca_1"}, {"retries": 10**9}),
     ("fcsync.refresh_due_accounts", [], {"surprise": HUGE}, {}),
 ]
-# Bodies that are not [args, kwargs, options]: Celery alone would stop the worker on the first.
-RAW_BODIES: list[Any] = [
-    "notalist" * 1000,
-    [[], {}],
-    [[], ["account_id", "fca_1"], {}],
-    ["fca_" + "B" * 100_000, {}, {}],
+# JSON text on the wire. Bodies that are not [args, kwargs, options]: Celery alone would stop
+# the worker on the first of them, and again on each redelivery.
+WRONG_SHAPE = [
+    '"' + "notalist" * 1000 + '"',
+    "[[], {}]",
+    '[[], ["account_id", "fca_1"], {}]',
+    '["fca_' + "B" * 100_000 + '", {}, {}]',
 ]
+# Not JSON Python can read: an integer past its digit limit, nesting past its recursion limit.
+UNDECODABLE = ['[[], {"account_id": ' + "1" * 5000 + "}, {}]", "[" * 100_000 + "]" * 100_000]
 
 
 def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_retry(
@@ -72,12 +75,19 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     ]
     with client.connection_for_write() as conn:
         producer = conn.Producer()
-        for body in RAW_BODIES:
+        for body in WRONG_SHAPE + UNDECODABLE:
             producer.publish(
                 body,
                 routing_key="fcsync",
-                serializer="json",
-                headers={"task": "fcsync.track_account", "id": str(uuid.uuid4()), "lang": "py"},
+                content_type="application/json",
+                content_encoding="utf-8",
+                # Celery logs an undecodable message's headers; a sender controls their size.
+                headers={
+                    "task": "fcsync.track_account",
+                    "id": str(uuid.uuid4()),
+                    "lang": "py",
+                    "argsrepr": "H" * 100_000,
+                },
             )
     # A permanent failure inside the unit of work: logged (and recorded) there, once.
     unknown = client.send_task(
@@ -108,11 +118,13 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     about_unknown = [line for line in lines if "evt_NotInTheInbox1" in line or unknown in line]
     assert len(about_unknown) == 2, about_unknown  # "received", then fcsync's own line
     assert "[unknown_event]" in about_unknown[1], about_unknown
-    # Celery discards each malformed body with one ERROR record (its traceback, the body cut
-    # to 1 kB); no other traceback anywhere.
-    assert log.count("Received invalid task message") == len(RAW_BODIES), log[-3000:]
-    assert log.count("Traceback") == len(RAW_BODIES), log[-3000:]
+    # Each wrongly shaped body is discarded with one ERROR record (Celery's: a traceback, the
+    # body cut to 1 kB), each undecodable one with one line; no other traceback anywhere.
+    assert log.count("Received invalid task message") == len(WRONG_SHAPE), log[-3000:]
+    assert log.count("Traceback") == len(WRONG_SHAPE), log[-3000:]
+    assert log.count("cannot decode a message, discarded") == len(UNDECODABLE), log[-3000:]
     for word in ("Unrecoverable", "raised unexpected", "raised expected", "] retry:"):
         assert word not in log, (word, log[-3000:])
     assert "A" * 100 not in log and "k" * 100 not in log and "B" * 1100 not in log
+    assert "H" * 100 not in log
     assert len(log) < 20_000, "the log holds far more than one short line per failure"
