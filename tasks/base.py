@@ -8,33 +8,15 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import InvalidTaskError
-from celery.worker.request import Request
-from kombu.exceptions import DecodeError
 
 from tasks.arguments import RETRY_POLICY, bad_argument
+from tasks.consumer import checked_strategy
 from worker.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
 
-class FcsyncRequest(Request):
-    """A message whose body is not `[args, kwargs, options]` is refused: Celery would otherwise
-    stop the whole worker on it, and again on every redelivery (acks_late)."""
-
-    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            super().__init__(message, *args, **kwargs)
-        # DecodeError too: Celery's own handler would log every header in full.
-        except (DecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidTaskError(f"the body must be [args, kwargs, options]: {exc}") from None
-        if not isinstance(self.args, list | tuple) or not isinstance(self.kwargs, dict):
-            # The consumer discards it with one ERROR record (body cut to 1 kB by Celery).
-            raise InvalidTaskError("the body must be [args, kwargs, options]: a list and an object")
-
-
 class FcsyncTask(Task):  # type: ignore[type-arg]
-    Request = "tasks.base:FcsyncRequest"
     # Expected failures: Celery marks them failed and logs them at INFO without a traceback
     # (dropped below, since fcsync has already logged them) and never retries them.
     throws = (PermanentError,)
@@ -51,6 +33,9 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
             if exc.code == "bad_argument":
                 log.error("bad argument to %s[%s]: %s", self.name, self.request.id or "-", exc)
             raise
+
+    def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Any:
+        return checked_strategy(super().start_strategy(app, consumer, **kwargs))
 
     def _check_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         signature = inspect.signature(self.run)

@@ -46,6 +46,7 @@ BAD: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = [
 WRONG_SHAPE = [
     '"' + "notalist" * 1000 + '"',
     "[[], {}]",
+    "42",
     '[[], ["account_id", "fca_1"], {}]',
     '["fca_' + "B" * 100_000 + '", {}, {}]',
 ]
@@ -89,6 +90,13 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
                     "argsrepr": "H" * 100_000,
                 },
             )
+        producer.publish(
+            '[["fca_1"], {}, {}]',
+            routing_key="fcsync",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": "fcsync.track_account"},  # no id
+        )
     # A permanent failure inside the unit of work: logged (and recorded) there, once.
     unknown = client.send_task(
         "fcsync.handle_event", kwargs={"event_id": "evt_NotInTheInbox1"}, queue="fcsync"
@@ -120,8 +128,8 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     assert "[unknown_event]" in about_unknown[1], about_unknown
     # Each wrongly shaped body is discarded with one ERROR record (Celery's: a traceback, the
     # body cut to 1 kB), each undecodable one with one line; no other traceback anywhere.
-    assert log.count("Received invalid task message") == len(WRONG_SHAPE), log[-3000:]
-    assert log.count("Traceback") == len(WRONG_SHAPE), log[-3000:]
+    assert log.count("Received invalid task message") == len(WRONG_SHAPE) + 1, log[-3000:]
+    assert log.count("Traceback") == len(WRONG_SHAPE) + 1, log[-3000:]
     assert log.count("cannot decode a message, discarded") == len(UNDECODABLE), log[-3000:]
     for word in ("Unrecoverable", "raised unexpected", "raised expected", "] retry:"):
         assert word not in log, (word, log[-3000:])
