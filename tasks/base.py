@@ -1,5 +1,6 @@
-"""The base of every fcsync task: a message must fit the task's signature and carry a sane retry
-count, and an expected PermanentError is logged once, by fcsync, without a traceback."""
+"""The base of every fcsync task: a message must be a task message (tasks/consumer.py), fit the
+task's signature and carry a sane retry count; an expected PermanentError is logged once, by
+fcsync, without a traceback, and never retried."""
 
 from __future__ import annotations
 
