@@ -43,6 +43,8 @@ worker_send_task_events = False
 worker_hijack_root_logger = True
 
 imports = ("tasks.tracking", "tasks.refresh", "tasks.sync", "tasks.webhooks")
+# Logs an undecodable message without its headers in full (see tasks/consumer.py).
+worker_consumer = "tasks.consumer:FcsyncConsumer"
 
 _every = _settings.fcsync_beat_interval_s
 beat_schedule = {

@@ -1,7 +1,10 @@
-"""Validation of task arguments: a bad argument is a permanent failure, never a retry."""
+"""Validation of task arguments: a bad argument is a permanent failure, never a retry, and what
+is said about it is short (other services send by name; a 10 MB id must not reach the logs)."""
 
 from __future__ import annotations
 
+import re
+import reprlib
 from typing import Any
 
 from worker.errors import PermanentError
@@ -14,25 +17,59 @@ RETRY_POLICY: dict[str, Any] = {
     "time_limit": 600,
 }
 
+# Stripe ids are a prefix and ASCII letters and digits; accounts.id is String(64) and
+# webhook_events.id String(255), so a longer id could never name a stored row.
+ACCOUNT_ID_MAX = 64
+EVENT_ID_MAX = 255
 
-def stripe_id(value: Any, prefix: str, name: str = "account_id") -> str:
-    if not isinstance(value, str) or not value.startswith(prefix) or len(value) > 255:
-        raise PermanentError(
-            f"{name} must be a Stripe id starting with {prefix!r}, got {value!r}",
-            code="bad_argument",
+_shown = reprlib.Repr()
+_shown.maxstring = 40
+_shown.maxother = 40
+_shown.maxlong = 24
+_shown.maxlevel = 2
+_shown.maxlist = _shown.maxtuple = _shown.maxdict = _shown.maxset = 4
+
+
+def shown(value: Any) -> str:
+    """A short repr for messages and logs: long strings and numbers are cut with '...'."""
+    try:
+        return _shown.repr(value)
+    except Exception:  # e.g. an int past Python's digit limit: its repr itself raises
+        return f"<{type(value).__name__}>"
+
+
+def bad_argument(name: str, expected: str, value: Any) -> PermanentError:
+    return PermanentError(f"{name} must be {expected}, got {shown(value)}", code="bad_argument")
+
+
+def stripe_id(
+    value: Any, prefix: str, name: str = "account_id", max_length: int = ACCOUNT_ID_MAX
+) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > max_length
+        or not re.fullmatch(re.escape(prefix) + r"[A-Za-z0-9]+", value, flags=re.ASCII)
+    ):
+        raise bad_argument(
+            name, f"a Stripe id {prefix}<letters and digits> of at most {max_length} chars", value
         )
     return value
 
 
 def flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
-        raise PermanentError(f"{name} must be true or false, got {value!r}", code="bad_argument")
+        raise bad_argument(name, "true or false", value)
     return value
 
 
 def choice(value: Any, allowed: frozenset[str], name: str) -> str:
-    if value not in allowed:
-        raise PermanentError(
-            f"{name} must be one of {sorted(allowed)}, got {value!r}", code="bad_argument"
-        )
-    return str(value)
+    if not isinstance(value, str) or value not in allowed:
+        raise bad_argument(name, f"one of {sorted(allowed)}", value)
+    return value
+
+
+def bounded_int(value: Any, name: str, low: int, high: int) -> int:
+    # bool is an int subclass, but `true` for a count is a sender's bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_argument(name, f"an integer from {low} to {high}", value)
+    return value

@@ -10,7 +10,8 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import RETRY_POLICY, flag, stripe_id
+from tasks.arguments import flag, stripe_id
+from tasks.base import TASK_OPTIONS
 from worker import contract, sync, webhooks
 from worker.app import app, uow
 from worker.errors import TransientError
@@ -29,7 +30,7 @@ page_hook: ContextVar[PageHook | None] = ContextVar("fcsync_sync_page_hook", def
     bind=True,
     autoretry_for=TRANSIENT,
     max_retries=uow.settings.fcsync_max_retries,
-    **RETRY_POLICY,
+    **TASK_OPTIONS,
 )
 def sync_transactions_task(
     self: Task[Any, Any], account_id: str, full: bool = False
@@ -89,7 +90,7 @@ def run_sync(
     return report
 
 
-@app.task(name=contract.RETRY_FAILED_SYNCS, autoretry_for=TRANSIENT, max_retries=3, **RETRY_POLICY)
+@app.task(name=contract.RETRY_FAILED_SYNCS, autoretry_for=TRANSIENT, max_retries=3, **TASK_OPTIONS)
 def retry_failed_syncs_task() -> dict[str, Any]:
     def sweep(s: Any, gw: Any, now: Any) -> Sweep:
         syncs = sync.resync_candidates(s, now=now, settings=uow.settings)

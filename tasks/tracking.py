@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import RETRY_POLICY, flag, stripe_id
+from tasks.arguments import flag, stripe_id
+from tasks.base import TASK_OPTIONS
 from worker import contract, tracking
 from worker.app import app, uow
 from worker.errors import TransientError
@@ -18,7 +19,7 @@ TRANSIENT = (TransientError, OperationalError)
     name=contract.TRACK_ACCOUNT,
     autoretry_for=TRANSIENT,
     max_retries=uow.settings.fcsync_max_retries,
-    **RETRY_POLICY,
+    **TASK_OPTIONS,
 )
 def track_account_task(account_id: str, subscribe: bool = True) -> dict[str, Any]:
     account_id = stripe_id(account_id, "fca_")
@@ -36,7 +37,7 @@ def track_account_task(account_id: str, subscribe: bool = True) -> dict[str, Any
     name=contract.UNTRACK_ACCOUNT,
     autoretry_for=TRANSIENT,
     max_retries=uow.settings.fcsync_max_retries,
-    **RETRY_POLICY,
+    **TASK_OPTIONS,
 )
 def untrack_account_task(account_id: str, unsubscribe: bool = True) -> dict[str, Any]:
     account_id = stripe_id(account_id, "fca_")

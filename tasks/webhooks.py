@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import RETRY_POLICY, stripe_id
+from tasks.arguments import EVENT_ID_MAX, stripe_id
+from tasks.base import TASK_OPTIONS
 from worker import contract, webhooks
 from worker.app import app, uow
 from worker.errors import TransientError
@@ -18,10 +19,10 @@ TRANSIENT = (TransientError, OperationalError)
     name=contract.HANDLE_EVENT,
     autoretry_for=TRANSIENT,
     max_retries=uow.settings.fcsync_max_retries,
-    **RETRY_POLICY,
+    **TASK_OPTIONS,
 )
 def handle_event_task(event_id: str) -> dict[str, Any]:
-    event_id = stripe_id(event_id, "evt_", "event_id")
+    event_id = stripe_id(event_id, "evt_", "event_id", max_length=EVENT_ID_MAX)
     result = uow.run(
         None,
         lambda s, gw, now: webhooks.handle_event(s, gw, event_id, now=now, settings=uow.settings),

@@ -13,10 +13,13 @@ from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.settings import get_settings
 from worker.stripe_gateway import gateway_from_settings
+from worker.toplevel import claim
 from worker.unit_of_work import UnitOfWork
 
 app = Celery("fcsync")
-app.config_from_object("celeryconfig")
+# By file, not by name: `celery` puts its working directory first on sys.path, where another
+# project's celeryconfig.py would win an import by name.
+app.config_from_object(claim("celeryconfig"))
 
 
 def _tune_embedded_broker() -> None:

@@ -7,6 +7,7 @@ from sqlalchemy.exc import OperationalError
 
 import celeryconfig
 from tasks import refresh, sync, tracking, webhooks
+from tasks.base import FcsyncTask
 from worker.app import app
 from worker.errors import PermanentError, TransientError
 
@@ -37,6 +38,8 @@ def test_tasks_declare_retry_policy_and_time_limits(name: str) -> None:
     assert TransientError in task.autoretry_for
     assert OperationalError in task.autoretry_for
     assert PermanentError not in task.autoretry_for
+    # Expected: Celery neither retries it nor logs a traceback for it (see tasks/base.py).
+    assert isinstance(task, FcsyncTask) and PermanentError in task.throws
     assert task.retry_backoff and task.retry_jitter
     assert task.max_retries is not None and task.max_retries > 0
     assert task.soft_time_limit and task.time_limit and task.soft_time_limit < task.time_limit
@@ -66,8 +69,14 @@ def test_tasks_config_is_json_only_and_acks_late() -> None:
         (tracking.track_account_task, {"account_id": "fca_1", "subscribe": "yes"}),
         (refresh.refresh_account_task, {"account_id": "fca_1", "source": "cron"}),
         (refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": -1}),
+        (refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": 10**9}),
+        (refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": True}),
+        (refresh.refresh_account_task, {"account_id": "fca_1", "source": ["manual"]}),
+        (tracking.track_account_task, {"account_id": "fca_1", "bogus": 1}),
+        (tracking.track_account_task, {"account_id": "fca_" + "1" * 61}),
         (sync.sync_transactions_task, {"account_id": None}),
         (webhooks.handle_event_task, {"event_id": "not-an-event"}),
+        (webhooks.handle_event_task, {"event_id": "evt_1\x00"}),
     ],
 )
 def test_tasks_bad_argument_is_a_permanent_failure_not_a_retry(task, kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,80 @@
+"""The base of every fcsync task: a message must be a task message (tasks/consumer.py), fit the
+task's signature and carry a sane retry count; an expected PermanentError is logged once, by
+fcsync, without a traceback, and never retried."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from celery import Task
+
+from tasks.arguments import RETRY_POLICY, bad_argument
+from tasks.consumer import checked_strategy
+from worker.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+
+class FcsyncTask(Task):  # type: ignore[type-arg]
+    # Expected failures: Celery marks them failed and logs them at INFO without a traceback
+    # (dropped below, since fcsync has already logged them) and never retries them.
+    throws = (PermanentError,)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Celery's documented override: call run() directly, because the tracer has already
+        # pushed the request (Task.__call__ would push an empty one and hide request.id).
+        try:
+            self._check_message(args, kwargs)
+            return self.run(*args, **kwargs)
+        except PermanentError as exc:
+            # Failures inside a unit of work are logged (and recorded) there; only argument
+            # errors, raised before any unit of work starts, are logged here.
+            if exc.code == "bad_argument":
+                log.error("bad argument to %s[%s]: %s", self.name, self.request.id or "-", exc)
+            raise
+
+    def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Any:
+        return checked_strategy(super().start_strategy(app, consumer, **kwargs))
+
+    def _check_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        signature = inspect.signature(self.run)
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            # Python's own message would quote an unexpected keyword in full, however long.
+            takes = ", ".join(
+                p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                for p in signature.parameters.values()
+            )
+            raise bad_argument(
+                f"the arguments of {self.name}",
+                f"({takes})",
+                {"args": list(args), "kwargs": kwargs},
+            ) from None
+        # Celery's autoretry computes 2**retries from this header before it compares it with
+        # max_retries: a forged count would burn CPU and memory on the first transient error.
+        retries = self.request.retries
+        highest = self.max_retries or 0
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= highest:
+            raise bad_argument("the retries header", f"an integer from 0 to {highest}", retries)
+
+
+class _FcsyncFailureLoggedOnce(logging.Filter):
+    """Drops Celery's 'raised expected' line for fcsync tasks: fcsync logged the failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        return not (
+            isinstance(data, dict)
+            and data.get("description") == "raised expected"
+            and str(data.get("name", "")).startswith("fcsync.")
+        )
+
+
+_trace_log = logging.getLogger("celery.app.trace")
+if not any(isinstance(f, _FcsyncFailureLoggedOnce) for f in _trace_log.filters):
+    _trace_log.addFilter(_FcsyncFailureLoggedOnce())
+
+TASK_OPTIONS: dict[str, Any] = {"base": FcsyncTask, **RETRY_POLICY}

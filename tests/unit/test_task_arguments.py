@@ -1,0 +1,174 @@
+"""Task arguments as another service may send them by name: any wrong type, id, size, count,
+unknown or missing name, or forged retry count is one short permanent failure, never a retry,
+and never costs more than a moment of CPU."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+import pytest
+from celery import Task
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tasks import refresh, sync, tracking, webhooks
+from tasks.arguments import ACCOUNT_ID_MAX, EVENT_ID_MAX
+from tasks.refresh import MAX_POLL_ATTEMPT, poll_countdown
+from worker.contract import REFRESH_SOURCES
+from worker.errors import PermanentError
+from worker.settings import get_settings
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+def stripe_ids(prefix: str, longest: int) -> tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]:
+    valid = st.from_regex(rf"{prefix}[A-Za-z0-9]{{1,20}}", fullmatch=True)
+    bad = st.one_of(
+        JSON.filter(lambda v: not isinstance(v, str)),
+        st.text(max_size=30).filter(lambda s: not s.startswith(prefix)),
+        st.sampled_from(["acct_1", "fca_", "evt_", "", prefix.upper() + "1", f" {prefix}1"]),
+        st.sampled_from(["-", "_", " ", "\x00", "\ud800", "é", "/", "\n"]).map(
+            lambda c: f"{prefix}1{c}"
+        ),
+        # Past the column's length, up to a 200 kB string.
+        st.integers(longest - len(prefix) + 1, 200_000).map(lambda n: prefix + "A" * n),
+    )
+    return valid, bad
+
+
+KINDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
+    "account": stripe_ids("fca_", ACCOUNT_ID_MAX),
+    "event": stripe_ids("evt_", EVENT_ID_MAX),
+    "flag": (st.booleans(), JSON.filter(lambda v: not isinstance(v, bool))),
+    "source": (
+        st.sampled_from(sorted(REFRESH_SOURCES)),
+        JSON.filter(lambda v: not (isinstance(v, str) and v in REFRESH_SOURCES)),
+    ),
+    "attempt": (
+        st.integers(0, MAX_POLL_ATTEMPT),
+        st.one_of(
+            st.integers(max_value=-1),
+            st.integers(min_value=MAX_POLL_ATTEMPT + 1),
+            st.sampled_from([10**9, 10**4000, 10**5000, True, False, 1.0, "1"]),
+            JSON.filter(lambda v: not isinstance(v, int)),
+        ),
+    ),
+}
+
+# task -> {argument: (kind, required)}
+TASKS: dict[str, tuple[Task[Any, Any], dict[str, tuple[str, bool]]]] = {
+    "track": (
+        tracking.track_account_task,
+        {"account_id": ("account", True), "subscribe": ("flag", False)},
+    ),
+    "untrack": (
+        tracking.untrack_account_task,
+        {"account_id": ("account", True), "unsubscribe": ("flag", False)},
+    ),
+    "refresh": (
+        refresh.refresh_account_task,
+        {"account_id": ("account", True), "source": ("source", False)},
+    ),
+    "poll": (
+        refresh.poll_refresh_task,
+        {"account_id": ("account", True), "attempt": ("attempt", False)},
+    ),
+    "sync": (
+        sync.sync_transactions_task,
+        {"account_id": ("account", True), "full": ("flag", False)},
+    ),
+    "event": (webhooks.handle_event_task, {"event_id": ("event", True)}),
+    "due": (refresh.refresh_due_accounts_task, {}),
+    "stale": (refresh.poll_stale_refreshes_task, {}),
+    "resync": (sync.retry_failed_syncs_task, {}),
+}
+
+
+@st.composite
+def bad_calls(draw: st.DrawFn) -> tuple[Task[Any, Any], dict[str, Any], int]:
+    """A task, its kwargs and a retries header, with at least one flaw; the rest valid or not."""
+    task, params = TASKS[draw(st.sampled_from(sorted(TASKS)))]
+    # Mostly valid companions, so that each flaw is met alone as often as in company.
+    kwargs = {
+        name: draw(KINDS[kind][0] if draw(st.integers(0, 4)) else KINDS[kind][1])
+        for name, (kind, required) in params.items()
+        if required or draw(st.booleans())
+    }
+    retries = 0
+    flaws = ["unknown", "retries"] + (["value", "value", "missing"] if params else [])
+    flaw = draw(st.sampled_from(flaws))
+    if flaw == "value":
+        name = draw(st.sampled_from(sorted(params)))
+        kwargs[name] = draw(KINDS[params[name][0]][1])
+    elif flaw == "missing":
+        del kwargs[next(name for name, (_, required) in params.items() if required)]
+    elif flaw == "unknown":
+        key = draw(st.text(min_size=1, max_size=40) | st.integers(41, 100_000).map("k".__mul__))
+        kwargs[key if key not in params else key + "_"] = draw(JSON)
+    else:
+        retries = draw(
+            st.integers(max_value=-1)
+            | st.integers(min_value=(task.max_retries or 0) + 1)
+            | st.sampled_from([10**9, 10**4000, True, "1", 1.5])
+        )
+    return task, kwargs, retries
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bad_calls())
+@example((refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": 10**9}, 0))
+@example((refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": True}, 0))
+@example((refresh.poll_refresh_task, {"account_id": "fca_1"}, 10**9))
+def test_task_arguments_fuzzed_are_one_short_permanent_failure_with_bounded_cpu(
+    call: tuple[Task[Any, Any], dict[str, Any], int],
+) -> None:
+    task, kwargs, retries = call
+    started = time.process_time()
+    result = task.apply(kwargs=kwargs, retries=retries)
+    assert time.process_time() - started < 0.5, "no 2**huge, no megabyte-long message"
+    # A retry would surface as celery.exceptions.Retry (state RETRY), not as a FAILURE.
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, PermanentError), result.result
+    assert result.result.code == "bad_argument"
+    assert len(str(result.result)) < 400
+
+
+@pytest.mark.parametrize(
+    ("task", "kwargs"),
+    [
+        (refresh.poll_refresh_task, {"account_id": "fca_1", "attempt": 10**9}),
+        (sync.sync_transactions_task, {"account_id": "fca_" + "A" * 1_000_000}),
+        (tracking.untrack_account_task, {"account_id": "fca_1", "k" * 100_000: 1}),
+    ],
+)
+def test_task_arguments_bad_one_is_logged_once_short_and_without_traceback(
+    task: Task[Any, Any], kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        result = task.apply(kwargs=kwargs)
+    assert result.state == "FAILURE"
+    failures = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(failures) == 1, [r.getMessage()[:200] for r in failures]
+    assert failures[0].exc_info is None
+    assert re.match(rf"bad argument to {re.escape(task.name)}\[", failures[0].getMessage())
+    assert len(failures[0].getMessage()) < 400
+
+
+def test_task_arguments_poll_backoff_is_cheap_for_any_attempt() -> None:
+    settings = get_settings()
+    started = time.process_time()
+    for attempt in (0, 1, 31, 32, 33, MAX_POLL_ATTEMPT, 10**9):
+        countdown = poll_countdown(attempt, settings)
+        assert settings.fcsync_poll_initial_s <= countdown <= settings.fcsync_poll_max_s
+    assert time.process_time() - started < 0.5
