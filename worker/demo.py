@@ -28,6 +28,7 @@ from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh
 from worker import contract
 from worker.db import make_engine, upgrade_database
+from worker.redaction import redact
 from worker.reports import diff_transactions, stored_transactions
 from worker.supervisor import Supervisor, stack_children
 
@@ -138,7 +139,7 @@ class Demo:
             )
             return 0
         except DemoFailure as exc:
-            self.console.print(f"[red]FAILED[/red]: {exc}")
+            self.console.print(f"[red]FAILED[/red]: {redact(str(exc))}")
             self._show_logs()
             return 1
         finally:
