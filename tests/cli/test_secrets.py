@@ -79,7 +79,8 @@ class Transcript:
     def __init__(self, workdir: Workdir, env: dict[str, str]) -> None:
         self.workdir = workdir
         self.env = env
-        self.outputs: list[str] = []
+        # (the command, what it printed): only the second is searched, the first may be a secret.
+        self.outputs: list[tuple[str, str]] = []
 
     def run(
         self, *args: str, expect: int | None = 0, **env: str
@@ -92,8 +93,9 @@ class Transcript:
             text=True,
             timeout=60,
         )
-        output = f"$ fcsync {' '.join(args)} -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
-        self.outputs.append(output)
+        printed = f"{proc.stdout}{proc.stderr}"
+        self.outputs.append((f"fcsync {' '.join(args[:1])} (exit {proc.returncode})", printed))
+        output = f"$ fcsync {' '.join(args)} -> {proc.returncode}\n{printed}"
         if expect is not None:
             assert proc.returncode == expect, output
         return proc
@@ -278,7 +280,8 @@ def test_no_secret_appears_in_any_output_row_or_message(
     assert "Request to Stripe" not in quiet.stdout + quiet.stderr, quiet.stderr
     verbose = cli.run("refresh", account, "--inline", "--wait")
     assert "Request to Stripe" in verbose.stderr
-    # Reports, and the error paths: a key Stripe refuses, a broker and a database down.
+    # Reports, and the error paths: a key Stripe refuses, a broker and a database down, a secret
+    # given as an argument.
     closed = free_port()
     dead_redis = f"redis://:{REDIS_MARK}@127.0.0.1:{closed}"
     down = make_url(secret_postgres_url).set(port=closed).render_as_string(hide_password=False)
@@ -288,6 +291,7 @@ def test_no_secret_appears_in_any_output_row_or_message(
         cli.call("refresh", account, "--inline", expect=3, STRIPE_API_KEY=WRONG_KEY),
         cli.call("track", account, expect=None, CELERY_BROKER_URL=f"{dead_redis}/0"),
         cli.call("status", expect=None, DATABASE_URL=down),
+        cli.call("sync", f"{redis_base}/0", "--inline", expect=None),  # a URL where an id belongs
     )[1]
     assert {row["id"] for row in json.loads(status.stdout)} >= {account, refused}
 
@@ -300,8 +304,8 @@ def test_no_secret_appears_in_any_output_row_or_message(
 
     problems = leaks("fcsync run and its children (worker, beat, receiver)", run_log.read_text())
     problems += leaks("files in the working folder", files_under(tmp_path))
-    for output in cli.outputs:
-        problems += leaks("CLI output", output)
+    for command, printed in cli.outputs:
+        problems += leaks(f"the output of {command}", printed)
     problems += leaks("the database", table_dump(secret_postgres_url))
     problems += leaks("the broker", broker)
     assert not problems, "\n".join(problems)
