@@ -4,6 +4,9 @@ level, quiet third parties, and a filter on every handler that masks secrets in 
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
+from types import TracebackType
 
 from worker.redaction import redact
 
@@ -63,7 +66,16 @@ def install(logger: logging.Logger, level: str | int | None) -> None:
         logging.getLogger(name).setLevel(chatty)
 
 
+def print_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """sys.excepthook: an exception that escaped every handler still prints masked."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def configure_logging(level: str | int | None) -> None:
-    """The CLI's and the receiver's logging: records on stderr at `level`, redacted."""
+    """The CLI's and the receiver's logging: records on stderr at `level`, redacted, and so
+    is the traceback of anything uncaught."""
     logging.basicConfig(level=level_number(level), format=FORMAT)
     install(logging.getLogger(), level)
+    sys.excepthook = print_uncaught

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from worker.logs import RedactingFilter, install, level_number
+from worker.logs import RedactingFilter, configure_logging, install, level_number, print_uncaught
 
 URL = "redis://:SuperSecretPw@127.0.0.1:6379/6"
 KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
@@ -104,3 +105,20 @@ def test_celery_worker_and_beat_handlers_are_redacted(signal: object) -> None:
     finally:
         logger.removeHandler(handler)
         stripe_logger.setLevel(before)
+
+
+def test_an_uncaught_exception_prints_masked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # configure_logging changes process-wide state: put it back after the test.
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(logging.getLogger("stripe"), "level", logging.getLogger("stripe").level)
+    configure_logging("WARNING")
+    assert sys.excepthook is print_uncaught
+    try:
+        raise OSError(f"Error connecting to {URL}")
+    except OSError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "redis://:***@127.0.0.1:6379/6" in err
+    assert "SuperSecretPw" not in err
