@@ -24,7 +24,7 @@ from worker.errors import ConfigurationError, PermanentError, TransientError
 from worker.logs import configure_logging, redacting
 from worker.records import Followup
 from worker.redaction import mask_url, redact
-from worker.settings import get_settings
+from worker.settings import LOG_LEVELS, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PERMANENT = 3
@@ -71,7 +71,12 @@ def _echo(line: str) -> None:
 
 
 @click.group()
-@click.option("--log-level", default=None, help="Python log level (default FCSYNC_LOG_LEVEL).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Log level (default FCSYNC_LOG_LEVEL).",
+)
 def cli(log_level: str | None) -> None:
     """fcsync keeps Stripe Financial Connections transactions synced into your database."""
     configure_logging(log_level or get_settings().fcsync_log_level)

@@ -122,3 +122,21 @@ def test_an_uncaught_exception_prints_masked(
     err = capsys.readouterr().err
     assert "Traceback" in err and "redis://:***@127.0.0.1:6379/6" in err
     assert "SuperSecretPw" not in err
+
+
+def test_an_unknown_log_level_is_refused_naming_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+    from pydantic import ValidationError
+
+    from worker.cli import cli
+    from worker.settings import Settings
+
+    monkeypatch.setenv("FCSYNC_LOG_LEVEL", "loud")
+    with pytest.raises(ValidationError, match="must be one of DEBUG, INFO"):
+        Settings()
+    monkeypatch.setenv("FCSYNC_LOG_LEVEL", "debug")
+    assert Settings().fcsync_log_level == "DEBUG"
+    result = CliRunner().invoke(cli, ["--log-level", "loud", "status"])
+    assert result.exit_code == 2 and "Invalid value for '--log-level'" in result.output
