@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
+from worker import logs
 from worker.db import dispose_engines
 from worker.ratelimit import limiter_for
 from worker.records import Followup
@@ -60,3 +61,10 @@ def _after_fork(**_: Any) -> None:
     # Pooled DB connections and HTTP sessions must not be shared with the parent process.
     dispose_engines(close=False)
     uow.reset()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
+    # Worker and beat log through Celery's handlers: the same redaction and quiet stripe logger.
+    logs.install(logger, loglevel)

@@ -21,8 +21,10 @@ import click
 
 from worker import contract
 from worker.errors import ConfigurationError, PermanentError, TransientError
+from worker.logs import configure_logging, redacting
 from worker.records import Followup
-from worker.settings import get_settings
+from worker.redaction import mask_url, redact
+from worker.settings import LOG_LEVELS, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PERMANENT = 3
@@ -53,10 +55,12 @@ def expected_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PermanentError as exc:
-            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            click.echo(redact(f"error [{exc.code}]: {exc}"), err=True)
             sys.exit(EXIT_PERMANENT)
         except TransientError as exc:
-            click.echo(f"error [{exc.code}] (transient, gave up after retries): {exc}", err=True)
+            click.echo(
+                redact(f"error [{exc.code}] (transient, gave up after retries): {exc}"), err=True
+            )
             sys.exit(EXIT_TRANSIENT)
 
     return wrapper  # type: ignore[return-value]
@@ -68,13 +72,15 @@ def _echo(line: str) -> None:
 
 @click.group()
 @click.version_option(package_name="fcsync", message="fcsync %(version)s")
-@click.option("--log-level", default=None, help="Python log level (default FCSYNC_LOG_LEVEL).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Log level (default FCSYNC_LOG_LEVEL).",
+)
 def cli(log_level: str | None) -> None:
     """fcsync keeps Stripe Financial Connections transactions synced into your database."""
-    logging.basicConfig(
-        level=(log_level or get_settings().fcsync_log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level or get_settings().fcsync_log_level)
 
 
 @cli.group()
@@ -287,7 +293,7 @@ def _progress_report() -> Iterator[InlineReport]:
     # Log records would tear the live bar: print them above it through the same console.
     root = logging.getLogger()
     handlers = root.handlers[:]
-    root.handlers = [RichHandler(console=console, show_path=False)]
+    root.handlers = [redacting(RichHandler(console=console, show_path=False))]
     try:
         with progress:
             yield BarReport(progress)
@@ -493,8 +499,8 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
             "STRIPE_WEBHOOK_SECRET is not set: running without the webhook receiver "
             "(refreshes complete by polling)"
         )
-    broker = "embedded broker" if settings.uses_embedded_broker else settings.broker_url
-    click.echo(f"fcsync run: database {settings.database_url.split('@')[-1]}, {broker}")
+    broker = "embedded broker" if settings.uses_embedded_broker else mask_url(settings.broker_url)
+    click.echo(f"fcsync run: database {mask_url(settings.database_url)}, {broker}")
     children = stack_children(
         concurrency=concurrency,
         webhooks=webhooks_on,
@@ -534,13 +540,13 @@ def main() -> None:
     try:
         cli()
     except ConfigurationError as exc:
-        click.echo(f"error [{exc.code}]: {exc}", err=True)
+        click.echo(redact(f"error [{exc.code}]: {exc}"), err=True)
         sys.exit(EXIT_PERMANENT)
     except ValidationError as exc:  # a malformed setting, read on first use
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]).upper()
-            click.echo(f"error [invalid_setting]: {name}: {error['msg']}", err=True)
+            click.echo(redact(f"error [invalid_setting]: {name}: {error['msg']}"), err=True)
         sys.exit(EXIT_PERMANENT)
     except OperationalError as exc:  # transient for the tasks too: they retry it
-        click.echo(f"error [database_unavailable] (transient): {exc.orig}", err=True)
+        click.echo(redact(f"error [database_unavailable] (transient): {exc.orig}"), err=True)
         sys.exit(EXIT_TRANSIENT)

@@ -29,6 +29,7 @@ from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh
 from worker import contract, demo_tour
 from worker.db import make_engine, upgrade_database
+from worker.redaction import redact
 from worker.reports import diff_transactions, stored_transactions
 from worker.supervisor import Supervisor, stack_children
 
@@ -148,7 +149,7 @@ class Demo:
             demo_tour.show_try_next(self.console)
             return 0
         except DemoFailure as exc:
-            self.console.print(f"[red]FAILED[/red]: {escape(str(exc))}")
+            self.console.print(f"[red]FAILED[/red]: {escape(redact(str(exc)))}")
             self._show_logs()
             return 1
         finally:

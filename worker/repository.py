@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Refresh, Transaction, WebhookEvent
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
+from worker.redaction import redact
 
 TERMINAL_REFRESH_STATUSES = frozenset({"succeeded", "failed"})
 
@@ -230,7 +231,8 @@ def release_sync_lease(session: Session, account_id: str, owner: str) -> None:
 
 def record_error(account: Account, code: str, message: str, *, now: datetime) -> None:
     account.last_error_code = code[:128]
-    account.last_error_message = message
+    # Shown by `status` and read by anyone with the database: never a key or a URL password.
+    account.last_error_message = redact(message)
     account.last_error_at = now
 
 
@@ -353,6 +355,10 @@ def insert_webhook_event(
 
 def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
     return session.get(WebhookEvent, event_id)
+
+
+def record_event_error(row: WebhookEvent, code: str, message: str) -> None:
+    row.error = redact(f"[{code}] {message}")
 
 
 def unprocessed_event_ids(session: Session, *, received_before: datetime, limit: int) -> list[str]:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The Stripe API version this code is written against (stripe-python 15.3.x pins the same one).
 STRIPE_API_VERSION = "2026-06-24.dahlia"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("fcsync_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @property
     def broker_url(self) -> str:

@@ -166,7 +166,7 @@ def handle_event(
     except PermanentError as exc:
         # Kept in the inbox with the reason; a transient error instead leaves the row
         # unprocessed so the task's retry (or the sweep) handles it again.
-        row.error = f"[{exc.code}] {exc}"
+        repository.record_event_error(row, exc.code, str(exc))
         result = EventResult("failed")
     row.processed_at = now
     row.outcome = result.outcome

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Account, Transaction
+from models import Account, Transaction, WebhookEvent
 from worker import repository
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 
@@ -138,3 +138,21 @@ def test_repository_due_accounts_respect_next_refresh_available_at(session: Sess
     e.next_due_at = None
     session.flush()
     assert repository.due_account_ids(session, now=NOW, limit=10) == ["fca_due"]
+
+
+def test_repository_record_error_stores_no_secret(session: Session) -> None:
+    account = repository.save_account(session, fc_account(), now=NOW)
+    message = "Cannot connect to redis://:SuperSecretPw@10.0.0.1:6379/0 with sk_live_abcdef123456"
+    repository.record_error(account, "broker_down", message, now=NOW)
+    session.flush()
+    session.expire_all()
+    stored_message = session.get(Account, "fca_1").last_error_message  # type: ignore[union-attr]
+    assert stored_message == "Cannot connect to redis://:***@10.0.0.1:6379/0 with sk_***"
+
+
+def test_repository_record_event_error_stores_no_secret() -> None:
+    row = WebhookEvent(id="evt_1", type="financial_connections.account.created")
+    repository.record_event_error(
+        row, "bad", "signed with whsec_abcdef123456 for postgres://u:pw@h/db"
+    )
+    assert row.error == "[bad] signed with whsec_*** for postgres://u:***@h/db"
