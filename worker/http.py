@@ -67,10 +67,11 @@ def create_app(
             except Exception:
                 # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
                 log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
+        answer = {"received": True, "id": receipt.event_id, "duplicate": receipt.duplicate}
         if receipt.ignored:
             log.info("acknowledged webhook %s without work: %s", receipt.event_id, receipt.ignored)
-            return jsonify(received=True, id=receipt.event_id, ignored=receipt.ignored), 200
-        return jsonify(received=True, id=receipt.event_id, duplicate=receipt.duplicate), 200
+            answer["ignored"] = receipt.ignored
+        return jsonify(answer), 200
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
