@@ -439,3 +439,20 @@ def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
     with db.session_scope() as session:
         assert int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0) == 3
     assert sorted(f.kwargs["event_id"] for f in sent) == ids
+
+
+def test_fuzz_chunked_body_over_the_limit_is_413(served: tuple[str, list[Followup]]) -> None:
+    """Without a Content-Length the limit still holds: the body is never read past it."""
+    url, sent = served
+    body = json.dumps(valid_event(fresh_id(), account="fca_" + "a" * 60)).encode()
+    body = body[:-1] + b', "padding": "' + b"x" * (MAX_BODY + 1_000) + b'"}'
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1_000):
+            yield body[start : start + 1_000]
+
+    response = requests.post(
+        url, data=chunks(), headers={"Stripe-Signature": sign(body, SECRET)}, timeout=30
+    )
+    assert response.status_code == 413
+    assert inbox() == {} and sent == []
