@@ -215,6 +215,7 @@ def handle_event(
 
 
 def _mark_failed(row: WebhookEvent, error: str, *, now: datetime) -> None:
+    log.warning("webhook event %r failed permanently and is kept as failed: %s", row.id, error)
     row.error = error
     row.processed_at = now
     row.outcome = "failed"
