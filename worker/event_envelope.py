@@ -128,8 +128,8 @@ def check_envelope(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if not is_event_id(event_id):
         shown = event_id[:80] if isinstance(event_id, str) else type(event_id).__name__
         raise InvalidEventError(
-            f"`id` must be a Stripe event id (evt_ and up to {EVENT_ID_MAX} letters and "
-            f"digits), got {shown!r}"
+            f"`id` must be a Stripe event id (evt_ then letters, digits or _, at most "
+            f"{EVENT_ID_MAX} characters), got {shown!r}"
         )
     if data.get("object") != "event":
         raise InvalidEventError('`object` must be "event"')

@@ -249,8 +249,9 @@ def verify_webhook(
 ) -> tuple[FCEvent, dict[str, Any]]:
     """Check the signature against every configured secret; return the event and its JSON.
 
-    The signature is checked before the body is parsed, so an unsigned sender learns nothing
-    about what fcsync would accept."""
+    The signature is checked before the body is parsed (only its UTF-8 decoding, which the
+    signature is computed over, comes first), so an unsigned sender learns nothing about what
+    fcsync would accept."""
     if not sig_header:
         raise WebhookSignatureError("missing Stripe-Signature header", code="signature_missing")
     # The SDK compares signatures with hmac.compare_digest, which raises TypeError on non-ASCII.

@@ -222,8 +222,11 @@ def _mark_failed(row: WebhookEvent, error: str, *, now: datetime) -> None:
 
 
 # A row that keeps failing transiently is re-enqueued after 2, 4, 8... times
-# FCSYNC_STALE_PENDING_S, and at least once a day: a lost event waits at most one sweep.
+# FCSYNC_STALE_PENDING_S, then daily: it costs at most one task (and its Stripe call) a day.
 SWEEP_BACKOFF_MAX = timedelta(days=1)
+# 2**17 times the smallest FCSYNC_STALE_PENDING_S (1 s) is past a day: doubling stops there
+# (a row failing daily for years would otherwise overflow timedelta).
+_SWEEP_DOUBLINGS_MAX = 17
 
 
 def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -240,6 +243,7 @@ def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> 
             _mark_failed(row, "[bad_event] the stored id is not a Stripe event id", now=now)
             continue
         row.sweeps += 1
-        row.next_sweep_at = now + min(stale * 2**row.sweeps, SWEEP_BACKOFF_MAX)
+        backoff = stale * 2 ** min(row.sweeps, _SWEEP_DOUBLINGS_MAX)
+        row.next_sweep_at = now + min(backoff, SWEEP_BACKOFF_MAX)
         followups.append(Followup(contract.HANDLE_EVENT, {"event_id": row.id}))
     return Sweep(tuple(followups))

@@ -159,3 +159,16 @@ def test_inbox_event_of_the_other_mode_is_ignored_by_the_handler(session: Sessio
     result = webhooks.handle_event(session, gateway, "evt_live", now=T0, settings=config)
     session.commit()
     assert (result.outcome, result.followups) == ("ignored", ())
+
+
+def test_inbox_row_failing_for_years_is_still_swept_daily(session: Session) -> None:
+    config = settings()
+    store(session, "evt_old", event_json("evt_old"), at=T0)
+    row = session.get(WebhookEvent, "evt_old")
+    assert row is not None
+    row.sweeps = 3 * 365
+    session.commit()
+    at = T0 + timedelta(days=3 * 365)
+    assert sweep(session, at, config) == ["evt_old"]
+    row = session.get(WebhookEvent, "evt_old")
+    assert row is not None and row.next_sweep_at == at + timedelta(days=1)
