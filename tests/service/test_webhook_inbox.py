@@ -39,7 +39,9 @@ def event_json(event_id: str, **overrides: Any) -> str:
         "created": 1_700_000_000,
         "livemode": False,
         "type": REFRESHED,
-        "data": {"object": {"id": "fca_1", "object": "financial_connections.account"}},
+        "data": {
+            "object": {"id": "fca_1", "object": "financial_connections.account", "status": "active"}
+        },
     }
     body.update(overrides)
     return json.dumps(body)
