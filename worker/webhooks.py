@@ -23,6 +23,7 @@ from worker.event_envelope import (
     is_fc_event_type,
 )
 from worker.records import FCEvent, Followup, Sweep
+from worker.redaction import redact
 from worker.refresh import observe_account, sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, parse_event, verify_webhook
@@ -215,6 +216,7 @@ def handle_event(
 
 
 def _mark_failed(row: WebhookEvent, error: str, *, now: datetime) -> None:
+    error = redact(error)  # a handler's error may quote a Stripe answer
     log.warning("webhook event %r failed permanently and is kept as failed: %s", row.id, error)
     row.error = error
     row.processed_at = now
