@@ -174,3 +174,17 @@ def test_inbox_row_failing_for_years_is_still_swept_daily(session: Session) -> N
     assert sweep(session, at, config) == ["evt_old"]
     row = session.get(WebhookEvent, "evt_old")
     assert row is not None and row.next_sweep_at == at + timedelta(days=1)
+
+
+def test_inbox_failed_reason_never_holds_a_secret(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk_live_" + "Z9" * 12
+    config = settings()
+    store(session, "evt_leaky", event_json("evt_leaky", type=secret + "\n"), at=T0)
+    webhooks.handle_event(session, StripeGateway(None), "evt_leaky", now=T0, settings=config)
+    session.commit()
+    row = session.get(WebhookEvent, "evt_leaky")
+    assert row is not None and row.outcome == "failed" and row.error
+    assert secret not in row.error and secret not in caplog.text
+    assert "type" in row.error
