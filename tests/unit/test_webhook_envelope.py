@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.exc import DataError
 
 from models import WebhookEvent
@@ -218,9 +218,7 @@ def test_envelope_database_down_is_503_so_stripe_redelivers(
 
 
 def test_envelope_value_the_database_refuses_is_400(
-    receiver: tuple[FlaskClient, list[Followup]],
-    receiver_engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
+    receiver: tuple[FlaskClient, list[Followup]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last resort for a value the envelope checks would let through."""
 
