@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from worker import contract, repository
-from worker.errors import PermanentError
+from worker.errors import ConfigurationError, PermanentError
 from worker.event_envelope import (
     FC_EVENT_PREFIX,
     InvalidEventError,
@@ -205,6 +205,9 @@ def handle_event(
             result = EventResult("ignored")
         else:
             result = handler(_Context(session, gateway, now, settings), event)
+    except ConfigurationError:
+        # fcsync's own setup, not the event: left unprocessed for when it is fixed.
+        raise
     except PermanentError as exc:
         # Kept in the inbox with the reason and never swept again; a transient error instead
         # leaves the row unprocessed so the task's retry (or the sweep) handles it again.

@@ -13,12 +13,29 @@ from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from worker import contract, repository, webhooks
+from worker.errors import ConfigurationError
+from worker.records import FCAccount
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 STALE = timedelta(seconds=900)
 REFRESHED = "financial_connections.account.refreshed_transactions"
+ACCOUNT: dict[str, Any] = {
+    "id": "fca_1",
+    "livemode": False,
+    "institution_name": "Bank",
+    "display_name": None,
+    "last4": None,
+    "category": "cash",
+    "subcategory": "checking",
+    "status": "active",
+    "permissions": ("transactions",),
+    "subscriptions": (),
+    "customer": None,
+    "created": 1_700_000_000,
+    "transaction_refresh": None,
+}
 
 
 def settings(**overrides: Any) -> Settings:
@@ -188,3 +205,19 @@ def test_inbox_failed_reason_never_holds_a_secret(
     assert row is not None and row.outcome == "failed" and row.error
     assert secret not in row.error and secret not in caplog.text
     assert "type" in row.error
+
+
+def test_inbox_event_is_not_failed_by_fcsync_configuration(session: Session) -> None:
+    """No STRIPE_API_KEY in the worker is fcsync's problem: the event waits, unfailed."""
+    repository.save_account(session, FCAccount(**ACCOUNT), now=T0)
+    session.commit()
+    deactivated = "financial_connections.account.deactivated"
+    store(session, "evt_config", event_json("evt_config", type=deactivated), at=T0)
+    with pytest.raises(ConfigurationError):
+        webhooks.handle_event(
+            session, StripeGateway(None), "evt_config", now=T0, settings=settings()
+        )
+    session.rollback()
+    row = session.get(WebhookEvent, "evt_config")
+    assert row is not None and (row.processed_at, row.outcome) == (None, None)
+    assert sweep(session, T0 + STALE, settings()) == ["evt_config"]
