@@ -25,3 +25,7 @@ class WebhookEvent(Base):
     # processed | ignored | failed
     outcome: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    # Sweeps that re-enqueued it, and when the next one may: a row that keeps failing backs
+    # off and never crowds a lost event out of a sweep's batch.
+    sweeps: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_sweep_at: Mapped[datetime | None]

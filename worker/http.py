@@ -7,6 +7,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from worker import contract, webhooks
@@ -40,24 +41,37 @@ def create_app(
             payload = request.get_data(cache=False)
         except RequestEntityTooLarge:
             return jsonify(error="payload too large"), 413
-        with session_scope() as session:
-            receipt = webhooks.receive_webhook(
-                session,
-                payload,
-                request.headers.get("Stripe-Signature"),
-                settings=settings,
-                now=clock.now(),
-            )
+        try:
+            with session_scope() as session:
+                receipt = webhooks.receive_webhook(
+                    session,
+                    payload,
+                    request.headers.get("Stripe-Signature"),
+                    settings=settings,
+                    now=clock.now(),
+                )
+        except (OperationalError, InterfaceError) as exc:
+            # Not the sender's fault: 503 makes Stripe deliver the event again later.
+            log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)
+            return jsonify(error="database unavailable, retry later"), 503
+        except DataError:
+            # The database refused a value the envelope checks let through: the body's fault.
+            log.exception("webhook refused by the database; answering 400")
+            return jsonify(error="event holds a value the inbox cannot store"), 400
         if receipt.status != 200:
-            log.warning("rejected webhook: %s", receipt.error)
-            return jsonify(error=receipt.error), receipt.status
-        if not receipt.duplicate and receipt.event_id:
+            log.warning("rejected webhook: [%s] %s", receipt.code, receipt.error)
+            return jsonify(error=receipt.error, code=receipt.code), receipt.status
+        if receipt.enqueue and receipt.event_id:
             try:
                 dispatch(Followup(contract.HANDLE_EVENT, {"event_id": receipt.event_id}))
             except Exception:
                 # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
                 log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
-        return jsonify(received=True, id=receipt.event_id, duplicate=receipt.duplicate), 200
+        answer = {"received": True, "id": receipt.event_id, "duplicate": receipt.duplicate}
+        if receipt.ignored:
+            log.info("acknowledged webhook %s without work: %s", receipt.event_id, receipt.ignored)
+            answer["ignored"] = receipt.ignored
+        return jsonify(answer), 200
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:

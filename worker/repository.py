@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from models import Account, Refresh, Transaction, WebhookEvent
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
@@ -331,8 +331,10 @@ def insert_webhook_event(
     created: int,
     payload: str,
     now: datetime,
+    outcome: str | None = None,
 ) -> bool:
-    """Store an event once; returns False when it was already in the inbox."""
+    """Store an event once (with an `outcome`, already processed); returns False when it was
+    already in the inbox."""
     stmt = (
         _insert(session, WebhookEvent)
         .values(
@@ -343,6 +345,8 @@ def insert_webhook_event(
             created=created,
             payload=payload,
             received_at=now,
+            processed_at=None if outcome is None else now,
+            outcome=outcome,
         )
         .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
         # SQLAlchemy keeps rowcounts of UPDATE/DELETE only: without this an INSERT reports -1
@@ -361,12 +365,20 @@ def record_event_error(row: WebhookEvent, code: str, message: str) -> None:
     row.error = redact(f"[{code}] {message}")
 
 
-def unprocessed_event_ids(session: Session, *, received_before: datetime, limit: int) -> list[str]:
+def unhandled_webhook_events(
+    session: Session, *, received_before: datetime, now: datetime, limit: int
+) -> list[WebhookEvent]:
+    """Unprocessed inbox rows due for a sweep, never-swept ones first (payloads not loaded)."""
     return list(
         session.scalars(
-            select(WebhookEvent.id)
-            .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at <= received_before)
-            .order_by(WebhookEvent.received_at)
+            select(WebhookEvent)
+            .options(load_only(WebhookEvent.id, WebhookEvent.sweeps, WebhookEvent.next_sweep_at))
+            .where(
+                WebhookEvent.processed_at.is_(None),
+                WebhookEvent.received_at <= received_before,
+                or_(WebhookEvent.next_sweep_at.is_(None), WebhookEvent.next_sweep_at <= now),
+            )
+            .order_by(WebhookEvent.sweeps, WebhookEvent.received_at, WebhookEvent.id)
             .limit(limit)
         )
     )

@@ -5,7 +5,6 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,6 +13,12 @@ from typing import Any, Protocol
 import stripe
 
 from worker.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
+from worker.event_envelope import (
+    InvalidEventError,
+    check_envelope,
+    is_fc_event_type,
+    load_event_json,
+)
 from worker.records import (
     FCAccount,
     FCEvent,
@@ -235,42 +240,56 @@ def gateway_from_settings(
     )
 
 
+# Stripe sends `t=<unix>,v1=<hex>[,v1=...][,v0=...]`: a few hundred ASCII characters at most.
+SIGNATURE_HEADER_MAX = 4096
+
+
 def verify_webhook(
     payload: bytes, sig_header: str | None, secrets: Sequence[str], *, tolerance: int
 ) -> tuple[FCEvent, dict[str, Any]]:
-    """Check the signature against every configured secret; return the event and its JSON."""
+    """Check the signature against every configured secret; return the event and its JSON.
+
+    The signature is checked before the body is parsed (only its UTF-8 decoding, which the
+    signature is computed over, comes first), so an unsigned sender learns nothing about what
+    fcsync would accept."""
     if not sig_header:
         raise WebhookSignatureError("missing Stripe-Signature header", code="signature_missing")
+    # The SDK compares signatures with hmac.compare_digest, which raises TypeError on non-ASCII.
+    if not sig_header.isascii() or len(sig_header) > SIGNATURE_HEADER_MAX:
+        raise WebhookSignatureError("malformed Stripe-Signature header", code="signature_invalid")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEventError(f"body is not UTF-8: {exc.reason}", code="bad_json") from exc
     last_error: Exception | None = None
     for secret in secrets:
         try:
-            stripe.Webhook.construct_event(payload, sig_header, secret, tolerance=tolerance)
+            stripe.WebhookSignature.verify_header(text, sig_header, secret, tolerance)
             break
         except stripe.SignatureVerificationError as exc:
             last_error = exc
-        except ValueError as exc:
-            raise WebhookSignatureError(f"payload is not JSON: {exc}", code="bad_json") from exc
     else:
         raise WebhookSignatureError(
             f"signature verification failed: {last_error}", code="signature_invalid"
         )
-    return parse_event(payload)
+    return parse_event(text)
 
 
 def parse_event(payload: bytes | str) -> tuple[FCEvent, dict[str, Any]]:
-    try:
-        data = json.loads(payload)
-        obj = (data.get("data") or {}).get("object") or {}
-        account = (
-            account_from_dict(obj) if obj.get("object") == "financial_connections.account" else None
-        )
-        event = FCEvent(
-            id=str(data["id"]),
-            type=str(data["type"]),
-            created=int(data["created"]),
-            livemode=bool(data.get("livemode", False)),
-            account=account,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise WebhookSignatureError(f"not a Stripe event: {exc}", code="bad_event") from exc
+    """A Stripe event from its JSON body, validated (InvalidEventError says what is wrong)."""
+    data = load_event_json(payload)
+    obj = check_envelope(data)
+    account = None
+    if is_fc_event_type(data["type"]):
+        try:
+            account = account_from_dict(obj)
+        except PermanentError as exc:
+            raise InvalidEventError(f"`data.object` is not a valid account: {exc}") from exc
+    event = FCEvent(
+        id=data["id"],
+        type=data["type"],
+        created=data["created"],
+        livemode=data["livemode"],
+        account=account,
+    )
     return event, data

@@ -5,31 +5,60 @@ Receiving never calls Stripe; handling an inbox event returns follow-up work for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from models import WebhookEvent
 from worker import contract, repository
-from worker.errors import PermanentError
+from worker.errors import ConfigurationError, PermanentError
+from worker.event_envelope import (
+    FC_EVENT_PREFIX,
+    InvalidEventError,
+    is_event_id,
+    is_fc_event_type,
+)
 from worker.records import FCEvent, Followup, Sweep
 from worker.refresh import observe_account, sync_followup
 from worker.settings import Settings
-from worker.stripe_gateway import StripeGateway, WebhookSignatureError, parse_event, verify_webhook
+from worker.stripe_gateway import StripeGateway, parse_event, verify_webhook
 
-EVENT_PREFIX = "financial_connections.account."
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = FC_EVENT_PREFIX
 
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the HTTP edge answers: 200 for stored or duplicate events, 400 otherwise."""
+    """What the HTTP edge answers: 200 for stored, duplicate or ignored events, 400 otherwise.
+
+    `enqueue` is true only for a newly stored event that a handler will process."""
 
     status: int
     event_id: str | None = None
     duplicate: bool = False
     error: str | None = None
+    code: str | None = None
+    ignored: str | None = None
+    enqueue: bool = False
+
+
+# What parsing a body can raise besides PermanentError if a shape slipped past validation.
+# Parsing is a pure function of the body, so these are the sender's fault, never ours.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+
+
+def _read_event(parse: Callable[[], tuple[FCEvent, dict[str, Any]]]) -> FCEvent:
+    """Run a parse of an event body; whatever it raises is the body's fault (a PermanentError)."""
+    try:
+        return parse()[0]
+    except _INPUT_ERRORS as exc:
+        log.exception("an event body got past validation and failed parsing")
+        raise InvalidEventError("not a Stripe event fcsync can read") from exc
 
 
 def receive_webhook(
@@ -40,21 +69,24 @@ def receive_webhook(
     settings: Settings,
     now: datetime,
 ) -> Receipt:
+    secrets = settings.webhook_secrets()  # a configuration error is not the sender's fault
     try:
-        event, _ = verify_webhook(
-            payload,
-            sig_header,
-            settings.webhook_secrets(),
-            tolerance=settings.fcsync_webhook_tolerance_s,
+        event = _read_event(
+            lambda: verify_webhook(
+                payload, sig_header, secrets, tolerance=settings.fcsync_webhook_tolerance_s
+            )
         )
-    except WebhookSignatureError as exc:
-        return Receipt(400, error=str(exc))
+    except PermanentError as exc:
+        return Receipt(400, error=str(exc), code=exc.code)
     expected = settings.livemode
     if expected is not None and event.livemode != expected:
+        # Both modes' endpoints may point here; the other mode's events are never applied,
+        # and a 2xx stops Stripe from redelivering them for days.
         mode = "live" if event.livemode else "test"
-        return Receipt(
-            400, event.id, error=f"{mode}mode event sent to an endpoint for the other mode"
-        )
+        return Receipt(200, event.id, ignored=f"{mode}mode event; this endpoint is for the other")
+    if not is_fc_event_type(event.type):
+        return Receipt(200, event.id, ignored="not a Financial Connections account event")
+    handled = event.type in HANDLERS
     stored = repository.insert_webhook_event(
         session,
         event_id=event.id,
@@ -64,8 +96,16 @@ def receive_webhook(
         created=event.created,
         payload=payload.decode("utf-8"),
         now=now,
+        # Kept for the record, with nothing left to do for a type fcsync does not act on.
+        outcome=None if handled else "ignored",
     )
-    return Receipt(200, event.id, duplicate=not stored)
+    return Receipt(
+        200,
+        event.id,
+        duplicate=not stored,
+        ignored=None if handled else "no handler for this event type",
+        enqueue=stored and handled,
+    )
 
 
 EventOutcome = Literal["processed", "ignored", "duplicate", "failed"]
@@ -155,32 +195,58 @@ def handle_event(
         raise PermanentError(f"event {event_id} is not in the inbox", code="unknown_event")
     if row.processed_at is not None:
         return EventResult("duplicate")
-    event, _ = parse_event(row.payload)
-    handler = HANDLERS.get(event.type)
     try:
-        result = (
-            handler(_Context(session, gateway, now, settings), event)
-            if handler
-            else EventResult("ignored")
-        )
+        # Rows stored before envelopes were validated may not parse: a permanent failure too.
+        event = _read_event(lambda: parse_event(row.payload))
+        handler = HANDLERS.get(event.type)
+        expected = settings.livemode
+        if handler is None or (expected is not None and event.livemode != expected):
+            result = EventResult("ignored")
+        else:
+            result = handler(_Context(session, gateway, now, settings), event)
+    except ConfigurationError:
+        # fcsync's own setup, not the event: left unprocessed for when it is fixed.
+        raise
     except PermanentError as exc:
-        # Kept in the inbox with the reason; a transient error instead leaves the row
-        # unprocessed so the task's retry (or the sweep) handles it again.
-        repository.record_event_error(row, exc.code, str(exc))
-        result = EventResult("failed")
+        # Kept in the inbox with the reason and never swept again; a transient error instead
+        # leaves the row unprocessed so the task's retry (or the sweep) handles it again.
+        _mark_failed(row, exc.code, str(exc), now=now)
+        return EventResult("failed")
     row.processed_at = now
     row.outcome = result.outcome
     return result
 
 
+def _mark_failed(row: WebhookEvent, code: str, message: str, *, now: datetime) -> None:
+    repository.record_event_error(row, code, message)  # redacted: it may quote a Stripe answer
+    log.warning("webhook event %r failed permanently and is kept as failed: %s", row.id, row.error)
+    row.processed_at = now
+    row.outcome = "failed"
+
+
+# A row that keeps failing transiently is re-enqueued after 2, 4, 8... times
+# FCSYNC_STALE_PENDING_S, then daily: it costs at most one task (and its Stripe call) a day.
+SWEEP_BACKOFF_MAX = timedelta(days=1)
+# 2**17 times the smallest FCSYNC_STALE_PENDING_S (1 s) is past a day: doubling stops there
+# (a row failing daily for years would otherwise overflow timedelta).
+_SWEEP_DOUBLINGS_MAX = 17
+
+
 def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> Sweep:
-    """Inbox rows whose handle_event never ran (enqueue lost after commit, worker died)."""
-    cutoff = now - timedelta(seconds=settings.fcsync_stale_pending_s)
-    return Sweep(
-        tuple(
-            Followup(contract.HANDLE_EVENT, {"event_id": event_id})
-            for event_id in repository.unprocessed_event_ids(
-                session, received_before=cutoff, limit=settings.fcsync_sweep_batch
-            )
-        )
-    )
+    """Inbox rows whose handling never finished (enqueue lost after commit, worker died,
+    retries spent). Never-swept rows come first and swept ones back off, so rows that keep
+    failing cannot crowd a lost event out of the batch."""
+    stale = timedelta(seconds=settings.fcsync_stale_pending_s)
+    followups = []
+    for row in repository.unhandled_webhook_events(
+        session, received_before=now - stale, now=now, limit=settings.fcsync_sweep_batch
+    ):
+        if not is_event_id(row.id):
+            # Stored before ids were validated: the task would refuse it on every sweep.
+            _mark_failed(row, "bad_event", "the stored id is not a Stripe event id", now=now)
+            continue
+        row.sweeps += 1
+        backoff = stale * 2 ** min(row.sweeps, _SWEEP_DOUBLINGS_MAX)
+        row.next_sweep_at = now + min(backoff, SWEEP_BACKOFF_MAX)
+        followups.append(Followup(contract.HANDLE_EVENT, {"event_id": row.id}))
+    return Sweep(tuple(followups))

@@ -1,0 +1,150 @@
+"""Stripe event envelopes, checked before anything is stored: strict JSON (one object, finite
+numbers, no duplicate keys, bounded nesting) and the fields the inbox is keyed on, each of
+a type and size its column holds."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import String
+
+from models import WebhookEvent
+from worker.errors import PermanentError
+
+FC_EVENT_PREFIX = "financial_connections.account."
+FC_ACCOUNT_OBJECT = "financial_connections.account"
+
+# Stripe ids are a prefix and ASCII letters and digits; nothing else can reach a column, a
+# task argument or a log line through them (no NUL, no lone surrogate, no newline).
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
+_ACCOUNT_ID = re.compile(r"fca_[A-Za-z0-9_]+")
+# Stripe's event types are dotted lower-case words; allow a little more, never control chars.
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]+")
+
+
+def _column_length(name: str) -> int:
+    column_type = WebhookEvent.__table__.c[name].type
+    assert isinstance(column_type, String) and column_type.length is not None
+    return column_type.length
+
+
+EVENT_ID_MAX = _column_length("id")
+EVENT_TYPE_MAX = _column_length("type")
+ACCOUNT_ID_MAX = _column_length("account_id")
+# `created` lands in a signed 64-bit BIGINT column.
+CREATED_MAX = 2**63 - 1
+
+
+class InvalidEventError(PermanentError):
+    """A correctly signed body that is not a Stripe event fcsync can store."""
+
+    def __init__(self, message: str, *, code: str = "bad_event") -> None:
+        super().__init__(message, code=code)
+
+
+def is_event_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) <= EVENT_ID_MAX
+        and _EVENT_ID.fullmatch(value) is not None
+    )
+
+
+def is_fc_event_type(event_type: str) -> bool:
+    return event_type.startswith(FC_EVENT_PREFIX)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidEventError(f"body holds the non-JSON number {name}", code="bad_json")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidEventError(f"body holds a number out of range: {text[:40]}", code="bad_json")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Parsers disagree on which duplicate wins: a body that means two things is refused.
+        raise InvalidEventError("body repeats a key inside one object", code="bad_json")
+    return obj
+
+
+def load_event_json(payload: bytes | str) -> dict[str, Any]:
+    """The body as one JSON object, parsed strictly; InvalidEventError says why not."""
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEventError(f"body is not UTF-8: {exc.reason}", code="bad_json") from exc
+    if payload.startswith("\ufeff"):
+        raise InvalidEventError("body starts with a byte order mark", code="bad_json")
+    try:
+        data = json.loads(
+            payload,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except RecursionError as exc:
+        raise InvalidEventError("body is nested too deeply", code="bad_json") from exc
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
+        raise InvalidEventError(f"body is not JSON: {exc}", code="bad_json") from exc
+    if not isinstance(data, dict):
+        raise InvalidEventError(
+            f"body is a JSON {type(data).__name__}, not an event object", code="bad_json"
+        )
+    return data
+
+
+def _text(
+    data: Mapping[str, Any], key: str, pattern: re.Pattern[str], limit: int, *, label: str
+) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise InvalidEventError(f"`{label}` must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidEventError(f"`{label}` is longer than {limit} characters")
+    if pattern.fullmatch(value) is None:
+        raise InvalidEventError(f"`{label}` is not well-formed: {value[:80]!r}")
+    return value
+
+
+def check_envelope(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Validate what the inbox stores and routes on; returns `data.object`.
+
+    Unknown fields are tolerated (Stripe adds them); the fields fcsync reads must be exactly
+    what Stripe documents: `id` (evt_...), `object` "event", `type`, `created` (Unix seconds),
+    `livemode`, and `data.object`, which for FC event types is a financial_connections.account.
+    """
+    event_id = data.get("id")
+    if not is_event_id(event_id):
+        shown = event_id[:80] if isinstance(event_id, str) else type(event_id).__name__
+        raise InvalidEventError(
+            f"`id` must be a Stripe event id (evt_ then letters, digits or _, at most "
+            f"{EVENT_ID_MAX} characters), got {shown!r}"
+        )
+    if data.get("object") != "event":
+        raise InvalidEventError('`object` must be "event"')
+    event_type = _text(data, "type", _EVENT_TYPE, EVENT_TYPE_MAX, label="type")
+    created = data.get("created")
+    if type(created) is not int or not 0 <= created <= CREATED_MAX:
+        raise InvalidEventError("`created` must be Unix seconds (a non-negative 64-bit integer)")
+    if not isinstance(data.get("livemode"), bool):
+        raise InvalidEventError("`livemode` must be true or false")
+    body = data.get("data")
+    obj = body.get("object") if isinstance(body, dict) else None
+    if not isinstance(obj, dict):
+        raise InvalidEventError("`data.object` must be an object")
+    if is_fc_event_type(event_type):
+        if obj.get("object") != FC_ACCOUNT_OBJECT:
+            raise InvalidEventError(f"`data.object` of a {event_type} event must be an account")
+        _text(obj, "id", _ACCOUNT_ID, ACCOUNT_ID_MAX, label="data.object.id")
+    return obj
