@@ -37,6 +37,7 @@ def event(event_id: str = "evt_1", *, livemode: bool = False, **extra: Any) -> b
             "object": {
                 "id": "fca_1",
                 "object": "financial_connections.account",
+                "status": "active",
                 "livemode": livemode,
             }
         },
