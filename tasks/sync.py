@@ -63,14 +63,17 @@ def run_sync(
     }
     if start.outcome in ("busy", "up_to_date"):
         return report
+    seen: list[str] = []
     try:
         for _ in range(settings.fcsync_pages_per_run):
             step = uow.run(
                 account_id,
                 lambda s, gw, now: sync.sync_page(
-                    s, gw, account_id, owner=owner, now=now, settings=settings
+                    s, gw, account_id, owner=owner, now=now, settings=settings, seen_last_ids=seen
                 ),
             )
+            if step.last_id is not None:
+                seen.append(step.last_id)
             report["pages"] += 1
             report["inserted"] += step.inserted
             report["updated"] += step.updated

@@ -6,7 +6,7 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -19,14 +19,9 @@ from worker.event_envelope import (
     is_fc_event_type,
     load_event_json,
 )
-from worker.records import (
-    FCAccount,
-    FCEvent,
-    FCTransaction,
-    TransactionPage,
-    TransactionRefreshState,
-)
+from worker.records import FCAccount, FCEvent, TransactionPage
 from worker.settings import STRIPE_API_VERSION, Settings
+from worker.stripe_payloads import parse_account, parse_account_answer, parse_transactions_page
 
 log = logging.getLogger(__name__)
 
@@ -45,66 +40,15 @@ class WebhookSignatureError(PermanentError):
     """The payload is not a Stripe event signed with any configured secret."""
 
 
-def _get(obj: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    value = obj.get(key, default)
-    return default if value is None else value
+def account_from_dict(data: object) -> FCAccount:
+    """Parse an account after checking it (see stripe_payloads): raises InvalidStripeResponse."""
+    return parse_account(data)
 
 
-def account_from_dict(data: Mapping[str, Any]) -> FCAccount:
-    """Parse an account leniently: unknown fields and new enum values are accepted."""
-    refresh = data.get("transaction_refresh")
-    holder = data.get("account_holder") or {}
-    customer = holder.get("customer")
-    if isinstance(customer, Mapping):
-        customer = customer.get("id")
-    return FCAccount(
-        id=str(data["id"]),
-        livemode=bool(data.get("livemode", False)),
-        institution_name=str(_get(data, "institution_name", "")),
-        display_name=data.get("display_name"),
-        last4=data.get("last4"),
-        category=str(_get(data, "category", "other")),
-        subcategory=str(_get(data, "subcategory", "other")),
-        status=str(_get(data, "status", "active")),
-        permissions=tuple(_get(data, "permissions", ())),
-        subscriptions=tuple(_get(data, "subscriptions", ())),
-        customer=customer,
-        created=data.get("created"),
-        transaction_refresh=None
-        if not refresh
-        else TransactionRefreshState(
-            id=str(refresh["id"]),
-            status=str(refresh["status"]),
-            last_attempted_at=int(refresh["last_attempted_at"]),
-            next_refresh_available_at=refresh.get("next_refresh_available_at"),
-        ),
-    )
-
-
-def transaction_from_dict(data: Mapping[str, Any]) -> FCTransaction:
-    transitions = data.get("status_transitions") or {}
-    return FCTransaction(
-        id=str(data["id"]),
-        account=str(data["account"]),
-        amount=int(data["amount"]),
-        currency=str(data["currency"]),
-        description=str(_get(data, "description", "")),
-        status=str(data["status"]),
-        posted_at=transitions.get("posted_at"),
-        void_at=transitions.get("void_at"),
-        transacted_at=int(data["transacted_at"]),
-        transaction_refresh=str(data["transaction_refresh"]),
-        updated=int(data["updated"]),
-        livemode=bool(data.get("livemode", False)),
-    )
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if hasattr(obj, "to_dict"):
-        return dict(obj.to_dict())
-    return dict(obj)
+def _payload(obj: Any) -> Any:
+    """What Stripe sent as plain JSON values; a body that is no JSON object stays what it is
+    (the SDK hands back `[]` or `42` as such), for the checks to reject."""
+    return obj.to_dict() if isinstance(obj, stripe.StripeObject) else obj
 
 
 def map_stripe_error(exc: stripe.StripeError) -> TransientError | PermanentError:
@@ -138,8 +82,10 @@ class StripeGateway:
         max_network_retries: int = 2,
         timeout_s: float = 30.0,
         limiter: RateLimiter | None = None,
+        http_client: stripe.HTTPClient | None = None,
     ) -> None:
         self._api_key = api_key
+        self._http_client = http_client
         self._api_base = api_base
         self._max_network_retries = max_network_retries
         self._timeout_s = timeout_s
@@ -164,7 +110,7 @@ class StripeGateway:
             base_addresses=addresses,  # type: ignore[arg-type]
             stripe_version=STRIPE_API_VERSION,
             max_network_retries=self._max_network_retries,
-            http_client=stripe.RequestsClient(timeout=self._timeout_s),
+            http_client=self._http_client or stripe.RequestsClient(timeout=self._timeout_s),
         )
         return self._stripe
 
@@ -184,7 +130,7 @@ class StripeGateway:
     def retrieve_account(self, account_id: str) -> FCAccount:
         with self._call():
             obj = self._fc.accounts.retrieve(account_id)
-        return account_from_dict(_as_dict(obj))
+        return parse_account_answer(_payload(obj), account_id)
 
     def refresh_transactions(self, account_id: str, *, idempotency_key: str) -> FCAccount:
         with self._call():
@@ -193,17 +139,17 @@ class StripeGateway:
                 {"features": ["transactions"]},
                 {"idempotency_key": idempotency_key},
             )
-        return account_from_dict(_as_dict(obj))
+        return parse_account_answer(_payload(obj), account_id)
 
     def subscribe_transactions(self, account_id: str) -> FCAccount:
         with self._call():
             obj = self._fc.accounts.subscribe(account_id, {"features": ["transactions"]})
-        return account_from_dict(_as_dict(obj))
+        return parse_account_answer(_payload(obj), account_id)
 
     def unsubscribe_transactions(self, account_id: str) -> FCAccount:
         with self._call():
             obj = self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]})
-        return account_from_dict(_as_dict(obj))
+        return parse_account_answer(_payload(obj), account_id)
 
     def list_transactions_page(
         self,
@@ -220,11 +166,7 @@ class StripeGateway:
             params["starting_after"] = starting_after
         with self._call():
             page = self._fc.transactions.list(params)
-        data = _as_dict(page)
-        return TransactionPage(
-            transactions=tuple(transaction_from_dict(t) for t in data.get("data", [])),
-            has_more=bool(data.get("has_more", False)),
-        )
+        return parse_transactions_page(_payload(page))
 
 
 def gateway_from_settings(

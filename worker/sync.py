@@ -6,6 +6,7 @@ dies); a request that finds the lease taken is merged into a follow-up run, neve
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -19,6 +20,7 @@ from worker.records import Followup, Sweep
 from worker.refresh import sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
+from worker.stripe_payloads import check_page_for_sync
 
 StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
 StepOutcome = Literal["page", "done", "lost_lease"]
@@ -36,6 +38,7 @@ class SyncStep:
     inserted: int = 0
     updated: int = 0
     followups: tuple[Followup, ...] = field(default=())
+    last_id: str | None = None
 
 
 def start_sync(
@@ -90,8 +93,12 @@ def sync_page(
     owner: str,
     now: datetime,
     settings: Settings,
+    seen_last_ids: Collection[str] = (),
 ) -> SyncStep:
-    """Fetch and store one page; on the last page move the cursor in the same commit."""
+    """Fetch and store one page; on the last page move the cursor in the same commit.
+
+    `seen_last_ids`: where this run's earlier pages ended; a page ending there again is a
+    loop, refused before it is written (as is a page of another account's rows)."""
     account = repository.get_account(session, account_id)
     if account is None or account.sync_lease_owner != owner:
         return SyncStep("lost_lease")
@@ -109,12 +116,15 @@ def sync_page(
         account.sync_after_refresh_id = None
         account.sync_starting_after = None
         return SyncStep("page")
+    check_page_for_sync(
+        page, account_id, starting_after=account.sync_starting_after, seen_last_ids=seen_last_ids
+    )
     inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
     account.sync_inserted += inserted
     account.sync_updated += updated
     if page.has_more and page.last_id is not None:
         account.sync_starting_after = page.last_id
-        return SyncStep("page", inserted, updated)
+        return SyncStep("page", inserted, updated, last_id=page.last_id)
     return _finish(
         session,
         account_id,

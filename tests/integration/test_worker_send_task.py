@@ -27,7 +27,9 @@ def _store_event(db_url: str) -> str:
         "type": "financial_connections.account.refreshed_balance",
         "created": 1,
         "livemode": False,
-        "data": {"object": {"id": "fca_x", "object": "financial_connections.account"}},
+        "data": {
+            "object": {"id": "fca_x", "object": "financial_connections.account", "status": "active"}
+        },
     }
     engine = make_engine(db_url)
     with Session(engine) as session, session.begin():
