@@ -59,6 +59,10 @@ class Account(Base):
     sync_requested: Mapped[bool] = mapped_column(default=False)
     sync_requested_full: Mapped[bool] = mapped_column(default=False)
 
+    # When Stripe answered 404 for the account (it no longer knows it): beat leaves it alone
+    # until an operator tracks it again or a live read of it succeeds.
+    gone_at: Mapped[datetime | None]
+
     last_error_code: Mapped[str | None] = mapped_column(String(128))
     last_error_message: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]

@@ -42,6 +42,10 @@ PERMANENT_OUTCOMES = {
         "the account lacks the transactions permission; relink it with "
         "permissions=['transactions']",
     ),
+    "gone": (
+        "account_gone",
+        "Stripe no longer knows the account (404); fcsync stopped refreshing it",
+    ),
 }
 
 
@@ -406,7 +410,7 @@ def status(account: str | None, as_json: bool) -> None:
         attempted = row["refresh_last_attempted_at"]
         table.add_row(
             row["id"],
-            row["status"],
+            "gone" if row["gone_at"] else row["status"],
             "yes" if row["tracked"] else "no",
             "yes" if row["subscribed"] else "no",
             f"{row['refresh_id']} at {_when(attempted)}" if row["refresh_id"] else "-",

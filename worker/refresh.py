@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Refresh
 from worker import contract, repository
+from worker.errors import PermanentError
 from worker.records import FCAccount, Followup, Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -47,6 +48,11 @@ def observe_account(
     account = repository.get_account(session, fc.id)
     if account is None or mirror:
         account = repository.save_account(session, fc, now=now)
+        if account.gone_at is not None:
+            # Stripe answered for it again: it is back, and due as any account never scheduled.
+            account.gone_at = None
+            if account.last_error_code == GONE:
+                repository.clear_error(account)
     state = fc.transaction_refresh
     if state is None:
         return Observation(account, None, needs_sync=False)
@@ -81,6 +87,50 @@ def observe_account(
     return Observation(account, refresh, needs_sync=needs_sync)
 
 
+GONE = "account_gone"
+
+
+def mark_gone(session: Session, account_id: str, *, now: datetime) -> bool:
+    """Stripe answered 404 for the account: park it for good (no due time, left out of every
+    sweep) until a live read succeeds again. False for an account fcsync never stored."""
+    account = repository.get_account(session, account_id)
+    if account is None:
+        return False
+    account.gone_at = account.gone_at or now
+    account.next_due_at = None
+    repository.record_error(
+        account,
+        GONE,
+        "Stripe no longer knows this account (404); fcsync stopped refreshing it. "
+        f"If it exists again: fcsync track {account_id}",
+        now=now,
+    )
+    return True
+
+
+def retrieve_or_mark_gone(
+    session: Session, gateway: StripeGateway, account_id: str, *, now: datetime
+) -> FCAccount | None:
+    """Stripe's current view of the account, or None once it is marked gone. Only the
+    account can be missing from a retrieve, so `resource_missing` here means the account."""
+    try:
+        return gateway.retrieve_account(account_id)
+    except PermanentError as exc:
+        if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
+            raise
+        return None
+
+
+def park_unusable(account: Account, *, now: datetime, settings: Settings) -> None:
+    """An account that cannot refresh is re-read once per FCSYNC_UNUSABLE_RECHECK_S. A
+    disconnected one never comes back at Stripe (relinking makes a new account): no due time,
+    so beat leaves it to an event or an operator."""
+    if account.status == "disconnected":
+        account.next_due_at = None
+    else:
+        account.next_due_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
+
+
 def sync_followup(account_id: str) -> Followup:
     return Followup(contract.SYNC_TRANSACTIONS, {"account_id": account_id})
 
@@ -92,7 +142,7 @@ def poll_followup(account_id: str, settings: Settings) -> Followup:
 
 
 RefreshOutcome = Literal[
-    "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked"
+    "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked", "gone"
 ]
 
 
@@ -133,8 +183,12 @@ def request_refresh(
     known = repository.get_account(session, account_id)
     if known is not None and not known.tracked and source == "beat":
         return RefreshDecision("untracked")
+    if known is not None and known.gone_at is not None and source == "beat":
+        return RefreshDecision("gone")
     previous_refresh_id = known.refresh_id if known is not None else None
-    live = gateway.retrieve_account(account_id)
+    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    if live is None:
+        return RefreshDecision("gone")
     obs = observe_account(session, live, now=now, settings=settings)
     followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
     account = obs.account
@@ -145,6 +199,7 @@ def request_refresh(
             f"account is {live.status}; Stripe refuses refreshes",
             now=now,
         )
+        park_unusable(account, now=now, settings=settings)
         return RefreshDecision("inactive", followups=tuple(followups))
     if "transactions" not in live.permissions:
         repository.record_error(
@@ -153,6 +208,7 @@ def request_refresh(
             "the account lacks the transactions permission",
             now=now,
         )
+        park_unusable(account, now=now, settings=settings)
         return RefreshDecision("no_permission", followups=tuple(followups))
     state = live.transaction_refresh
     now_ts = int(now.timestamp())
@@ -198,7 +254,7 @@ def request_refresh(
     return RefreshDecision("started", refresh_id=refresh_id, followups=tuple(followups))
 
 
-PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none"]
+PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
 
 
 @dataclass(frozen=True)
@@ -217,7 +273,9 @@ def poll_refresh(
     settings: Settings,
 ) -> PollResult:
     """Read the account once and act on its refresh state."""
-    live = gateway.retrieve_account(account_id)
+    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    if live is None:
+        return PollResult("gone")
     obs = observe_account(session, live, now=now, settings=settings)
     followups = (sync_followup(account_id),) if obs.needs_sync else ()
     state = live.transaction_refresh
@@ -231,6 +289,9 @@ def poll_refresh(
                 f"refresh {state.id} still pending after {settings.fcsync_poll_deadline_s}s",
                 now=now,
             )
+            # Stripe refuses new refreshes while one is pending: the account is unusable until
+            # that one ends (its webhook ends the wait sooner), so the sweep re-reads it daily.
+            park_unusable(obs.account, now=now, settings=settings)
             return PollResult("stale", state.id, followups)
         return PollResult("pending", state.id, followups)
     if state.status == "succeeded":
@@ -242,27 +303,35 @@ def poll_refresh(
 
 
 def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Sweep:
-    """Accounts beat should refresh now (fan-out: one gated refresh task each)."""
+    """Accounts beat should refresh now (fan-out: one gated refresh task each).
+
+    Each is claimed until FCSYNC_FAILED_REFRESH_RETRY_S from now (the task's outcome then sets
+    the real due time): a lost message, a crash or an unforeseen permanent error costs one
+    Stripe request per retry window, not one per beat tick."""
+    due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
+    claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
+    repository.postpone(session, due, until=now + timedelta(seconds=claim_s))
     return Sweep(
         tuple(
             Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
-            for account_id in repository.due_account_ids(
-                session, now=now, limit=settings.fcsync_sweep_batch
-            )
+            for account_id in due
         )
     )
 
 
 def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
-    """Refreshes pending for too long with no webhook: poll them again."""
+    """Refreshes pending for too long with no webhook: poll them again, each at most once per
+    FCSYNC_STALE_PENDING_S (its due time paces this while pending; the refresh's end resets it),
+    so a slow refresh does not gather a new polling chain every sweep."""
+    stale = repository.stale_pending_account_ids(
+        session,
+        now=now,
+        older_than_s=settings.fcsync_stale_pending_s,
+        limit=settings.fcsync_sweep_batch,
+    )
+    repository.postpone(
+        session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s)
+    )
     return Sweep(
-        tuple(
-            Followup(contract.POLL_REFRESH, {"account_id": account_id})
-            for account_id in repository.stale_pending_account_ids(
-                session,
-                now=now,
-                older_than_s=settings.fcsync_stale_pending_s,
-                limit=settings.fcsync_sweep_batch,
-            )
-        )
+        tuple(Followup(contract.POLL_REFRESH, {"account_id": account_id}) for account_id in stale)
     )

@@ -40,6 +40,7 @@ def account_status(session: Session, account_id: str | None = None) -> list[dict
             "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
             "next_due_at": a.next_due_at.isoformat() if a.next_due_at else None,
             "sync_in_progress": a.sync_target_refresh_id is not None,
+            "gone_at": a.gone_at.isoformat() if a.gone_at else None,
             "last_error": f"[{a.last_error_code}] {a.last_error_message}"
             if a.last_error_code
             else None,

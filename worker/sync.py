@@ -16,12 +16,12 @@ from models import Refresh
 from worker import contract, repository
 from worker.errors import PermanentError
 from worker.records import Followup, Sweep
-from worker.refresh import sync_followup
+from worker.refresh import retrieve_or_mark_gone, sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
 StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
-StepOutcome = Literal["page", "done", "lost_lease"]
+StepOutcome = Literal["page", "done", "lost_lease", "gone"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,12 @@ def sync_page(
         )
     except PermanentError as exc:
         if account.sync_after_refresh_id is None or exc.code != "resource_missing":
+            # Which id was missing? Only the account's own 404 ends the sync for good.
+            if exc.code == "resource_missing" and (
+                retrieve_or_mark_gone(session, gateway, account_id, now=now) is None
+            ):
+                repository.release_sync_lease(session, account_id, owner)
+                return SyncStep("gone")
             raise
         # Stripe no longer knows the cursor's refresh: fall back to the whole history.
         account.sync_after_refresh_id = None
