@@ -59,6 +59,7 @@ def observe_account(
     refresh = repository.save_refresh(
         session, account.id, state, source=source, now=now, requested=requested
     )
+    previous_id = account.refresh_id
     moved = repository.apply_refresh(account, state)
     # Due times count from the refresh itself, not from when we looked: seeing the same refresh
     # again (a retried poll, a late duplicate webhook) must not postpone the next one.
@@ -76,6 +77,10 @@ def observe_account(
         repository.record_error(
             account, "refresh_failed", f"transaction refresh {state.id} failed", now=now
         )
+    elif moved and state.status == "pending" and state.id != previous_id:
+        # A new refresh runs: until it ends, the due time only paces the stale-refresh sweep
+        # (stale_polls), which may poll it as soon as it is overdue, whatever was due before.
+        account.next_due_at = None
     needs_sync = (
         state.status == "succeeded"
         and state.id != account.cursor_refresh_id

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from emulator import signature_header
 from models import Account, Refresh
-from tasks.refresh import refresh_due_accounts_task
+from tasks.refresh import refresh_account_task, refresh_due_accounts_task
 from tasks.tracking import track_account_task
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
@@ -26,6 +26,7 @@ from worker import contract, webhooks
 from worker.db import session_scope
 
 DAY_S = 86_400
+HOUR_S = 3_600
 
 
 def stored(rig: TaskRig, account_id: str) -> dict[str, Any]:
@@ -169,3 +170,22 @@ def test_unusable_accounts_a_deactivated_webhook_parks_the_account_for_a_recheck
     assert account is not None and account.status == "inactive"
     recheck = timedelta(seconds=fc.settings.fcsync_unusable_recheck_s)
     assert account.next_due_at == now + recheck
+
+
+def test_unusable_accounts_pacing_never_delays_the_first_stale_poll_of_a_new_refresh(
+    fc: EmulatedFC, rig: TaskRig, beat: Beat
+) -> None:
+    account_id = fc.create_account(transactions=30)
+    assert track_account_task(account_id, subscribe=False)["outcome"] == "tracked"
+    beat.run_for(HOUR_S, step_s=5 * 60)  # beat's refresh, polled and synced: due in a day
+    assert stored(rig, account_id)["beat_refreshes"] == 1
+
+    # Refreshed by hand; the worker dies with the poll, and the webhook is lost.
+    assert refresh_account_task(account_id, source="manual")["outcome"] == "started"
+    assert rig.take(contract.POLL_REFRESH)
+    beat.run_for(fc.settings.fcsync_stale_pending_s + 10 * 60, step_s=5 * 60)
+
+    with session_scope(rig.engine) as session:
+        account = session.get(Account, account_id)
+        assert account is not None and account.refresh_status == "succeeded"
+        assert fc.mismatches(session, account_id) == []
