@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from tasks.arguments import RETRY_POLICY, flag, stripe_id
 from worker import contract, sync, webhooks
 from worker.app import app, uow
-from worker.errors import TransientError
+from worker.errors import PermanentError, TransientError
 from worker.records import Followup, Sweep
 
 TRANSIENT = (TransientError, OperationalError)
@@ -65,6 +65,14 @@ def run_sync(account_id: str, *, full: bool, owner: str) -> dict[str, Any]:
             if step.outcome != "page":
                 report["outcome"] = step.outcome
                 return report
+    except PermanentError:
+        uow.run(
+            account_id,
+            lambda s, gw, now: sync.park_failed_run(
+                s, account_id, owner, now=now, settings=settings
+            ),
+        )
+        raise
     except BaseException:
         uow.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
         raise

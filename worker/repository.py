@@ -321,6 +321,7 @@ def unsynced_account_ids(session: Session, *, now: datetime, limit: int) -> list
             .where(
                 Account.tracked.is_(True),
                 Account.gone_at.is_(None),
+                or_(Account.sync_retry_at.is_(None), Account.sync_retry_at <= now),
                 or_(Account.sync_lease_owner.is_(None), Account.sync_lease_expires_at < now),
                 or_(
                     Account.sync_target_refresh_id.is_not(None),

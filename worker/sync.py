@@ -159,6 +159,7 @@ def _finish(
     account.sync_target_refresh_at = None
     account.sync_after_refresh_id = None
     account.sync_starting_after = None
+    account.sync_retry_at = None
     if account.last_error_code not in ("account_inactive", "missing_permission"):
         repository.clear_error(account)
     followups: list[Followup] = []
@@ -190,6 +191,17 @@ def _finish(
 
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
     """Hand the lease back (the sync's progress stays, so the next run resumes it)."""
+    repository.release_sync_lease(session, account_id, owner)
+
+
+def park_failed_run(
+    session: Session, account_id: str, owner: str, *, now: datetime, settings: Settings
+) -> None:
+    """Hand the lease back after a permanent failure: the same page would fail the same way,
+    so the failed-sync sweep retries it once per FCSYNC_UNUSABLE_RECHECK_S, not every sweep."""
+    account = repository.get_account(session, account_id)
+    if account is not None:
+        account.sync_retry_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
     repository.release_sync_lease(session, account_id, owner)
 
 

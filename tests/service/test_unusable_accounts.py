@@ -22,7 +22,7 @@ from tasks.tracking import track_account_task
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import contract, webhooks
+from worker import contract, sync, webhooks
 from worker.db import session_scope
 
 DAY_S = 86_400
@@ -42,6 +42,10 @@ def stored(rig: TaskRig, account_id: str) -> dict[str, Any]:
             "last_error_code": account.last_error_code,
             "beat_refreshes": len(beat_refreshes),
         }
+
+
+def row_error(rig: TaskRig, account_id: str) -> str | None:
+    return stored(rig, account_id)["last_error_code"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -189,3 +193,33 @@ def test_unusable_accounts_pacing_never_delays_the_first_stale_poll_of_a_new_ref
         account = session.get(Account, account_id)
         assert account is not None and account.refresh_status == "succeeded"
         assert fc.mismatches(session, account_id) == []
+
+
+def test_unusable_accounts_a_sync_that_fails_permanently_is_swept_again_once_a_day(
+    fc: EmulatedFC, rig: TaskRig, beat: Beat
+) -> None:
+    account_id = fc.create_account(transactions=30)
+    with session_scope(rig.engine) as session:
+        fc.track(session, account_id)
+        fc.refresh(session, account_id)
+        started = sync.start_sync(
+            session, account_id, full=True, owner="lost", now=fc.now(), settings=fc.settings
+        )
+        assert started.outcome == "started"
+        # A page cursor Stripe rejects (400 resource_missing): every run fails the same way.
+        account = session.get(Account, account_id)
+        assert account is not None
+        account.sync_starting_after = "fctxn_1NotAnyTransactionOfThisAccount"
+        sync.abandon_run(session, account_id, "lost")
+    per_day: list[int] = []
+    for _ in range(2):
+        before = beat.requests_by_account()[account_id]
+        beat.run_for(DAY_S, step_s=5 * 60)
+        per_day.append(beat.requests_by_account()[account_id] - before)
+
+    # The sweep's one run a day costs its page (400) and the read showing that the account
+    # itself exists; beat's daily refresh costs a read, the POST, a poll, and the sync it
+    # triggers fails the same way (page and read again).
+    assert all(n <= 2 + 5 for n in per_day), per_day
+    assert beat.permanent_failures[f"{contract.SYNC_TRANSACTIONS} resource_missing"] <= 2 * 2
+    assert row_error(rig, account_id) == "resource_missing"

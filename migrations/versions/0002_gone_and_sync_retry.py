@@ -1,6 +1,7 @@
-"""accounts.gone_at: when Stripe stopped knowing the account (404)
+"""accounts.gone_at (Stripe stopped knowing the account) and accounts.sync_retry_at (a sync
+that failed permanently is swept again only then)
 
-Revision ID: 0002_account_gone_at
+Revision ID: 0002_gone_and_sync_retry
 Revises: 0001
 Create Date: 2026-11-30
 """
@@ -14,7 +15,7 @@ from alembic import op
 
 import models.base
 
-revision: str = "0002_account_gone_at"
+revision: str = "0002_gone_and_sync_retry"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -23,6 +24,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.add_column(
+            sa.Column("sync_retry_at", models.base.UTCDateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(
             sa.Column("gone_at", models.base.UTCDateTime(timezone=True), nullable=True)
         )
 
@@ -30,3 +34,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_column("gone_at")
+        batch_op.drop_column("sync_retry_at")
