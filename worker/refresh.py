@@ -68,7 +68,11 @@ def observe_account(
         grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
         account.next_due_at = attempted + timedelta(seconds=account.refresh_interval_s + grace)
     elif moved and state.status == "failed":
-        retry_at = attempted + timedelta(seconds=settings.fcsync_failed_refresh_retry_s)
+        # Doubling per failure in a row, up to the unusable recheck: an institution that keeps
+        # failing costs a few requests a day, not four every FCSYNC_FAILED_REFRESH_RETRY_S.
+        failures = repository.failed_refreshes_in_a_row(session, account.id)
+        backoff_s = settings.fcsync_failed_refresh_retry_s * 2 ** min(max(failures - 1, 0), 20)
+        retry_at = attempted + timedelta(seconds=min(backoff_s, settings.fcsync_unusable_recheck_s))
         if state.next_refresh_available_at is not None:
             retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
         account.next_due_at = retry_at

@@ -121,6 +121,22 @@ def latest_succeeded_refresh(session: Session, account_id: str) -> Refresh | Non
     ).first()
 
 
+def failed_refreshes_in_a_row(session: Session, account_id: str, *, limit: int = 32) -> int:
+    """How many of the account's latest refreshes failed, counting back to the last other one."""
+    statuses = session.scalars(
+        select(Refresh.status)
+        .where(Refresh.account_id == account_id)
+        .order_by(Refresh.last_attempted_at.desc(), Refresh.id.desc())
+        .limit(limit)
+    )
+    count = 0
+    for status in statuses:
+        if status != "failed":
+            break
+        count += 1
+    return count
+
+
 def upsert_transactions(
     session: Session, transactions: Sequence[FCTransaction], *, now: datetime
 ) -> tuple[int, int]:

@@ -223,3 +223,23 @@ def test_unusable_accounts_a_sync_that_fails_permanently_is_swept_again_once_a_d
     assert all(n <= 2 + 5 for n in per_day), per_day
     assert beat.permanent_failures[f"{contract.SYNC_TRANSACTIONS} resource_missing"] <= 2 * 2
     assert row_error(rig, account_id) == "resource_missing"
+
+
+def test_unusable_accounts_refreshes_that_keep_failing_back_off_to_one_a_day(
+    fc: EmulatedFC, rig: TaskRig, beat: Beat
+) -> None:
+    # The institution fails every refresh.
+    account_id = fc.create_account(transactions=30, failure_rate=1.0)
+    assert track_account_task(account_id, subscribe=False)["outcome"] == "tracked"
+    per_day: list[int] = []
+    for _ in range(3):
+        before = beat.requests_by_account()[account_id]
+        beat.run_for(DAY_S, step_s=5 * 60)
+        per_day.append(beat.requests_by_account()[account_id] - before)
+
+    # An attempt is a read, the POST and its poll; the waits double from
+    # FCSYNC_FAILED_REFRESH_RETRY_S (15 min, 30 min, 1 h, ...) up to a day.
+    assert per_day[0] <= 3 * 8, per_day
+    assert per_day[2] <= 3, per_day
+    assert stored(rig, account_id)["last_error_code"] == "refresh_failed"
+    assert fc.gating_violations() == 0
