@@ -61,15 +61,17 @@ def test_unusable_accounts_cost_at_most_one_request_a_day_and_gone_ones_none(
     inactive = fc.create_account(transactions=30, status="inactive")
     permissionless = fc.create_account(transactions=30, permissions=["balances"])
     deleted = fc.create_account(transactions=30)
+    disconnected = fc.create_account(transactions=30, status="disconnected")
     outcomes = {
         account_id: track_account_task(account_id, subscribe=False)["outcome"]
-        for account_id in (healthy, inactive, permissionless, deleted)
+        for account_id in (healthy, inactive, permissionless, deleted, disconnected)
     }
     assert outcomes == {
         healthy: "tracked",
         inactive: "inactive",
         permissionless: "no_permission",
         deleted: "tracked",
+        disconnected: "inactive",
     }
     # Tracking read them once already: their first recheck is a full period away.
     recheck_at = beat.clock.now() + timedelta(seconds=fc.settings.fcsync_unusable_recheck_s)
@@ -94,6 +96,8 @@ def test_unusable_accounts_cost_at_most_one_request_a_day_and_gone_ones_none(
         # The first read after the deletion marks it gone; nothing asks about it afterwards.
         assert counts[deleted] == (1 if day == 0 else 0), (day, counts)
         assert counts[healthy] >= 1, (day, counts)
+        # Final at Stripe: parked until an event or an operator, so it costs nothing.
+        assert counts[disconnected] == 0, (day, counts)
     assert sum(c[inactive] for c in per_day) >= days - 1  # re-read daily, not parked for good
     assert sum(c[permissionless] for c in per_day) >= days - 1
 
