@@ -13,7 +13,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
-from worker import contract, repository
+from worker import contract, pacing, repository
 from worker.errors import PermanentError
 from worker.records import FCAccount, Followup, Sweep
 from worker.settings import Settings
@@ -70,7 +70,7 @@ def observe_account(
     elif moved and state.status == "failed":
         # Doubling per failure in a row, up to the unusable recheck: an institution that keeps
         # failing costs a few requests a day, not four every FCSYNC_FAILED_REFRESH_RETRY_S.
-        failures = repository.failed_refreshes_in_a_row(session, account.id)
+        failures = pacing.failed_refreshes_in_a_row(session, account.id)
         backoff_s = settings.fcsync_failed_refresh_retry_s * 2 ** min(max(failures - 1, 0), 20)
         retry_at = attempted + timedelta(seconds=min(backoff_s, settings.fcsync_unusable_recheck_s))
         if state.next_refresh_available_at is not None:
@@ -319,7 +319,7 @@ def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Swe
     Stripe request per retry window, not one per beat tick."""
     due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
     claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
-    repository.postpone(session, due, until=now + timedelta(seconds=claim_s))
+    pacing.postpone(session, due, until=now + timedelta(seconds=claim_s))
     return Sweep(
         tuple(
             Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
@@ -338,9 +338,7 @@ def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep
         older_than_s=settings.fcsync_stale_pending_s,
         limit=settings.fcsync_sweep_batch,
     )
-    repository.postpone(
-        session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s)
-    )
+    pacing.postpone(session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s))
     return Sweep(
         tuple(Followup(contract.POLL_REFRESH, {"account_id": account_id}) for account_id in stale)
     )

@@ -121,22 +121,6 @@ def latest_succeeded_refresh(session: Session, account_id: str) -> Refresh | Non
     ).first()
 
 
-def failed_refreshes_in_a_row(session: Session, account_id: str, *, limit: int = 32) -> int:
-    """How many of the account's latest refreshes failed, counting back to the last other one."""
-    statuses = session.scalars(
-        select(Refresh.status)
-        .where(Refresh.account_id == account_id)
-        .order_by(Refresh.last_attempted_at.desc(), Refresh.id.desc())
-        .limit(limit)
-    )
-    count = 0
-    for status in statuses:
-        if status != "failed":
-            break
-        count += 1
-    return count
-
-
 def upsert_transactions(
     session: Session, transactions: Sequence[FCTransaction], *, now: datetime
 ) -> tuple[int, int]:
@@ -242,17 +226,6 @@ def release_sync_lease(session: Session, account_id: str, owner: str) -> None:
         .values(sync_lease_owner=None, sync_lease_expires_at=None)
         .execution_options(synchronize_session="fetch")
     )
-
-
-def postpone(session: Session, account_ids: Sequence[str], *, until: datetime) -> None:
-    """Move the accounts' due time to `until` (a claim: later outcomes overwrite it)."""
-    if account_ids:
-        session.execute(
-            update(Account)
-            .where(Account.id.in_(account_ids))
-            .values(next_due_at=until)
-            .execution_options(synchronize_session="fetch")
-        )
 
 
 def record_error(account: Account, code: str, message: str, *, now: datetime) -> None:
