@@ -75,6 +75,9 @@ class EmulatorApp:
         with bank.lock:
             template = operation.template if operation else f"{request.method} {request.path}"
             bank.stats.requests[template] += 1
+            account_id = args.get("account") or request.args.get("account")
+            if account_id:
+                bank.stats.requests_by_account[account_id] += 1
         outcome = bank.faults.decide()
         latency_ms = bank.faults.settings.latency_ms
         if latency_ms > 0:

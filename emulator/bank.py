@@ -149,6 +149,8 @@ class Session:
 @dataclass
 class Stats:
     requests: Counter[str] = field(default_factory=Counter)
+    # API requests naming an account (in the path or as `account=`), deleted ones included.
+    requests_by_account: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
     server_errors: int = 0
     dropped_connections: int = 0
@@ -219,7 +221,9 @@ class Bank:
     def process_due(self, now: float) -> None:
         while self._due and self._due[0][0] <= now:
             at, _, kind, account_id, token = heapq.heappop(self._due)
-            account = self.accounts[account_id]
+            account = self.accounts.get(account_id)
+            if account is None:
+                continue  # deleted: nothing of it runs any more
             if kind == "transactions":
                 self._complete_transactions(account, token, at)
             elif kind == "daily":
@@ -288,6 +292,15 @@ class Bank:
         self.accounts_by_tag[tag] = account
         self._emit("financial_connections.account.created", account, now, None)
         return account
+
+    def delete_account(self, account: Account) -> None:
+        """Forget the account as Stripe forgets one it no longer knows (another key's object,
+        purged test data): every call naming it answers 404 `resource_missing`, and no event
+        says so. Its past events stay listed."""
+        del self.accounts[account.id]
+        self.account_order.remove(account)
+        self.accounts_by_tag = {t: a for t, a in self.accounts_by_tag.items() if a is not account}
+        self.refresh_owner = {r: o for r, o in self.refresh_owner.items() if o[0] is not account}
 
     def account(self, account_id: str, livemode: bool, *, param: str) -> Account:
         """The account as a key of this mode sees it: other modes' objects do not exist."""
@@ -597,7 +610,7 @@ class Bank:
             "object": "financial_connections.session",
             "account_holder": dict(session.account_holder),
             "accounts": _list(
-                [self.accounts[a].render() for a in session.accounts],
+                [self.accounts[a].render() for a in session.accounts if a in self.accounts],
                 False,
                 "/v1/financial_connections/accounts",
             ),
@@ -689,6 +702,7 @@ class Bank:
     def stats_json(self) -> dict[str, Any]:
         return {
             "requests": dict(sorted(self.stats.requests.items())),
+            "requests_by_account": dict(sorted(self.stats.requests_by_account.items())),
             "rate_limited": self.stats.rate_limited,
             "server_errors": self.stats.server_errors,
             "dropped_connections": self.stats.dropped_connections,

@@ -51,6 +51,10 @@ class EmulatorControl:
         refresh_cooldown_s, failure_rate."""
         return dict(self._call("POST", f"/accounts/{account_id}", changes))
 
+    def delete_account(self, account_id: str) -> None:
+        """Make Stripe forget the account: from now on the API answers 404 for it."""
+        self._call("DELETE", f"/accounts/{account_id}")
+
     def set_account_status(self, account_id: str, status: str) -> dict[str, Any]:
         return self.update_account(account_id, status=status)
 

@@ -108,6 +108,11 @@ def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
     return _account(bank, args["account"]).render()
 
 
+def _delete_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
+    bank.delete_account(_account(bank, args["account"]))
+    return {"id": args["account"], "deleted": True}
+
+
 def _transactions(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
     return bank.ground_truth(_account(bank, args["account"]))
 
@@ -177,6 +182,7 @@ ROUTES = Map(
         Rule("/_emulator/accounts", endpoint=_list_accounts, methods=["GET"]),
         Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
         Rule("/_emulator/accounts/<account>", endpoint=_get_account, methods=["GET"]),
+        Rule("/_emulator/accounts/<account>", endpoint=_delete_account, methods=["DELETE"]),
         Rule("/_emulator/accounts/<account>/transactions", endpoint=_transactions, methods=["GET"]),
         Rule("/_emulator/clock", endpoint=_clock, methods=["POST"]),
         Rule("/_emulator/clock", endpoint=_now, methods=["GET"]),

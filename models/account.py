@@ -58,6 +58,12 @@ class Account(Base):
     sync_updated: Mapped[int] = mapped_column(default=0)
     sync_requested: Mapped[bool] = mapped_column(default=False)
     sync_requested_full: Mapped[bool] = mapped_column(default=False)
+    # A run that failed permanently is swept again only from then on (it would fail the same).
+    sync_retry_at: Mapped[datetime | None]
+
+    # When Stripe answered 404 for the account (it no longer knows it): beat leaves it alone
+    # until an operator tracks it again or a live read of it succeeds.
+    gone_at: Mapped[datetime | None]
 
     last_error_code: Mapped[str | None] = mapped_column(String(128))
     last_error_message: Mapped[str | None] = mapped_column(Text)

@@ -14,7 +14,7 @@ from tasks.arguments import flag, stripe_id
 from tasks.base import TASK_OPTIONS
 from worker import contract, sync, webhooks
 from worker.app import app, uow
-from worker.errors import TransientError
+from worker.errors import PermanentError, TransientError
 from worker.records import Followup, Sweep
 
 TRANSIENT = (TransientError, OperationalError)
@@ -82,6 +82,14 @@ def run_sync(
             if step.outcome != "page":
                 report["outcome"] = step.outcome
                 return report
+    except PermanentError:
+        uow.run(
+            account_id,
+            lambda s, gw, now: sync.park_failed_run(
+                s, account_id, owner, now=now, settings=settings
+            ),
+        )
+        raise
     except BaseException:
         uow.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
         raise

@@ -44,6 +44,10 @@ PERMANENT_OUTCOMES = {
         "the account lacks the transactions permission; relink it with "
         "permissions=['transactions']",
     ),
+    "gone": (
+        "account_gone",
+        "Stripe no longer knows the account (404); fcsync stopped refreshing it",
+    ),
 }
 
 

@@ -13,7 +13,8 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
-from worker import contract, repository
+from worker import contract, pacing, repository
+from worker.errors import PermanentError
 from worker.records import FCAccount, Followup, Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -47,12 +48,18 @@ def observe_account(
     account = repository.get_account(session, fc.id)
     if account is None or mirror:
         account = repository.save_account(session, fc, now=now)
+        if account.gone_at is not None:
+            # Stripe answered for it again: it is back, and due as any account never scheduled.
+            account.gone_at = None
+            if account.last_error_code == GONE:
+                repository.clear_error(account)
     state = fc.transaction_refresh
     if state is None:
         return Observation(account, None, needs_sync=False)
     refresh = repository.save_refresh(
         session, account.id, state, source=source, now=now, requested=requested
     )
+    previous_id = account.refresh_id
     moved = repository.apply_refresh(account, state)
     # Due times count from the refresh itself, not from when we looked: seeing the same refresh
     # again (a retried poll, a late duplicate webhook) must not postpone the next one.
@@ -61,7 +68,11 @@ def observe_account(
         grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
         account.next_due_at = attempted + timedelta(seconds=account.refresh_interval_s + grace)
     elif moved and state.status == "failed":
-        retry_at = attempted + timedelta(seconds=settings.fcsync_failed_refresh_retry_s)
+        # Doubling per failure in a row, up to the unusable recheck: an institution that keeps
+        # failing costs a few requests a day, not four every FCSYNC_FAILED_REFRESH_RETRY_S.
+        failures = pacing.failed_refreshes_in_a_row(session, account.id)
+        backoff_s = settings.fcsync_failed_refresh_retry_s * 2 ** min(max(failures - 1, 0), 20)
+        retry_at = attempted + timedelta(seconds=min(backoff_s, settings.fcsync_unusable_recheck_s))
         if state.next_refresh_available_at is not None:
             retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
         account.next_due_at = retry_at
@@ -70,6 +81,10 @@ def observe_account(
         repository.record_error(
             account, "refresh_failed", f"transaction refresh {state.id} failed", now=now
         )
+    elif moved and state.status == "pending" and state.id != previous_id:
+        # A new refresh runs: until it ends, the due time only paces the stale-refresh sweep
+        # (stale_polls), which may poll it as soon as it is overdue, whatever was due before.
+        account.next_due_at = None
     needs_sync = (
         state.status == "succeeded"
         and state.id != account.cursor_refresh_id
@@ -79,6 +94,50 @@ def observe_account(
         )
     )
     return Observation(account, refresh, needs_sync=needs_sync)
+
+
+GONE = "account_gone"
+
+
+def mark_gone(session: Session, account_id: str, *, now: datetime) -> bool:
+    """Stripe answered 404 for the account: park it for good (no due time, left out of every
+    sweep) until a live read succeeds again. False for an account fcsync never stored."""
+    account = repository.get_account(session, account_id)
+    if account is None:
+        return False
+    account.gone_at = account.gone_at or now
+    account.next_due_at = None
+    repository.record_error(
+        account,
+        GONE,
+        "Stripe no longer knows this account (404); fcsync stopped refreshing it. "
+        f"If it exists again: fcsync track {account_id}",
+        now=now,
+    )
+    return True
+
+
+def retrieve_or_mark_gone(
+    session: Session, gateway: StripeGateway, account_id: str, *, now: datetime
+) -> FCAccount | None:
+    """Stripe's current view of the account, or None once it is marked gone. Only the
+    account can be missing from a retrieve, so `resource_missing` here means the account."""
+    try:
+        return gateway.retrieve_account(account_id)
+    except PermanentError as exc:
+        if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
+            raise
+        return None
+
+
+def park_unusable(account: Account, *, now: datetime, settings: Settings) -> None:
+    """An account that cannot refresh is re-read once per FCSYNC_UNUSABLE_RECHECK_S. A
+    disconnected one never comes back at Stripe (relinking makes a new account): no due time,
+    so beat leaves it to an event or an operator."""
+    if account.status == "disconnected":
+        account.next_due_at = None
+    else:
+        account.next_due_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
 
 
 def sync_followup(account_id: str) -> Followup:
@@ -92,7 +151,7 @@ def poll_followup(account_id: str, settings: Settings) -> Followup:
 
 
 RefreshOutcome = Literal[
-    "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked"
+    "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked", "gone"
 ]
 
 
@@ -133,8 +192,12 @@ def request_refresh(
     known = repository.get_account(session, account_id)
     if known is not None and not known.tracked and source == "beat":
         return RefreshDecision("untracked")
+    if known is not None and known.gone_at is not None and source == "beat":
+        return RefreshDecision("gone")
     previous_refresh_id = known.refresh_id if known is not None else None
-    live = gateway.retrieve_account(account_id)
+    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    if live is None:
+        return RefreshDecision("gone")
     obs = observe_account(session, live, now=now, settings=settings)
     followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
     account = obs.account
@@ -145,6 +208,7 @@ def request_refresh(
             f"account is {live.status}; Stripe refuses refreshes",
             now=now,
         )
+        park_unusable(account, now=now, settings=settings)
         return RefreshDecision("inactive", followups=tuple(followups))
     if "transactions" not in live.permissions:
         repository.record_error(
@@ -153,6 +217,7 @@ def request_refresh(
             "the account lacks the transactions permission",
             now=now,
         )
+        park_unusable(account, now=now, settings=settings)
         return RefreshDecision("no_permission", followups=tuple(followups))
     state = live.transaction_refresh
     now_ts = int(now.timestamp())
@@ -198,7 +263,7 @@ def request_refresh(
     return RefreshDecision("started", refresh_id=refresh_id, followups=tuple(followups))
 
 
-PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none"]
+PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
 
 
 @dataclass(frozen=True)
@@ -217,7 +282,9 @@ def poll_refresh(
     settings: Settings,
 ) -> PollResult:
     """Read the account once and act on its refresh state."""
-    live = gateway.retrieve_account(account_id)
+    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    if live is None:
+        return PollResult("gone")
     obs = observe_account(session, live, now=now, settings=settings)
     followups = (sync_followup(account_id),) if obs.needs_sync else ()
     state = live.transaction_refresh
@@ -231,6 +298,9 @@ def poll_refresh(
                 f"refresh {state.id} still pending after {settings.fcsync_poll_deadline_s}s",
                 now=now,
             )
+            # Stripe refuses new refreshes while one is pending: the account is unusable until
+            # that one ends (its webhook ends the wait sooner), so the sweep re-reads it daily.
+            park_unusable(obs.account, now=now, settings=settings)
             return PollResult("stale", state.id, followups)
         return PollResult("pending", state.id, followups)
     if state.status == "succeeded":
@@ -242,27 +312,33 @@ def poll_refresh(
 
 
 def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Sweep:
-    """Accounts beat should refresh now (fan-out: one gated refresh task each)."""
+    """Accounts beat should refresh now (fan-out: one gated refresh task each).
+
+    Each is claimed until FCSYNC_FAILED_REFRESH_RETRY_S from now (the task's outcome then sets
+    the real due time): a lost message, a crash or an unforeseen permanent error costs one
+    Stripe request per retry window, not one per beat tick."""
+    due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
+    claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
+    pacing.postpone(session, due, until=now + timedelta(seconds=claim_s))
     return Sweep(
         tuple(
             Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
-            for account_id in repository.due_account_ids(
-                session, now=now, limit=settings.fcsync_sweep_batch
-            )
+            for account_id in due
         )
     )
 
 
 def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
-    """Refreshes pending for too long with no webhook: poll them again."""
+    """Refreshes pending for too long with no webhook: poll them again, each at most once per
+    FCSYNC_STALE_PENDING_S (its due time paces this while pending; the refresh's end resets it),
+    so a slow refresh does not gather a new polling chain every sweep."""
+    stale = repository.stale_pending_account_ids(
+        session,
+        now=now,
+        older_than_s=settings.fcsync_stale_pending_s,
+        limit=settings.fcsync_sweep_batch,
+    )
+    pacing.postpone(session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s))
     return Sweep(
-        tuple(
-            Followup(contract.POLL_REFRESH, {"account_id": account_id})
-            for account_id in repository.stale_pending_account_ids(
-                session,
-                now=now,
-                older_than_s=settings.fcsync_stale_pending_s,
-                limit=settings.fcsync_sweep_batch,
-            )
-        )
+        tuple(Followup(contract.POLL_REFRESH, {"account_id": account_id}) for account_id in stale)
     )

@@ -32,6 +32,8 @@ def stale_reason(a: Account, *, now: datetime) -> str | None:
     cooling = cooldown is not None and cooldown > now_ts
     if not a.tracked:
         return "not tracked"
+    if a.gone_at is not None:
+        return "gone: Stripe no longer knows the account; `fcsync track` it to try again"
     if a.status != "active":
         return f"{a.status} at Stripe: no refresh possible until it is reactivated"
     if a.last_error_code == "missing_permission" or (
@@ -98,6 +100,7 @@ def account_status(
             "next_due_at": _unix(a.next_due_at),
             "sync_in_progress": a.sync_target_refresh_id is not None,
             "stale_reason": stale_reason(a, now=now),
+            "gone_at": _unix(a.gone_at),
             "last_error": f"[{a.last_error_code}] {a.last_error_message}"
             if a.last_error_code
             else None,

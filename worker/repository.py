@@ -245,7 +245,7 @@ def clear_error(account: Account) -> None:
 def _refreshable(now_ts: int) -> Any:
     return and_(
         Account.tracked.is_(True),
-        Account.status == "active",
+        Account.gone_at.is_(None),
         or_(Account.refresh_status.is_(None), Account.refresh_status != "pending"),
         or_(
             Account.refresh_next_available_at.is_(None),
@@ -255,14 +255,20 @@ def _refreshable(now_ts: int) -> Any:
 
 
 def due_account_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
-    """Tracked active accounts whose interval has passed and that Stripe would let us refresh."""
+    """Tracked accounts whose due time has passed and that Stripe would let us refresh.
+
+    No due time means never scheduled: due at once if active, otherwise parked until an event
+    or an operator schedules it. An unusable account is due only at its recheck time."""
     now_ts = int(now.timestamp())
     return list(
         session.scalars(
             select(Account.id)
             .where(
                 _refreshable(now_ts),
-                or_(Account.next_due_at.is_(None), Account.next_due_at <= now),
+                or_(
+                    and_(Account.next_due_at.is_(None), Account.status == "active"),
+                    Account.next_due_at <= now,
+                ),
             )
             .order_by(Account.next_due_at.asc().nulls_first(), Account.id)
             .limit(limit)
@@ -279,8 +285,11 @@ def stale_pending_account_ids(
             select(Account.id)
             .where(
                 Account.tracked.is_(True),
+                Account.gone_at.is_(None),
                 Account.refresh_status == "pending",
                 Account.refresh_last_attempted_at <= cutoff,
+                # While pending, the due time paces these re-polls (see refresh.stale_polls).
+                or_(Account.next_due_at.is_(None), Account.next_due_at <= now),
             )
             .order_by(Account.refresh_last_attempted_at, Account.id)
             .limit(limit)
@@ -302,6 +311,8 @@ def unsynced_account_ids(session: Session, *, now: datetime, limit: int) -> list
             select(Account.id)
             .where(
                 Account.tracked.is_(True),
+                Account.gone_at.is_(None),
+                or_(Account.sync_retry_at.is_(None), Account.sync_retry_at <= now),
                 or_(Account.sync_lease_owner.is_(None), Account.sync_lease_expires_at < now),
                 or_(
                     Account.sync_target_refresh_id.is_not(None),

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Stripe refreshes subscribed accounts about daily; beat steps in only this much later.
     fcsync_subscription_grace_s: int = Field(default=7_200, ge=0)
     fcsync_failed_refresh_retry_s: int = Field(default=900, ge=0)
+    # An account that cannot refresh (inactive, no `transactions` permission) is re-read this
+    # often, so a lost `reactivated` webhook still ends its pause: one Stripe request per period.
+    # A sync that failed permanently is retried by the failed-sync sweep as often.
+    fcsync_unusable_recheck_s: int = Field(default=86_400, ge=60)
     # Countdowns longer than this go through beat instead (see celeryconfig visibility_timeout).
     fcsync_max_countdown_s: int = Field(default=3_600, ge=1)
     fcsync_sweep_batch: int = Field(default=200, ge=1)

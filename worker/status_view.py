@@ -44,7 +44,7 @@ def status_cells(row: dict[str, Any]) -> dict[str, str]:
     """One account_status row as the texts people read, by column name (COLUMNS' order)."""
     return {
         "account": row["id"],
-        "status": row["status"],
+        "status": "gone" if row["gone_at"] else row["status"],
         "tracked": "yes" if row["tracked"] else "no",
         "subscribed": "yes" if row["subscribed"] else "no",
         "last refresh": row["refresh_id"] or "-",

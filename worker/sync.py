@@ -17,13 +17,13 @@ from models import Refresh
 from worker import contract, repository
 from worker.errors import PermanentError
 from worker.records import Followup, Sweep
-from worker.refresh import sync_followup
+from worker.refresh import retrieve_or_mark_gone, sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 from worker.stripe_payloads import check_page_for_sync
 
 StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
-StepOutcome = Literal["page", "done", "lost_lease"]
+StepOutcome = Literal["page", "done", "lost_lease", "gone"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,12 @@ def sync_page(
         )
     except PermanentError as exc:
         if account.sync_after_refresh_id is None or exc.code != "resource_missing":
+            # Which id was missing? Only the account's own 404 ends the sync for good.
+            if exc.code == "resource_missing" and (
+                retrieve_or_mark_gone(session, gateway, account_id, now=now) is None
+            ):
+                repository.release_sync_lease(session, account_id, owner)
+                return SyncStep("gone")
             raise
         # Stripe no longer knows the cursor's refresh: fall back to the whole history.
         account.sync_after_refresh_id = None
@@ -163,6 +169,7 @@ def _finish(
     account.sync_target_refresh_at = None
     account.sync_after_refresh_id = None
     account.sync_starting_after = None
+    account.sync_retry_at = None
     if account.last_error_code not in ("account_inactive", "missing_permission"):
         repository.clear_error(account)
     followups: list[Followup] = []
@@ -194,6 +201,17 @@ def _finish(
 
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
     """Hand the lease back (the sync's progress stays, so the next run resumes it)."""
+    repository.release_sync_lease(session, account_id, owner)
+
+
+def park_failed_run(
+    session: Session, account_id: str, owner: str, *, now: datetime, settings: Settings
+) -> None:
+    """Hand the lease back after a permanent failure: the same page would fail the same way,
+    so the failed-sync sweep retries it once per FCSYNC_UNUSABLE_RECHECK_S, not every sweep."""
+    account = repository.get_account(session, account_id)
+    if account is not None:
+        account.sync_retry_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
     repository.release_sync_lease(session, account_id, owner)
 
 

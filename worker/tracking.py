@@ -9,12 +9,20 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from worker import repository
+from worker.errors import PermanentError
 from worker.records import Followup
-from worker.refresh import observe_account, poll_followup, sync_followup
+from worker.refresh import (
+    mark_gone,
+    observe_account,
+    park_unusable,
+    poll_followup,
+    retrieve_or_mark_gone,
+    sync_followup,
+)
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
-TrackOutcome = Literal["tracked", "subscribed", "inactive", "no_permission", "untracked"]
+TrackOutcome = Literal["tracked", "subscribed", "inactive", "no_permission", "untracked", "gone"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,11 @@ def track_account(
     """Mirror the account and mark it tracked; subscribe it to Stripe's daily refreshes.
 
     An inactive account or one without the `transactions` permission is stored with the
-    reason in `last_error` (a permanent condition: retrying would not change it)."""
-    live = gateway.retrieve_account(account_id)
+    reason in `last_error` (a permanent condition: retrying would not change it) and re-read
+    once per FCSYNC_UNUSABLE_RECHECK_S. Tracking an account marked gone asks Stripe again."""
+    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    if live is None:
+        return TrackResult("gone", subscribed=False)
     obs = observe_account(session, live, now=now, settings=settings)
     account = obs.account
     account.tracked = True
@@ -45,6 +56,7 @@ def track_account(
     followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
     if live.status != "active":
         repository.record_error(account, "account_inactive", f"account is {live.status}", now=now)
+        park_unusable(account, now=now, settings=settings)
         return TrackResult("inactive", account.subscribed, tuple(followups))
     if "transactions" not in live.permissions:
         repository.record_error(
@@ -54,6 +66,7 @@ def track_account(
             "permissions=['transactions']",
             now=now,
         )
+        park_unusable(account, now=now, settings=settings)
         return TrackResult("no_permission", account.subscribed, tuple(followups))
     repository.clear_error(account)
     if subscribe and not account.subscribed:
@@ -87,9 +100,15 @@ def untrack_account(
 ) -> TrackResult:
     """Stop scheduling the account (its stored transactions stay)."""
     account = repository.get_account(session, account_id)
-    if unsubscribe and (account is None or account.subscribed):
-        live = gateway.unsubscribe_transactions(account_id)
-        account = observe_account(session, live, now=now, settings=settings).account
+    gone = account is not None and account.gone_at is not None
+    if unsubscribe and (account is None or account.subscribed) and not gone:
+        try:
+            live = gateway.unsubscribe_transactions(account_id)
+            account = observe_account(session, live, now=now, settings=settings).account
+        except PermanentError as exc:
+            # Stripe no longer knows it: nothing to unsubscribe, stop tracking it here.
+            if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
+                raise
     if account is None:
         live = gateway.retrieve_account(account_id)
         account = observe_account(session, live, now=now, settings=settings).account

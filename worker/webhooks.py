@@ -23,7 +23,7 @@ from worker.event_envelope import (
     is_fc_event_type,
 )
 from worker.records import FCEvent, Followup, Sweep
-from worker.refresh import observe_account, sync_followup
+from worker.refresh import observe_account, park_unusable, retrieve_or_mark_gone, sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, parse_event, verify_webhook
 
@@ -149,7 +149,9 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
         return EventResult("ignored")
     if repository.get_account(ctx.session, event.account.id) is None:
         return _maybe_autotrack(ctx, event)
-    live = ctx.gateway.retrieve_account(event.account.id)
+    live = retrieve_or_mark_gone(ctx.session, ctx.gateway, event.account.id, now=ctx.now)
+    if live is None:
+        return EventResult("processed")
     obs = observe_account(ctx.session, live, now=ctx.now, settings=ctx.settings)
     account = obs.account
     if live.status == "active":
@@ -160,6 +162,7 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
         repository.record_error(
             account, "account_inactive", f"account is {live.status}", now=ctx.now
         )
+        park_unusable(account, now=ctx.now, settings=ctx.settings)
     followups = (sync_followup(account.id),) if obs.needs_sync else ()
     return EventResult("processed", followups)
 

@@ -80,6 +80,7 @@ TIME_FIELDS = {
     "last_synced_at",
     "next_due_at",
     "last_error_at",
+    "gone_at",
 }
 
 

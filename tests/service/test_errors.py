@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from celery.exceptions import Retry
 from celery.signals import task_retry
+from freezegun import freeze_time
 from sqlalchemy.orm import Session
 
 from models import Account
@@ -183,14 +184,22 @@ def test_errors_task_permanent_error_fails_at_once_and_is_recorded(
     account_id = fc.create_account(transactions=5)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
-    fc.control.reset()  # Stripe no longer knows the account (another key, or deleted)
+    now, window_s = fc.now(), fc.settings.fcsync_failed_refresh_retry_s
+    # Stripe keeps a failed answer under its idempotency key (a POST with fcsync's key ran
+    # while the account was inactive for a moment) and replays it within the key's window.
+    key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
+    fc.control.set_account_status(account_id, "inactive")
+    with pytest.raises(PermanentError):
+        fc.gateway.refresh_transactions(account_id, idempotency_key=key)
+    fc.control.set_account_status(account_id, "active")
 
-    result = refresh_account_task.apply(kwargs={"account_id": account_id, "source": "manual"})
+    with freeze_time(now):
+        result = refresh_account_task.apply(kwargs={"account_id": account_id, "source": "manual"})
     assert result.state == "FAILURE"
     assert isinstance(result.result, PermanentError)
     assert retries == []
-    assert fc.requests(RETRIEVE_ACCOUNT) == 1
+    assert fc.refresh_posts() == 2  # the one by hand, then the task's once: no retry
     with session_scope(rig.engine) as session:
         account = account_row(session, account_id)
-        assert account.last_error_code == "resource_missing"
+        assert account.last_error_code == "financial_connections_account_inactive"
         assert account_id in (account.last_error_message or "")
