@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
-from worker.db import dispose_engines
+from worker.db import dispose_engines, require_schema
+from worker.errors import PermanentError
 from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.settings import get_settings
@@ -57,3 +59,27 @@ def _after_fork(**_: Any) -> None:
     # Pooled DB connections and HTTP sessions must not be shared with the parent process.
     dispose_engines(close=False)
     uow.reset()
+
+
+def _refuse_to_start(*, needs_api_key: bool) -> None:
+    """A worker or beat on an unmigrated database, or a worker without STRIPE_API_KEY, would
+    only fail task after task: stop at start with one line naming the fix instead."""
+    try:
+        if needs_api_key:
+            get_settings().require_api_key()
+        require_schema()
+    except PermanentError as exc:
+        # Celery has redirected sys.stderr into its logger by now: write to the real stream.
+        print(f"error [{exc.code}]: {exc}", file=sys.__stderr__, flush=True)
+        raise SystemExit(3) from None  # the CLI's exit code for permanent errors
+
+
+@worker_init.connect
+def _check_worker_start(**_: Any) -> None:
+    _refuse_to_start(needs_api_key=True)
+
+
+@beat_init.connect
+def _check_beat_start(**_: Any) -> None:
+    # Beat only sends tasks: it never calls Stripe.
+    _refuse_to_start(needs_api_key=False)
