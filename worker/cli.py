@@ -1,6 +1,7 @@
 """`fcsync`: the command line, an edge like tasks/ — it parses, calls and prints.
 
-Exit codes: 0 ok, 2 usage, 3 permanent Stripe/data error, 4 transient error after retries.
+Exit codes: 0 ok, 1 declined at a prompt, 2 usage or bad id, 3 permanent error (Stripe's, an
+unknown account, no schema), 4 transient error after retries (Stripe, an unreachable broker or DB).
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from worker import contract
+from worker.cli_guards import (
+    account_id,
+    after_cooldown,
+    confirm_downgrade,
+    cooldown,
+    known_account,
+    known_revision,
+    publish,
+)
 from worker.errors import ConfigurationError, PermanentError, TransientError
 from worker.records import Followup
 from worker.settings import get_settings
@@ -88,25 +98,28 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL."""
     from worker.db import upgrade_database
 
-    upgrade_database(revision=revision)
+    with known_revision(revision):
+        upgrade_database(revision=revision)
     click.echo(f"database at {revision}")
 
 
 @db.command("downgrade")
 @click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (drops tables and data).")
 @expected_errors
-def db_downgrade(revision: str) -> None:
+def db_downgrade(revision: str, yes: bool) -> None:
     """Revert migrations down to REVISION ('base' drops everything)."""
     from worker.db import downgrade_database
 
-    downgrade_database(revision=revision)
+    if not yes:
+        confirm_downgrade(revision)
+    with known_revision(revision):
+        downgrade_database(revision=revision)
     click.echo(f"database at {revision}")
 
 
 def _enqueue(task: str, **kwargs: Any) -> None:
-    from worker.app import send_followup
-
-    send_followup(Followup(task, kwargs))
+    publish(Followup(task, kwargs))
     click.echo(f"enqueued {task} {json.dumps(kwargs, sort_keys=True)}")
 
 
@@ -114,7 +127,12 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
     """Run a task and the follow-ups `follow` accepts in this process (no broker, no worker),
     honouring their countdowns and retrying transient errors with backoff."""
     from worker.app import app, uow
+    from worker.db import require_schema
 
+    require_schema()  # before the first Stripe call: its answer could not be stored anyway
+    # A permanent failure ends the command with its own one-line error: the unit of work's
+    # log line for the same failure would only repeat it.
+    logging.getLogger("worker.unit_of_work").setLevel(logging.CRITICAL)
     app.loader.import_default_modules()  # the task modules named in celeryconfig.imports
     queue: deque[Followup] = deque([first])
     previous = uow.set_dispatch(queue.append)
@@ -284,16 +302,20 @@ def _when(value: int | str | None) -> str:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    if result.get("outcome") == "cooldown" and result.get("retry_at"):
+        from worker.app import uow
+
+        return cooldown(result["retry_at"], uow.clock.now())
     return " ".join(f"{k}={v}" for k, v in result.items() if k != "account")
 
 
 def _dispatch_or_inline(
     task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
-) -> None:
+) -> list[dict[str, Any]]:
     if inline:
-        _run_inline(Followup(task, kwargs), follow=follow)
-    else:
-        _enqueue(task, **kwargs)
+        return _run_inline(Followup(task, kwargs), follow=follow)
+    _enqueue(task, **kwargs)
+    return []
 
 
 def _only(*names: str) -> Callable[[Followup], bool]:
@@ -303,10 +325,11 @@ def _only(*names: str) -> Callable[[Followup], bool]:
 inline_option = click.option(
     "--inline", is_flag=True, help="Run in this process instead of enqueueing for a worker."
 )
+account_argument = click.argument("account", callback=account_id)
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--no-subscribe", is_flag=True, help="Do not subscribe to Stripe's daily refresh.")
 @inline_option
 @expected_errors
@@ -322,7 +345,7 @@ def track(account: str, no_subscribe: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--keep-subscription", is_flag=True, help="Leave Stripe's daily refresh on.")
 @inline_option
 @expected_errors
@@ -338,7 +361,7 @@ def untrack(account: str, keep_subscription: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--wait", is_flag=True, help="With --inline: poll until done, then sync.")
 @inline_option
 @expected_errors
@@ -346,19 +369,25 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
     """Ask Stripe for a transaction refresh of ACCOUNT (only when Stripe allows one)."""
     if wait and not inline:
         raise click.UsageError("--wait needs --inline (a queued refresh completes in the worker)")
+    # The task would start tracking an account it has never seen (other services rely on
+    # that); from the command line that is more likely a typo, so it needs `track` first.
+    known = known_account(account, "refresh")
     follow = _only(contract.POLL_REFRESH, contract.SYNC_TRANSACTIONS) if wait else _only()
-    _dispatch_or_inline(
+    results = _dispatch_or_inline(
         contract.REFRESH_ACCOUNT, inline, follow, account_id=account, source="manual"
     )
+    if results and results[0]["outcome"] == "cooldown":
+        click.echo(after_cooldown(known))
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--full", is_flag=True, help="Re-read the whole history, not just what changed.")
 @inline_option
 @expected_errors
 def sync(account: str, full: bool, inline: bool) -> None:
     """Page ACCOUNT's transactions from Stripe into the database."""
+    known_account(account, "sync")
     _dispatch_or_inline(
         contract.SYNC_TRANSACTIONS,
         inline,
@@ -369,7 +398,7 @@ def sync(account: str, full: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account", required=False)
+@click.argument("account", required=False, callback=account_id)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @expected_errors
 def status(account: str | None, as_json: bool) -> None:
@@ -421,7 +450,7 @@ def status(account: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--json", "as_json", is_flag=True, help="JSON array in Stripe's transaction shape.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option(
@@ -441,6 +470,8 @@ def transactions(account: str, as_json: bool, as_csv: bool, since: datetime | No
     since_ts = int(since.replace(tzinfo=UTC).timestamp()) if since else None
     with session_scope() as session:
         rows = stored_transactions(session, account, since=since_ts)
+    if not rows:
+        known_account(account, "show")  # an unknown account is an error, as for `status`
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -479,10 +510,6 @@ def webhooks(host: str, port: int, path: str) -> None:
     """Serve the Stripe webhook receiver (waitress) at http://HOST:PORT/PATH."""
     from worker.http import serve
 
-    if get_settings().database_url.startswith("sqlite"):
-        from worker.db import upgrade_database
-
-        upgrade_database()
     click.echo(f"fcsync webhooks listening on http://{host}:{port}{path}")
     serve(host, port, path=path)
 
@@ -502,6 +529,7 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
     from worker.supervisor import Supervisor, stack_children
 
     settings = get_settings()
+    settings.require_api_key()  # the worker would refuse to start without it: say so now
     upgrade_database()
     webhooks_on = not no_webhooks and settings.stripe_webhook_secret is not None
     if not no_webhooks and not webhooks_on:
@@ -544,7 +572,9 @@ _register_emulator()
 def main() -> None:
     """Errors raised outside a command's own handling: settings and the database."""
     from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from worker.db import SchemaMissingError, is_missing_table
 
     try:
         cli()
@@ -556,6 +586,13 @@ def main() -> None:
             name = "_".join(str(part) for part in error["loc"]).upper()
             click.echo(f"error [invalid_setting]: {name}: {error['msg']}", err=True)
         sys.exit(EXIT_PERMANENT)
-    except OperationalError as exc:  # transient for the tasks too: they retry it
+    except DBAPIError as exc:
+        if is_missing_table(exc):  # PostgreSQL's UndefinedTable, SQLite's "no such table"
+            schema = SchemaMissingError(get_settings().database_url)
+            click.echo(f"error [{schema.code}]: {schema}", err=True)
+            sys.exit(EXIT_PERMANENT)
+        if not isinstance(exc, OperationalError):
+            raise
+        # transient for the tasks too: they retry it
         click.echo(f"error [database_unavailable] (transient): {exc.orig}", err=True)
         sys.exit(EXIT_TRANSIENT)
