@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
 
-from worker.db import dispose_engines, require_schema
+from worker.db import dispose_engines
 from worker.errors import PermanentError
 from worker.ratelimit import limiter_for
 from worker.records import Followup
@@ -64,6 +64,8 @@ def _after_fork(**_: Any) -> None:
 def _refuse_to_start(*, needs_api_key: bool) -> None:
     """A worker or beat on an unmigrated database, or a worker without STRIPE_API_KEY, would
     only fail task after task: stop at start with one line naming the fix instead."""
+    from worker.db import require_schema
+
     try:
         if needs_api_key:
             get_settings().require_api_key()

@@ -569,15 +569,30 @@ def _register_emulator() -> None:
 _register_emulator()
 
 
-def main() -> None:
-    """Errors raised outside a command's own handling: settings and the database."""
-    from pydantic import ValidationError
-    from sqlalchemy.exc import DBAPIError, OperationalError
+def _cli_naming_a_missing_schema() -> None:
+    """A database that was never migrated fails the first query of any command (PostgreSQL's
+    UndefinedTable, SQLite's "no such table"): one line naming the fix, not a traceback."""
+    from sqlalchemy.exc import DBAPIError
 
     from worker.db import SchemaMissingError, is_missing_table
 
     try:
         cli()
+    except DBAPIError as exc:
+        if not is_missing_table(exc):
+            raise
+        schema = SchemaMissingError(get_settings().database_url)
+        click.echo(f"error [{schema.code}]: {schema}", err=True)
+        sys.exit(EXIT_PERMANENT)
+
+
+def main() -> None:
+    """Errors raised outside a command's own handling: settings and the database."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        _cli_naming_a_missing_schema()
     except ConfigurationError as exc:
         click.echo(f"error [{exc.code}]: {exc}", err=True)
         sys.exit(EXIT_PERMANENT)
@@ -586,13 +601,6 @@ def main() -> None:
             name = "_".join(str(part) for part in error["loc"]).upper()
             click.echo(f"error [invalid_setting]: {name}: {error['msg']}", err=True)
         sys.exit(EXIT_PERMANENT)
-    except DBAPIError as exc:
-        if is_missing_table(exc):  # PostgreSQL's UndefinedTable, SQLite's "no such table"
-            schema = SchemaMissingError(get_settings().database_url)
-            click.echo(f"error [{schema.code}]: {schema}", err=True)
-            sys.exit(EXIT_PERMANENT)
-        if not isinstance(exc, OperationalError):
-            raise
-        # transient for the tasks too: they retry it
+    except OperationalError as exc:  # transient for the tasks too: they retry it
         click.echo(f"error [database_unavailable] (transient): {exc.orig}", err=True)
         sys.exit(EXIT_TRANSIENT)
