@@ -29,6 +29,7 @@ def track_account_task(account_id: str, subscribe: bool = True) -> dict[str, Any
         lambda s, gw, now: tracking.track_account(
             s, gw, account_id, subscribe=subscribe, now=now, settings=uow.settings
         ),
+        record_unknown=True,  # e.g. a mistyped id: `fcsync status` shows Stripe's 404
     )
     return {"account": account_id, "outcome": result.outcome, "subscribed": result.subscribed}
 

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    worker_init,
+    worker_process_init,
+)
 
 from worker import logs
 from worker.db import dispose_engines
+from worker.errors import PermanentError
 from worker.ratelimit import limiter_for
 from worker.records import Followup
+from worker.redaction import redact
 from worker.settings import get_settings
 from worker.stripe_gateway import gateway_from_settings
 from worker.toplevel import claim
@@ -68,3 +77,29 @@ def _after_fork(**_: Any) -> None:
 def _redact_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
     # Worker and beat log through Celery's handlers: the same redaction and quiet stripe logger.
     logs.install(logger, loglevel)
+
+
+def _refuse_to_start(*, needs_api_key: bool) -> None:
+    """A worker or beat on an unmigrated database, or a worker without STRIPE_API_KEY, would
+    only fail task after task: stop at start with one line naming the fix instead."""
+    from worker.db import require_schema
+
+    try:
+        if needs_api_key:
+            get_settings().require_api_key()
+        require_schema()
+    except PermanentError as exc:
+        # Celery has redirected sys.stderr into its logger by now: write to the real stream.
+        print(redact(f"error [{exc.code}]: {exc}"), file=sys.__stderr__, flush=True)
+        raise SystemExit(3) from None  # the CLI's exit code for permanent errors
+
+
+@worker_init.connect
+def _check_worker_start(**_: Any) -> None:
+    _refuse_to_start(needs_api_key=True)
+
+
+@beat_init.connect
+def _check_beat_start(**_: Any) -> None:
+    # Beat only sends tasks: it never calls Stripe.
+    _refuse_to_start(needs_api_key=False)

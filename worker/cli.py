@@ -1,6 +1,7 @@
 """`fcsync`: the command line, an edge like tasks/ — it parses, calls and prints.
 
-Exit codes: 0 ok, 2 usage, 3 permanent Stripe/data error, 4 transient error after retries.
+Exit codes: 0 ok, 1 declined at a prompt, 2 usage or bad id, 3 permanent error (Stripe's, an
+unknown account, no schema), 4 transient error after retries (Stripe, an unreachable broker or DB).
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from worker import contract
+from worker.cli_guards import (
+    account_id,
+    after_cooldown,
+    confirm_downgrade,
+    cooldown,
+    known_account,
+    known_revision,
+    publish,
+)
 from worker.errors import ConfigurationError, PermanentError, TransientError
 from worker.logs import configure_logging, redacting
 from worker.records import Followup
@@ -99,25 +109,28 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL."""
     from worker.db import upgrade_database
 
-    upgrade_database(revision=revision)
+    with known_revision(revision):
+        upgrade_database(revision=revision)
     click.echo(f"database at {revision}")
 
 
 @db.command("downgrade")
 @click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (drops tables and data).")
 @expected_errors
-def db_downgrade(revision: str) -> None:
+def db_downgrade(revision: str, yes: bool) -> None:
     """Revert migrations down to REVISION ('base' drops everything)."""
     from worker.db import downgrade_database
 
-    downgrade_database(revision=revision)
+    if not yes:
+        confirm_downgrade(revision)
+    with known_revision(revision):
+        downgrade_database(revision=revision)
     click.echo(f"database at {revision}")
 
 
 def _enqueue(task: str, **kwargs: Any) -> None:
-    from worker.app import send_followup
-
-    send_followup(Followup(task, kwargs))
+    publish(Followup(task, kwargs))
     click.echo(f"enqueued {task} {json.dumps(kwargs, sort_keys=True)}")
 
 
@@ -126,7 +139,12 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
     honouring their countdowns and retrying transient errors with backoff."""
     from tasks.sync import page_hook
     from worker.app import app, uow
+    from worker.db import require_schema
 
+    require_schema()  # before the first Stripe call: its answer could not be stored anyway
+    # A permanent failure ends the command with its own one-line error: the unit of work's
+    # log line for the same failure would only repeat it.
+    logging.getLogger("worker.unit_of_work").setLevel(logging.CRITICAL)
     app.loader.import_default_modules()  # the task modules named in celeryconfig.imports
     queue: deque[Followup] = deque([first])
     previous = uow.set_dispatch(queue.append)
@@ -306,16 +324,20 @@ def _progress_report() -> Iterator[InlineReport]:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    if result.get("outcome") == "cooldown" and result.get("retry_at"):
+        from worker.app import uow
+
+        return cooldown(result["retry_at"], uow.clock.now())
     return " ".join(f"{k}={v}" for k, v in result.items() if k != "account")
 
 
 def _dispatch_or_inline(
     task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
-) -> None:
+) -> list[dict[str, Any]]:
     if inline:
-        _run_inline(Followup(task, kwargs), follow=follow)
-    else:
-        _enqueue(task, **kwargs)
+        return _run_inline(Followup(task, kwargs), follow=follow)
+    _enqueue(task, **kwargs)
+    return []
 
 
 def _only(*names: str) -> Callable[[Followup], bool]:
@@ -325,10 +347,11 @@ def _only(*names: str) -> Callable[[Followup], bool]:
 inline_option = click.option(
     "--inline", is_flag=True, help="Run in this process instead of enqueueing for a worker."
 )
+account_argument = click.argument("account", callback=account_id)
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--no-subscribe", is_flag=True, help="Do not subscribe to Stripe's daily refresh.")
 @inline_option
 @expected_errors
@@ -344,7 +367,7 @@ def track(account: str, no_subscribe: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--keep-subscription", is_flag=True, help="Leave Stripe's daily refresh on.")
 @inline_option
 @expected_errors
@@ -360,7 +383,7 @@ def untrack(account: str, keep_subscription: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--wait", is_flag=True, help="With --inline: poll until done, then sync.")
 @inline_option
 @expected_errors
@@ -368,19 +391,25 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
     """Ask Stripe for a transaction refresh of ACCOUNT (only when Stripe allows one)."""
     if wait and not inline:
         raise click.UsageError("--wait needs --inline (a queued refresh completes in the worker)")
+    # The task would start tracking an account it has never seen (other services rely on
+    # that); from the command line that is more likely a typo, so it needs `track` first.
+    known = known_account(account, "refresh")
     follow = _only(contract.POLL_REFRESH, contract.SYNC_TRANSACTIONS) if wait else _only()
-    _dispatch_or_inline(
+    results = _dispatch_or_inline(
         contract.REFRESH_ACCOUNT, inline, follow, account_id=account, source="manual"
     )
+    if results and results[0]["outcome"] == "cooldown":
+        click.echo(after_cooldown(known))
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--full", is_flag=True, help="Re-read the whole history, not just what changed.")
 @inline_option
 @expected_errors
 def sync(account: str, full: bool, inline: bool) -> None:
     """Page ACCOUNT's transactions from Stripe into the database."""
+    known_account(account, "sync")
     _dispatch_or_inline(
         contract.SYNC_TRANSACTIONS,
         inline,
@@ -391,7 +420,7 @@ def sync(account: str, full: bool, inline: bool) -> None:
 
 
 @cli.command()
-@click.argument("account", required=False)
+@click.argument("account", required=False, callback=account_id)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @expected_errors
 def status(account: str | None, as_json: bool) -> None:
@@ -415,7 +444,7 @@ def status(account: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@account_argument
 @click.option("--json", "as_json", is_flag=True, help="JSON array in Stripe's transaction shape.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option(
@@ -435,6 +464,8 @@ def transactions(account: str, as_json: bool, as_csv: bool, since: datetime | No
     since_ts = int(since.replace(tzinfo=UTC).timestamp()) if since else None
     with session_scope() as session:
         rows = stored_transactions(session, account, since=since_ts)
+    if not rows:
+        known_account(account, "show")  # an unknown account is an error, as for `status`
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -473,10 +504,6 @@ def webhooks(host: str, port: int, path: str) -> None:
     """Serve the Stripe webhook receiver (waitress) at http://HOST:PORT/PATH."""
     from worker.http import serve
 
-    if get_settings().database_url.startswith("sqlite"):
-        from worker.db import upgrade_database
-
-        upgrade_database()
     click.echo(f"fcsync webhooks listening on http://{host}:{port}{path}")
     serve(host, port, path=path)
 
@@ -496,6 +523,7 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
     from worker.supervisor import Supervisor, stack_children
 
     settings = get_settings()
+    settings.require_api_key()  # the worker would refuse to start without it: say so now
     upgrade_database()
     webhooks_on = not no_webhooks and settings.stripe_webhook_secret is not None
     if not no_webhooks and not webhooks_on:
@@ -536,13 +564,30 @@ def _register_emulator() -> None:
 _register_emulator()
 
 
+def _cli_naming_a_missing_schema() -> None:
+    """A database that was never migrated fails the first query of any command (PostgreSQL's
+    UndefinedTable, SQLite's "no such table"): one line naming the fix, not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from worker.db import SchemaMissingError, is_missing_table
+
+    try:
+        cli()
+    except DBAPIError as exc:
+        if not is_missing_table(exc):
+            raise
+        schema = SchemaMissingError(get_settings().database_url)
+        click.echo(f"error [{schema.code}]: {schema}", err=True)
+        sys.exit(EXIT_PERMANENT)
+
+
 def main() -> None:
     """Errors raised outside a command's own handling: settings and the database."""
     from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError
 
     try:
-        cli()
+        _cli_naming_a_missing_schema()
     except ConfigurationError as exc:
         click.echo(redact(f"error [{exc.code}]: {exc}"), err=True)
         sys.exit(EXIT_PERMANENT)

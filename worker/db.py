@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.errors import PermanentError
+from worker.redaction import mask_url, redact
 from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+# Alembic logs one INFO line per plugin on every command: nothing an operator acts on.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 _engines: dict[str, Engine] = {}
 
@@ -86,3 +94,48 @@ def downgrade_database(url: str | None = None, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
+
+
+class SchemaMissingError(PermanentError):
+    """The database was never migrated: nothing fcsync does can work until it is."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"the database at {mask_url(url)} has no fcsync schema: run `fcsync db upgrade`",
+            code="no_schema",
+        )
+
+
+# PostgreSQL's SQLSTATE for "relation does not exist" (psycopg's UndefinedTable).
+_UNDEFINED_TABLE = "42P01"
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """Whether a database error says one of fcsync's tables does not exist."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == _UNDEFINED_TABLE:
+        return True
+    return isinstance(exc, OperationalError) and str(exc.orig).startswith("no such table")
+
+
+def require_schema(url: str | None = None) -> None:
+    """Refuse to start on a database that was never migrated (SchemaMissingError).
+
+    An unreachable database is only a warning here: the worker retries and the receiver's
+    /healthz reports it, so a process may start before its database does."""
+    url = url or get_settings().database_url
+    try:
+        with get_engine(url).connect() as conn:
+            migrated = inspect(conn).has_table("alembic_version") and (
+                conn.execute(text("SELECT version_num FROM alembic_version")).first() is not None
+            )
+    except OperationalError as exc:
+        log.warning(
+            "cannot check the schema of the database at %s: %s",
+            mask_url(url),
+            redact(str(exc.orig)),
+        )
+        return
+    if not migrated:
+        raise SchemaMissingError(url)

@@ -12,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from worker import contract, webhooks
 from worker.clock import Clock
-from worker.db import get_engine, session_scope
+from worker.db import get_engine, require_schema, session_scope
 from worker.records import Followup
 from worker.settings import Settings, get_settings
 from worker.unit_of_work import Dispatch
@@ -27,6 +27,7 @@ def create_app(
 ) -> Flask:
     settings = settings or get_settings()
     settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
+    require_schema(settings.database_url)  # ... and not with a 500 for every event
     if dispatch is None:
         from worker.app import send_followup
 

@@ -63,6 +63,25 @@ def save_account(
     return account
 
 
+def save_unknown_account(session: Session, account_id: str, *, now: datetime) -> Account:
+    """A row for an account Stripe never showed us (tracking it failed): untracked, status
+    `unknown`, so nothing schedules it, until a successful track mirrors the real one."""
+    account = Account(
+        id=account_id,
+        status="unknown",
+        tracked=False,
+        created_at=now,
+        updated_at=now,
+        sync_inserted=0,
+        sync_updated=0,
+        sync_requested=False,
+        sync_requested_full=False,
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
 def apply_refresh(account: Account, state: TransactionRefreshState) -> bool:
     """Move the account's latest-refresh fields forward; an older or equal-but-earlier-stage
     observation (late or reordered webhook) never overwrites a newer one."""

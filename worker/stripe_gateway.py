@@ -63,7 +63,12 @@ def map_stripe_error(exc: stripe.StripeError) -> TransientError | PermanentError
         return TransientError(f"cannot reach Stripe: {exc.user_message or exc}", code="connection")
     if code in TRANSIENT_CODES:
         return TransientError(text, code=code)
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+    if isinstance(exc, stripe.AuthenticationError):
+        # A key Stripe does not accept is our configuration, not a fact about any account.
+        return ConfigurationError(
+            f"STRIPE_API_KEY was refused: {text}", code=code or "authentication"
+        )
+    if isinstance(exc, stripe.PermissionError):
         return PermanentError(text, code=code or "authentication")
     if isinstance(exc, stripe.InvalidRequestError | stripe.IdempotencyError | stripe.CardError):
         return PermanentError(text, code=code or "invalid_request")

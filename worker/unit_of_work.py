@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from worker import repository
 from worker.clock import Clock
 from worker.db import session_scope
-from worker.errors import PermanentError
+from worker.errors import ConfigurationError, PermanentError
 from worker.records import Followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -55,14 +55,19 @@ class UnitOfWork:
         self,
         account_id: str | None,
         work: Callable[[Session, StripeGateway, datetime], R],
+        *,
+        record_unknown: bool = False,
     ) -> R:
+        """`record_unknown`: a permanent failure about an account fcsync has no row for yet
+        gets one (untracked), so `fcsync status` can say why it is missing."""
         try:
             with session_scope() as session:
                 result = work(session, self.gateway, self.clock.now())
         except PermanentError as exc:
             log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
-            if account_id:
-                self.record_failure(account_id, exc)
+            # Our own misconfiguration says nothing about the account: keep its state true.
+            if account_id and not isinstance(exc, ConfigurationError):
+                self.record_failure(account_id, exc, create=record_unknown)
             raise
         for followup in getattr(result, "followups", ()):
             self.dispatch(followup)
@@ -76,8 +81,11 @@ class UnitOfWork:
         previous, self._dispatch = self._dispatch, dispatch
         return previous
 
-    def record_failure(self, account_id: str, exc: PermanentError) -> None:
+    def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
+        now = self.clock.now()
         with session_scope() as session:
             account = repository.get_account(session, account_id)
+            if account is None and create:
+                account = repository.save_unknown_account(session, account_id, now=now)
             if account is not None:
-                repository.record_error(account, exc.code, str(exc), now=self.clock.now())
+                repository.record_error(account, exc.code, str(exc), now=now)

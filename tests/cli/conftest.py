@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,25 @@ class Workdir:
                     "cursor": row.cursor_refresh_id,
                     "last_error_code": row.last_error_code,
                 }
+        finally:
+            engine.dispose()
+
+    def insert_account(self, account: str, *, tracked: bool = True) -> None:
+        """An active account row as a successful `track` leaves it, without asking Stripe."""
+        now = datetime.now(UTC)
+        engine = make_engine(self.db_url)
+        try:
+            with Session(engine) as session, session.begin():
+                session.add(
+                    Account(
+                        id=account,
+                        tracked=tracked,
+                        permissions=["transactions"],
+                        subscriptions=[],
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
         finally:
             engine.dispose()
 

@@ -22,7 +22,7 @@ def test_db_upgrade_creates_the_schema_and_downgrade_base_drops_it(workdir: Work
     assert tables(workdir) >= TABLES
     (head,) = workdir.query("SELECT version_num FROM alembic_version")[0]
 
-    assert workdir.run("db", "downgrade", "base").stdout.strip() == "database at base"
+    assert workdir.run("db", "downgrade", "base", "--yes").stdout.strip() == "database at base"
     assert not TABLES & tables(workdir)
     assert workdir.query("SELECT version_num FROM alembic_version") == []
 

@@ -56,8 +56,10 @@ def test_track_enqueues_and_a_real_worker_syncs_the_account(
     ],
 )  # fmt: skip
 def test_commands_without_inline_put_the_named_task_on_the_broker(
-    workdir: Workdir, args: list[str], task: str, kwargs: dict[str, object]
+    migrated: Workdir, args: list[str], task: str, kwargs: dict[str, object]
 ) -> None:
+    workdir = migrated
+    workdir.insert_account("fca_q")  # `refresh` and `sync` refuse accounts fcsync never saw
     result = workdir.run(*args, STRIPE_API_KEY=None)  # enqueueing needs no Stripe key
 
     assert result.stdout.startswith(f"enqueued {task}")

@@ -49,6 +49,8 @@ def test_inline_on_an_unusable_account_exits_3_and_records_it(
     migrated: Workdir, control: EmulatorControl, command: str, spec: dict[str, object], code: str
 ) -> None:
     account = control.create_account(transactions=5, **spec)["id"]
+    if command == "refresh":
+        migrated.insert_account(account)  # `refresh` refuses accounts fcsync never saw
 
     result = migrated.run(command, account, "--inline", expect=3)
 

@@ -112,7 +112,12 @@ def test_run_on_embedded_defaults_stops_every_child_on_signal(
     tmp_path: Path, children: ProcessGroup, stop: str
 ) -> None:
     port = free_port()
-    env = {**clean_environ(), "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **clean_environ(),
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = children.start(
         "run", [FCSYNC, "run", "--concurrency", "1", "--port", str(port)], env=env
     )

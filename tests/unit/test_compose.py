@@ -305,8 +305,18 @@ def test_compose_runs_exactly_one_beat(services: dict[str, dict[str, Any]]) -> N
 # ---------------------------------------------------------------- wiring between services
 
 
+@pytest.fixture
+def migrated_sqlite(tmp_path: Path) -> str:
+    """The receiver refuses to start on a database without fcsync's schema."""
+    from worker.db import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'fcsync.db'}"
+    upgrade_database(url)
+    return url
+
+
 def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
-    services: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]], migrated_sqlite: str
 ) -> None:
     from worker.http import create_app
     from worker.settings import Settings
@@ -319,7 +329,7 @@ def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     health = healthcheck_text(webhooks)
     assert f"http://127.0.0.1:{port}/healthz" in health
 
-    settings = Settings(database_url="sqlite://", stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
+    settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
     app = create_app(settings, dispatch=lambda _: None, path=path)
     rules = {rule.rule: rule.methods or set() for rule in app.url_map.iter_rules()}
     assert "GET" in rules["/healthz"]
@@ -346,14 +356,14 @@ def test_compose_emulator_healthcheck_passes_against_a_live_emulator(
 
 
 def test_compose_webhooks_healthcheck_follows_the_database(
-    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, migrated_sqlite: str
 ) -> None:
     from worker import http
     from worker.settings import Settings
 
     _, _, ctx = parse_service(services["webhooks"])
     container_url = f"http://127.0.0.1:{ctx.params['port']}"
-    settings = Settings(database_url="sqlite://", stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
+    settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
     app = http.create_app(settings, dispatch=lambda _: None, path=ctx.params["path"])
 
     up = create_engine("sqlite://")

@@ -1,0 +1,109 @@
+"""A missing or refused setting is fcsync's own configuration, never a fact about an account:
+it is not recorded on any account, and every long-running process refuses to start without
+the settings it needs, naming them in one line."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from emulator import EmulatorControl
+from tests.cli.conftest import FCSYNC, ProcessGroup, Workdir, free_port, wait_for
+from worker.supervisor import worker_argv
+
+
+@pytest.fixture
+def healthy(migrated: Workdir, control: EmulatorControl) -> tuple[Workdir, str]:
+    """A tracked account with no error recorded."""
+    account = control.create_account(transactions=5)["id"]
+    migrated.run("track", account, "--inline", "--no-subscribe")
+    assert migrated.account(account)["last_error_code"] is None
+    return migrated, account
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (None, "error [missing_setting]: STRIPE_API_KEY is not set"),
+        ("sk_test_", "error [authentication]: STRIPE_API_KEY was refused"),  # Stripe's 401
+    ],
+)
+@pytest.mark.parametrize("command", ["track", "refresh"])
+def test_a_missing_or_refused_api_key_is_never_recorded_on_an_account(
+    healthy: tuple[Workdir, str], command: str, key: str | None, says: str
+) -> None:
+    workdir, account = healthy
+
+    result = workdir.run(command, account, "--inline", expect=3, STRIPE_API_KEY=key)
+
+    (line,) = result.stderr.splitlines() or [""]
+    assert line.startswith(says), result.stderr
+    row = workdir.account(account)
+    assert row["last_error_code"] is None and row["tracked"]
+
+
+def start(argv: list[str], workdir: Workdir, **env: str | None) -> subprocess.CompletedProcess[str]:
+    # The warning filter hides Celery's "running as root" banner (containers run as root).
+    return subprocess.run(
+        argv,
+        cwd=workdir.path,
+        env=workdir.env(PYTHONWARNINGS="ignore", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+MISSING_KEY = (
+    "error [missing_setting]: STRIPE_API_KEY is not set: fcsync needs a Stripe secret or "
+    "restricted key"
+)
+
+
+def test_a_worker_without_stripe_api_key_refuses_to_start(migrated: Workdir) -> None:
+    result = start(worker_argv(1, pool="solo"), migrated, STRIPE_API_KEY=None)
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [MISSING_KEY]
+    assert "Traceback" not in result.stdout
+
+
+def test_run_without_stripe_api_key_refuses_before_starting_anything(workdir: Workdir) -> None:
+    result = start([FCSYNC, "run", "--port", str(free_port())], workdir, STRIPE_API_KEY=None)
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [MISSING_KEY]
+    assert result.stdout == ""
+    assert not (workdir.path / "fcsync.db").exists()  # nothing migrated, nothing started
+
+
+def test_webhooks_without_its_secret_refuses_to_start(migrated: Workdir) -> None:
+    result = start([FCSYNC, "webhooks", "--port", str(free_port())], migrated)
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error [missing_setting]: STRIPE_WEBHOOK_SECRET is not set")
+
+
+def test_run_without_the_webhook_secret_runs_without_the_receiver_and_says_so(
+    workdir: Workdir, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    procs = ProcessGroup(tmp_path_factory.mktemp("run-logs"), cwd=workdir.path)
+    try:
+        run = procs.start(
+            "run",
+            [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
+            env=workdir.env(),
+        )
+        log = procs.log_dir / "run.log"
+        wait_for(
+            lambda: "ready." in log.read_text(errors="replace"),
+            timeout=40,
+            what=f"the worker's banner\n{procs.logs()}",
+        )
+        assert run.poll() is None
+        text = log.read_text(errors="replace")
+        assert "STRIPE_WEBHOOK_SECRET is not set: running without the webhook receiver" in text
+    finally:
+        procs.stop()
