@@ -38,6 +38,8 @@ def failure(*answers: Answer | Exception) -> FcsyncError:
 
 
 def case_id(value: object) -> str:
+    if isinstance(value, type):
+        return value.__name__
     return str(value.status) if isinstance(value, Answer) else str(value)
 
 
@@ -148,3 +150,32 @@ def test_gateway_errors_a_retried_refresh_keeps_its_idempotency_key_and_succeeds
     assert account.id == ACCOUNT
     assert [call.method for call in http.calls] == ["post"] * 3
     assert {call.headers["Idempotency-Key"] for call in http.calls} == {"refresh-fca_1-1"}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429, 502])
+@pytest.mark.parametrize("value", ["Bad Gateway", None, 42, [], True], ids=repr)
+def test_gateway_errors_an_error_that_is_no_object_is_transient(status: int, value: Any) -> None:
+    # A proxy's `{"error": "Bad Gateway"}`: the SDK cannot read it as Stripe's error object.
+    raised = failure(Answer(status, {"error": value}))
+    assert isinstance(raised, TransientError)
+    assert raised.code == "unreadable_error"
+
+
+@pytest.mark.parametrize("code", [5, ["lock_timeout"], {"a": 1}, ""], ids=repr)
+@pytest.mark.parametrize(
+    ("answer", "root", "fallback"),
+    [
+        (error(404), PermanentError, "invalid_request"),
+        (error(401), PermanentError, "authentication"),
+        (error(429), RateLimitedError, "rate_limit"),
+        (error(500, "api_error"), TransientError, "http_500"),
+    ],
+    ids=case_id,
+)
+def test_gateway_errors_a_code_that_is_no_string_is_ignored(
+    answer: Answer, root: type[FcsyncError], fallback: str, code: Any
+) -> None:
+    body = {"error": {**answer.body["error"], "code": code}}
+    raised = failure(Answer(answer.status, body))
+    assert isinstance(raised, root)
+    assert raised.code == fallback
