@@ -13,7 +13,12 @@ from tests.cli.test_services import alive, descendants
 def test_run_gives_its_celery_children_the_configured_log_level(
     tmp_path: Path, children: ProcessGroup
 ) -> None:
-    env = {**clean_environ(), "FCSYNC_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **clean_environ(),
+        "FCSYNC_LOG_LEVEL": "DEBUG",
+        "PYTHONUNBUFFERED": "1",
+        "STRIPE_API_KEY": "sk_test_run_log_level",  # `fcsync run` refuses to start without one
+    }
     proc = children.start("run", [FCSYNC, "run", "--concurrency", "1", "--no-webhooks"], env=env)
     log = tmp_path / "run.log"
 

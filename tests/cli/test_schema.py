@@ -125,7 +125,8 @@ def test_run_migrates_before_it_starts_anything(workdir: Workdir) -> None:
         run = procs.start(
             "run",
             [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
-            env=workdir.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET),
+            # INFO: the worker's "ready." banner is what this test waits for.
+            env=workdir.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, FCSYNC_LOG_LEVEL="INFO"),
         )
         log = workdir.path / "run.log"
         wait_for(

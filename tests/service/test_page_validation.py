@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Account
+from models import Account, Refresh
 from tasks.sync import run_sync
 from tasks.tracking import track_account_task
 from tests.rows import account_row
@@ -248,8 +248,7 @@ def test_page_validation_an_answer_about_another_account_is_not_stored(
     assert result.state == "FAILURE"
     assert isinstance(result.result, InvalidStripeResponse)
     assert f"asked about account {account_id}, got account {other['id']}" in str(result.result)
-    with Session(rig.engine) as session:
-        assert session.scalar(select(func.count()).select_from(Account)) == 0
+    assert_only_the_failure_is_recorded(rig, account_id)
 
 
 def test_page_validation_an_account_with_a_malformed_refresh_is_not_stored(
@@ -265,5 +264,15 @@ def test_page_validation_an_account_with_a_malformed_refresh_is_not_stored(
     result = track_account_task.apply(kwargs={"account_id": account_id})
     assert isinstance(result.result, InvalidStripeResponse)
     assert "transaction_refresh: `last_attempted_at` must be an integer" in str(result.result)
+    assert_only_the_failure_is_recorded(rig, account_id)
+
+
+def assert_only_the_failure_is_recorded(rig: TaskRig, account_id: str) -> None:
+    """A failed track leaves one untracked row saying why (so `fcsync status` can show it) and
+    nothing of the refused answer: no other account, no mirrored field, no refresh."""
     with Session(rig.engine) as session:
-        assert session.get(Account, account_id) is None
+        [account] = session.scalars(select(Account)).all()
+        assert (account.id, account.tracked, account.status) == (account_id, False, "unknown")
+        assert account.last_error_code == "invalid_stripe_response"
+        assert not account.institution_name and account.refresh_id is None
+        assert session.scalar(select(func.count()).select_from(Refresh)) == 0
