@@ -19,8 +19,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from emulator import control_api, errors
-from emulator.bank import Bank, Origin, StoredResponse
+from emulator.bank import Bank, StoredResponse
 from emulator.errors import StripeError
+from emulator.events import Origin
 from emulator.identifiers import base62
 from emulator.params import parse_pairs, validate
 from emulator.stripe_api import OPERATIONS, Call, Operation

@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 import random
-import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from emulator import errors
 from emulator.clock import Clock
 from emulator.config import EmulatorConfig
+from emulator.events import Events, Origin
 from emulator.faults import FaultInjector
 from emulator.identifiers import ALPHABET, IdSource, TransactionIds, base62, transaction_tag
 from emulator.ledger import DAY_S, Ledger
-from emulator.paging import page
+from emulator.paging import exclusive_cursors, list_object, page, page_by_id
 from emulator.webhooks import WebhookDispatcher
 
-EVENT_RETENTION_S = 30 * DAY_S
 FEATURE_PERMISSION = {
     "balance": "balances",
     "ownership": "ownership",
@@ -33,15 +31,6 @@ FEATURE_PERMISSION = {
 INSTITUTIONS = ("StripeBank", "Emulated Credit Union", "First Test Bank", "Sandbox Savings & Loan")
 ACCOUNT_STATUSES = ("active", "inactive", "disconnected")
 MAX_TRANSACTIONS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Origin:
-    """The API request that caused a change, as recorded on the events it emits."""
-
-    api_version: str
-    request_id: str | None = None
-    idempotency_key: str | None = None
 
 
 @dataclass
@@ -189,8 +178,12 @@ class Bank:
         self.accounts_by_tag: dict[str, Account] = {}
         self.refresh_owner: dict[str, tuple[Account, int]] = {}
         self.sessions: dict[str, Session] = {}
-        self.events: list[dict[str, Any]] = []
-        self.event_position: dict[str, int] = {}
+        self._events = Events(
+            self.ids,
+            api_version=self.config.api_version,
+            webhooks=self.webhooks,
+            faults=self.faults,
+        )
         self.idempotency: dict[tuple[bool, str], StoredResponse] = {}
         self.stats = Stats()
         self._due: list[tuple[float, int, str, str, int]] = []
@@ -327,25 +320,12 @@ class Bank:
             and params.get("session", a.session) == a.session
         ]
         position = {a.id: i for i, a in enumerate(self.account_order)}
-        chosen, has_more = self._page(keys, params, position, "financial connections account")
-        return _list(
+        chosen, has_more = page_by_id(keys, params, position, "financial connections account")
+        return list_object(
             [self.account_order[i].render() for i in chosen],
             has_more,
             "/v1/financial_connections/accounts",
         )
-
-    def _page(
-        self, keys: list[int], params: dict[str, Any], position: dict[str, int], kind: str
-    ) -> tuple[list[int], bool]:
-        _exclusive_cursors(params)
-        cursors: dict[str, int] = {}
-        for name in ("starting_after", "ending_before"):
-            if name in params:
-                found = position.get(params[name])
-                if found is None:
-                    raise errors.no_such(kind, params[name], param=name, status=400)
-                cursors[name] = found
-        return page(keys, limit=params.get("limit", 10), **cursors)
 
     # -- refreshes ----------------------------------------------------------------------
 
@@ -510,7 +490,7 @@ class Bank:
             # Rows discovered by the first successful refresh all count as changed by it.
             if after_seq is not None and after_seq >= account.discovery_seq:
                 keys = ledger.changed_after(after_seq, keys)
-        _exclusive_cursors(params)
+        exclusive_cursors(params)
         cursors: dict[str, int] = {}
         for name in ("starting_after", "ending_before"):
             if name in params:
@@ -521,7 +501,7 @@ class Bank:
                     )
                 cursors[name] = found
         chosen, has_more = page(keys, limit=params.get("limit", 10), **cursors)
-        return _list(
+        return list_object(
             [self._render_transaction(account, p) for p in chosen],
             has_more,
             "/v1/financial_connections/transactions",
@@ -609,7 +589,7 @@ class Bank:
             "id": session.id,
             "object": "financial_connections.session",
             "account_holder": dict(session.account_holder),
-            "accounts": _list(
+            "accounts": list_object(
                 [self.accounts[a].render() for a in session.accounts if a in self.accounts],
                 False,
                 "/v1/financial_connections/accounts",
@@ -630,6 +610,11 @@ class Bank:
 
     # -- events -------------------------------------------------------------------------
 
+    @property
+    def events(self) -> Sequence[dict[str, Any]]:
+        """Every event of both modes, oldest first: for in-process checks, not the API."""
+        return self._events.all()
+
     def _emit(
         self,
         type_: str,
@@ -638,66 +623,24 @@ class Bank:
         origin: Origin | None,
         previous: dict[str, Any] | None = None,
     ) -> None:
-        data: dict[str, Any] = {"object": account.render()}
-        if previous is not None:
-            data["previous_attributes"] = previous
-        event: dict[str, Any] = {
-            "id": self.ids.make("evt_"),
-            "object": "event",
-            "api_version": origin.api_version if origin else self.config.api_version,
-            "created": int(at),
-            "data": data,
-            "livemode": account.livemode,
-            "pending_webhooks": len(self.webhooks.endpoints()),
-            "request": {
-                "id": origin.request_id if origin else None,
-                "idempotency_key": origin.idempotency_key if origin else None,
-            },
-            "type": type_,
-        }
-        self.event_position[event["id"]] = len(self.events)
-        self.events.append(event)
-        body = json.dumps(event, indent=2).encode()
-        self.webhooks.publish(event["id"], body, self.faults.settings)
+        self._events.emit(
+            type_,
+            account.render(),
+            livemode=account.livemode,
+            at=at,
+            origin=origin,
+            previous=previous,
+        )
 
     def _delivered(self, event_id: str) -> None:
         with self.lock:
-            position = self.event_position.get(event_id)
-            if position is not None:
-                event = self.events[position]
-                event["pending_webhooks"] = max(0, event["pending_webhooks"] - 1)
+            self._events.delivered(event_id)
 
     def list_events(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        if "type" in params and "types" in params:
-            raise errors.StripeError(
-                400,
-                "You may only specify one of these parameters: type, types.",
-                code="parameters_exclusive",
-                param="types",
-            )
-        wanted = _type_filter(params)
-        created = params.get("created")
-        since = self.clock.now() - EVENT_RETENTION_S
-        keys = [
-            i
-            for i, e in enumerate(self.events)
-            if e["livemode"] == livemode
-            and e["created"] >= since
-            and wanted(e["type"])
-            and _in_range(e["created"], created)
-            and (
-                "delivery_success" not in params
-                or params["delivery_success"] == (e["pending_webhooks"] == 0)
-            )
-        ]
-        chosen, has_more = self._page(keys, params, self.event_position, "event")
-        return _list([self.events[i] for i in chosen], has_more, "/v1/events")
+        return self._events.page(params, livemode, now=self.clock.now())
 
     def event(self, event_id: str, livemode: bool) -> dict[str, Any]:
-        position = self.event_position.get(event_id)
-        if position is None or self.events[position]["livemode"] != livemode:
-            raise errors.no_such("event", event_id, param="id")
-        return self.events[position]
+        return self._events.get(event_id, livemode)
 
     def stats_json(self) -> dict[str, Any]:
         return {
@@ -709,41 +652,3 @@ class Bank:
             "gating_violations": self.stats.gating_violations,
             "webhooks": self.webhooks.counts(),
         }
-
-
-def _list(data: list[dict[str, Any]], has_more: bool, url: str) -> dict[str, Any]:
-    return {"object": "list", "data": data, "has_more": has_more, "url": url}
-
-
-def _exclusive_cursors(params: dict[str, Any]) -> None:
-    if "starting_after" in params and "ending_before" in params:
-        raise errors.StripeError(
-            400,
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            code="parameters_exclusive",
-            param="ending_before",
-        )
-
-
-def _in_range(value: int, spec: int | dict[str, int] | None) -> bool:
-    if spec is None:
-        return True
-    if isinstance(spec, int):
-        return value == spec
-    return (
-        value > spec.get("gt", value - 1)
-        and value >= spec.get("gte", value)
-        and value < spec.get("lt", value + 1)
-        and value <= spec.get("lte", value)
-    )
-
-
-def _type_filter(params: dict[str, Any]) -> Callable[[str], bool]:
-    """`type` may use `*` as a wildcard (`financial_connections.account.*`); `types` is exact."""
-    if "type" in params:
-        pattern = re.compile(".*".join(re.escape(p) for p in params["type"].split("*")))
-        return lambda t: pattern.fullmatch(t) is not None
-    if "types" in params:
-        types = frozenset(params["types"])
-        return types.__contains__
-    return lambda _t: True
