@@ -13,7 +13,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from emulator.bank import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account, Bank
+from emulator.accounts import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account
+from emulator.bank import Bank
 
 PREFIX = "/_emulator/"
 
