@@ -3,10 +3,6 @@ the schedule of what becomes due. Callers hold `Bank.lock` around every call."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
-import random
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,19 +11,16 @@ from typing import Any
 
 from emulator import errors
 from emulator.accounts import (
-    ACCOUNT_STATUSES,
     Account,
     AccountBook,
-    RefreshState,
-    TransactionRefresh,
 )
 from emulator.clock import Clock
 from emulator.config import EmulatorConfig
 from emulator.events import Events, Origin
 from emulator.faults import FaultInjector
-from emulator.identifiers import ALPHABET, IdSource
-from emulator.ledger import DAY_S
+from emulator.identifiers import IdSource
 from emulator.paging import list_object
+from emulator.refreshes import Refreshes
 from emulator.webhooks import WebhookDispatcher
 
 FEATURE_PERMISSION = {
@@ -100,8 +93,9 @@ class Bank:
         )
         self.idempotency: dict[tuple[bool, str], StoredResponse] = {}
         self.stats = Stats()
-        self._due: list[tuple[float, int, str, str, int]] = []
-        self._due_order = itertools.count()
+        self._refreshes = Refreshes(
+            seed=self.config.seed, clock=self.clock, accounts=self._accounts, events=self._events
+        )
 
     def reset(self) -> None:
         """Back to a fresh emulator: no objects, clock offset 0, default faults, zero stats."""
@@ -126,20 +120,7 @@ class Bank:
         return int(now)
 
     def process_due(self, now: float) -> None:
-        while self._due and self._due[0][0] <= now:
-            at, _, kind, account_id, token = heapq.heappop(self._due)
-            account = self._accounts.get(account_id)
-            if account is None:
-                continue  # deleted: nothing of it runs any more
-            if kind == "transactions":
-                self._complete_transactions(account, token, at)
-            elif kind == "daily":
-                self._daily_refresh(account, token, at)
-            else:
-                self._complete_feature(account, kind, at)
-
-    def _schedule(self, at: float, kind: str, account: Account, token: int = 0) -> None:
-        heapq.heappush(self._due, (at, next(self._due_order), kind, account.id, token))
+        self._refreshes.process_due(now)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -171,7 +152,7 @@ class Bank:
             session=session,
             now=now,
         )
-        self._emit("financial_connections.account.created", account, now, None)
+        self._events.emit("financial_connections.account.created", account, now)
         return account
 
     def delete_account(self, account: Account) -> None:
@@ -196,144 +177,16 @@ class Bank:
 
     def refresh(self, account: Account, features: list[str]) -> None:
         """Start what may start; a refresh asked too early starts nothing (a gating violation)."""
-        self._require_active(account, "refreshed")
-        for feature in features:
-            self._require_permission(account, feature)
-        now = self.clock.now()
-        for feature in dict.fromkeys(features):
-            if feature == "transactions":
-                current = account.refreshes[-1] if account.refreshes else None
-                if current is None or current.may_start(now):
-                    self._start_transactions(account, now)
-                else:
-                    self.stats.gating_violations += 1
-            else:
-                state = self._feature_state(account, feature)
-                if state is None or state.may_start(now):
-                    self._set_feature_state(account, feature, RefreshState("pending", int(now)))
-                    self._schedule(now + account.refresh_delay_s, feature, account)
-                else:
-                    self.stats.gating_violations += 1
+        self.stats.gating_violations += self._refreshes.refresh(account, features)
 
     def subscribe(self, account: Account) -> None:
-        self._require_active(account, "subscribed to")
-        self._require_permission(account, "transactions")
-        if "transactions" in account.subscriptions:
-            return
-        account.subscriptions.append("transactions")
-        account.subscription_generation += 1
-        now = self.clock.now()
-        current = account.refreshes[-1] if account.refreshes else None
-        if current is None or current.may_start(now):
-            self._start_transactions(account, now)
-        self._schedule(now + DAY_S, "daily", account, account.subscription_generation)
+        self._refreshes.subscribe(account)
 
     def unsubscribe(self, account: Account) -> None:
-        if "transactions" in account.subscriptions:
-            account.subscriptions.remove("transactions")
-            account.subscription_generation += 1
+        self._refreshes.unsubscribe(account)
 
     def set_status(self, account: Account, status: str, origin: Origin | None = None) -> None:
-        if status not in ACCOUNT_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
-        previous = account.status
-        if status == previous:
-            return
-        if previous == "disconnected":
-            raise ValueError("a disconnected account stays disconnected; link a new one")
-        account.status = status
-        if status == "disconnected":
-            account.subscriptions.clear()
-            account.subscription_generation += 1
-            kind = "disconnected"
-        else:
-            kind = "deactivated" if status == "inactive" else "reactivated"
-        self._emit(
-            f"financial_connections.account.{kind}",
-            account,
-            self.clock.now(),
-            origin,
-            previous={"status": previous},
-        )
-
-    def _require_active(self, account: Account, verb: str) -> None:
-        if account.status != "active":
-            raise errors.StripeError(
-                400,
-                f"The Financial Connections account {account.id} is {account.status} and cannot "
-                f"be {verb}.",
-                code="financial_connections_account_inactive",
-            )
-
-    def _require_permission(self, account: Account, feature: str) -> None:
-        permission = FEATURE_PERMISSION[feature]
-        if permission not in account.permissions:
-            raise errors.StripeError(
-                400,
-                f"The Financial Connections account {account.id} does not have the "
-                f"`{permission}` permission, which {feature} refreshes need. Collect it with "
-                f"permissions[]={permission} in a new Financial Connections Session.",
-                param="features",
-            )
-
-    def _start_transactions(self, account: Account, now: float) -> None:
-        seq = len(account.refreshes) + 1
-        rng = random.Random(f"{self.config.seed}/{account.id}/refresh/{seq}/id")
-        refresh_id = "fctxnref_1" + "".join(rng.choices(ALPHABET, k=23))
-        account.refreshes.append(TransactionRefresh("pending", int(now), None, refresh_id))
-        self._accounts.own_refresh(refresh_id, account, seq)
-        self._schedule(now + account.refresh_delay_s, "transactions", account, seq)
-
-    def _complete_transactions(self, account: Account, seq: int, at: float) -> None:
-        refresh = account.refreshes[seq - 1]
-        seed = self.config.seed
-        outcome = random.Random(f"{seed}/{account.id}/refresh/{seq}/outcome").random()
-        if account.status != "active" or outcome < account.failure_rate:
-            refresh.status = "failed"
-        else:
-            refresh.status = "succeeded"
-            if account.discovery_seq is None:
-                account.discovery_seq = seq
-                account.discovered_at = int(at)
-            data = random.Random(f"{seed}/{account.id}/refresh/{seq}/data")
-            account.ledger.apply_refresh(data, seq, int(at))
-        refresh.next_refresh_available_at = math.ceil(at + account.refresh_cooldown_s)
-        self._emit("financial_connections.account.refreshed_transactions", account, at, None)
-
-    def _daily_refresh(self, account: Account, generation: int, at: float) -> None:
-        """Stripe's own refresh of a subscribed account; it is not subject to gating."""
-        if generation != account.subscription_generation:
-            return
-        current = account.refreshes[-1] if account.refreshes else None
-        if account.status == "active" and (current is None or current.status != "pending"):
-            self._start_transactions(account, at)
-        self._schedule(at + DAY_S, "daily", account, generation)
-
-    def _feature_state(self, account: Account, feature: str) -> RefreshState | None:
-        return account.balance_refresh if feature == "balance" else account.ownership_refresh
-
-    def _set_feature_state(self, account: Account, feature: str, state: RefreshState) -> None:
-        if feature == "balance":
-            account.balance_refresh = state
-        else:
-            account.ownership_refresh = state
-
-    def _complete_feature(self, account: Account, feature: str, at: float) -> None:
-        state = self._feature_state(account, feature)
-        assert state is not None
-        state.status = "succeeded" if account.status == "active" else "failed"
-        state.next_refresh_available_at = math.ceil(at + account.refresh_cooldown_s)
-        if state.status == "succeeded" and feature == "balance":
-            amount = account.opening_balance + account.ledger.posted_total
-            account.balance = {
-                "as_of": int(at),
-                "cash": {"available": {"usd": amount}},
-                "current": {"usd": amount},
-                "type": "cash",
-            }
-        elif state.status == "succeeded":
-            account.ownership = "fcaowns_1" + account.id[len("fca_1") :]
-        self._emit(f"financial_connections.account.refreshed_{feature}", account, at, None)
+        self._refreshes.set_status(account, status, origin)
 
     # -- transactions -------------------------------------------------------------------
 
@@ -395,7 +248,7 @@ class Bank:
             )
             session.accounts.append(account.id)
             if "transactions" in session.prefetch and "transactions" in account.permissions:
-                self._start_transactions(account, self.clock.now())
+                self._refreshes.start_transactions(account, self.clock.now())
 
     def render_session(self, session: Session) -> dict[str, Any]:
         rendered: dict[str, Any] = {
@@ -427,23 +280,6 @@ class Bank:
     def events(self) -> Sequence[dict[str, Any]]:
         """Every event of both modes, oldest first: for in-process checks, not the API."""
         return self._events.all()
-
-    def _emit(
-        self,
-        type_: str,
-        account: Account,
-        at: float,
-        origin: Origin | None,
-        previous: dict[str, Any] | None = None,
-    ) -> None:
-        self._events.emit(
-            type_,
-            account.render(),
-            livemode=account.livemode,
-            at=at,
-            origin=origin,
-            previous=previous,
-        )
 
     def _delivered(self, event_id: str) -> None:
         with self.lock:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator import errors
+from emulator.accounts import Account
 from emulator.faults import FaultInjector
 from emulator.identifiers import IdSource
 from emulator.ledger import DAY_S
@@ -49,14 +50,13 @@ class Events:
     def emit(
         self,
         type_: str,
-        obj: dict[str, Any],
-        *,
-        livemode: bool,
+        account: Account,
         at: float,
-        origin: Origin | None,
+        origin: Origin | None = None,
         previous: dict[str, Any] | None = None,
     ) -> None:
-        data: dict[str, Any] = {"object": obj}
+        """Record `type_` with the account as it is now, and queue it for every endpoint."""
+        data: dict[str, Any] = {"object": account.render()}
         if previous is not None:
             data["previous_attributes"] = previous
         event: dict[str, Any] = {
@@ -65,7 +65,7 @@ class Events:
             "api_version": origin.api_version if origin else self._api_version,
             "created": int(at),
             "data": data,
-            "livemode": livemode,
+            "livemode": account.livemode,
             "pending_webhooks": len(self._webhooks.endpoints()),
             "request": {
                 "id": origin.request_id if origin else None,
