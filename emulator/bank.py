@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator import errors
 from emulator.accounts import (
     Account,
     AccountBook,
@@ -19,8 +18,8 @@ from emulator.config import EmulatorConfig
 from emulator.events import Events, Origin
 from emulator.faults import FaultInjector
 from emulator.identifiers import IdSource
-from emulator.paging import list_object
 from emulator.refreshes import Refreshes
+from emulator.sessions import Session, Sessions
 from emulator.webhooks import WebhookDispatcher
 
 FEATURE_PERMISSION = {
@@ -28,21 +27,6 @@ FEATURE_PERMISSION = {
     "ownership": "ownership",
     "transactions": "transactions",
 }
-
-
-@dataclass
-class Session:
-    id: str
-    livemode: bool
-    client_secret: str
-    account_holder: dict[str, str]
-    permissions: list[str]
-    filters: dict[str, Any]
-    prefetch: list[str]
-    limits: dict[str, Any] | None
-    manual_entry: dict[str, Any] | None
-    return_url: str | None
-    accounts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +68,6 @@ class Bank:
         seed = self.config.seed
         self.ids = IdSource(seed, "objects")
         self._accounts = AccountBook(self.config, self.ids)
-        self.sessions: dict[str, Session] = {}
         self._events = Events(
             self.ids,
             api_version=self.config.api_version,
@@ -93,6 +76,7 @@ class Bank:
         )
         self.idempotency: dict[tuple[bool, str], StoredResponse] = {}
         self.stats = Stats()
+        self._sessions = Sessions(self.ids, self._accounts)
         self._refreshes = Refreshes(
             seed=self.config.seed, clock=self.clock, accounts=self._accounts, events=self._events
         )
@@ -203,39 +187,14 @@ class Bank:
     # -- sessions -----------------------------------------------------------------------
 
     def create_session(self, params: dict[str, Any], livemode: bool) -> Session:
-        holder = params["account_holder"]
-        kind = holder["type"]
-        other = "account" if kind == "customer" else "customer"
-        if kind not in holder:
-            raise errors.missing(f"account_holder[{kind}]")
-        if other in holder:
-            raise errors.invalid(
-                f"account_holder[{other}]",
-                f"account_holder[{other}] cannot be set when account_holder[type] is {kind}.",
-            )
-        if not params["permissions"]:
-            raise errors.missing("permissions")
-        session_id = self.ids.make("fcsess_")
-        session = Session(
-            id=session_id,
-            livemode=livemode,
-            client_secret=f"{session_id}_secret_{self.ids.make('', 24)}",
-            account_holder=dict(holder),
-            permissions=list(dict.fromkeys(params["permissions"])),
-            filters=params.get("filters", {"countries": ["US"]}),
-            prefetch=list(dict.fromkeys(params.get("prefetch", []))),
-            limits=params.get("limits"),
-            manual_entry=params.get("manual_entry"),
-            return_url=params.get("return_url"),
-        )
-        self.sessions[session_id] = session
-        return session
+        return self._sessions.create(params, livemode)
 
     def session(self, session_id: str, livemode: bool) -> Session:
-        session = self.sessions.get(session_id)
-        if session is None or session.livemode != livemode:
-            raise errors.no_such("financial connections session", session_id, param="session")
-        return session
+        return self._sessions.get(session_id, livemode)
+
+    def find_session(self, session_id: str) -> Session | None:
+        """The session of either mode, as the control API sees it."""
+        return self._sessions.find(session_id)
 
     def complete_session(self, session: Session, count: int) -> None:
         """What the user finishing the authentication flow does: link `count` new accounts."""
@@ -251,28 +210,7 @@ class Bank:
                 self._refreshes.start_transactions(account, self.clock.now())
 
     def render_session(self, session: Session) -> dict[str, Any]:
-        rendered: dict[str, Any] = {
-            "id": session.id,
-            "object": "financial_connections.session",
-            "account_holder": dict(session.account_holder),
-            "accounts": list_object(
-                [self.accounts[a].render() for a in session.accounts if a in self.accounts],
-                False,
-                "/v1/financial_connections/accounts",
-            ),
-            "client_secret": session.client_secret,
-            "filters": session.filters,
-            "livemode": session.livemode,
-            "permissions": list(session.permissions),
-            "prefetch": list(session.prefetch),
-        }
-        if session.limits is not None:
-            rendered["limits"] = session.limits
-        if session.manual_entry is not None:
-            rendered["manual_entry"] = session.manual_entry
-        if session.return_url is not None:
-            rendered["return_url"] = session.return_url
-        return rendered
+        return self._sessions.render(session)
 
     # -- events -------------------------------------------------------------------------
 

@@ -158,7 +158,7 @@ def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 def _complete_session(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
     _check(body, {"accounts": (int,)})
-    session = bank.sessions.get(args["session"])
+    session = bank.find_session(args["session"])
     if session is None:
         raise ControlError(404, f"no such session: {args['session']}")
     count = body.get("accounts", 1)
