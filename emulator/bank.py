@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +22,6 @@ from emulator.refreshes import Refreshes
 from emulator.sessions import Session, Sessions
 from emulator.webhooks import WebhookDispatcher
 
-FEATURE_PERMISSION = {
-    "balance": "balances",
-    "ownership": "ownership",
-    "transactions": "transactions",
-}
-
 
 @dataclass
 class Stats:
@@ -38,16 +32,6 @@ class Stats:
     server_errors: int = 0
     dropped_connections: int = 0
     gating_violations: int = 0
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    """A POST's outcome kept under its Idempotency-Key, replayed for the same parameters."""
-
-    fingerprint: str
-    status: int
-    body: bytes
-    request_id: str
 
 
 class Bank:
@@ -62,6 +46,7 @@ class Bank:
             seed=config.initial_faults().seed,
             on_delivered=self._delivered,
         )
+        self._reset_listeners: list[Callable[[], None]] = []
         self._clear()
 
     def _clear(self) -> None:
@@ -74,7 +59,6 @@ class Bank:
             webhooks=self.webhooks,
             faults=self.faults,
         )
-        self.idempotency: dict[tuple[bool, str], StoredResponse] = {}
         self.stats = Stats()
         self._sessions = Sessions(self.ids, self._accounts)
         self._refreshes = Refreshes(
@@ -87,6 +71,13 @@ class Bank:
         self.clock.reset()
         self.faults.replace(self.config.initial_faults())
         self.webhooks.reset(self.config.initial_faults().seed)
+        for listener in self._reset_listeners:
+            listener()
+
+    def on_reset(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (under the lock) on every reset: state kept outside the bank, such
+        as the HTTP layer's Idempotency-Keys, goes with it."""
+        self._reset_listeners.append(listener)
 
     # -- time ---------------------------------------------------------------------------
 

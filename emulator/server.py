@@ -35,6 +35,8 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.bank = Bank(self.config)
+        # Built once: its Idempotency-Keys, like the bank's state, outlive a stop and start.
+        self._app = EmulatorApp(self.bank)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -52,7 +54,7 @@ class Emulator:
             for _ in range(cfg.accounts):
                 self.bank.create_account()
         self._server = make_server(
-            host, port, EmulatorApp(self.bank), threaded=True, request_handler=_QuietHandler
+            host, port, self._app, threaded=True, request_handler=_QuietHandler
         )
         self.base_url = f"http://{host}:{self._server.server_port}"
         self._stopping.clear()
