@@ -77,17 +77,15 @@ class EmulatorApp:
         bank = self.bank
         with bank.lock:
             template = operation.template if operation else f"{request.method} {request.path}"
-            bank.stats.requests[template] += 1
-            account_id = args.get("account") or request.args.get("account")
-            if account_id:
-                bank.stats.requests_by_account[account_id] += 1
+            bank.count_request(template, args.get("account") or request.args.get("account"))
         outcome = bank.faults.decide()
         latency_ms = bank.faults.settings.latency_ms
         if latency_ms > 0:
             time.sleep(latency_ms / 1000)
-        if outcome == "rate_limit":
+        if outcome in ("rate_limit", "server_error"):
             with bank.lock:
-                bank.stats.rate_limited += 1
+                bank.count_fault(outcome)
+        if outcome == "rate_limit":
             return _error(
                 StripeError(
                     429,
@@ -98,8 +96,6 @@ class EmulatorApp:
                 headers,
             )
         if outcome == "server_error":
-            with bank.lock:
-                bank.stats.server_errors += 1
             return _error(
                 StripeError(
                     500,
@@ -117,7 +113,7 @@ class EmulatorApp:
         if outcome == "drop":
             # The request ran; only its answer is lost, as when a network path fails mid-reply.
             with bank.lock:
-                bank.stats.dropped_connections += 1
+                bank.count_fault(outcome)
             connection = environ.get("werkzeug.socket")
             if isinstance(connection, socket.socket):
                 connection.shutdown(socket.SHUT_RDWR)

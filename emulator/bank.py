@@ -1,46 +1,34 @@
-"""The emulated Stripe account's state: FC accounts, refreshes, sessions, events, the clock and
-the schedule of what becomes due. Callers hold `Bank.lock` around every call."""
+"""The emulated Stripe account, as one facade over the objects that hold its state: the
+AccountBook, the Refreshes state machine with its due heap, the Events log with webhook
+delivery, Sessions and Stats, on one clock. Callers hold `Bank.lock` around every call."""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.accounts import (
-    Account,
-    AccountBook,
-)
+from emulator.accounts import Account, AccountBook
 from emulator.clock import Clock
-from emulator.config import EmulatorConfig
+from emulator.config import EmulatorConfig, FaultSettings
 from emulator.events import Events, Origin
-from emulator.faults import FaultInjector
+from emulator.faults import FaultInjector, Outcome
 from emulator.identifiers import IdSource
 from emulator.refreshes import Refreshes
 from emulator.sessions import Session, Sessions
-from emulator.webhooks import WebhookDispatcher
-
-
-@dataclass
-class Stats:
-    requests: Counter[str] = field(default_factory=Counter)
-    # API requests naming an account (in the path or as `account=`), deleted ones included.
-    requests_by_account: Counter[str] = field(default_factory=Counter)
-    rate_limited: int = 0
-    server_errors: int = 0
-    dropped_connections: int = 0
-    gating_violations: int = 0
+from emulator.stats import Stats
+from emulator.webhooks import Endpoint, WebhookDispatcher
 
 
 class Bank:
+    """`faults` is public: the HTTP layer rolls them before the bank sees a request."""
+
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.lock = threading.RLock()
-        self.clock = Clock(start_time=config.start_time, frozen=config.frozen_clock)
         self.faults = FaultInjector(config.initial_faults())
-        self.webhooks = WebhookDispatcher(
+        self._clock = Clock(start_time=config.start_time, frozen=config.frozen_clock)
+        self._webhooks = WebhookDispatcher(
             attempts=config.webhook_attempts,
             backoff_s=config.webhook_backoff_s,
             seed=config.initial_faults().seed,
@@ -50,27 +38,27 @@ class Bank:
         self._clear()
 
     def _clear(self) -> None:
-        seed = self.config.seed
-        self.ids = IdSource(seed, "objects")
-        self._accounts = AccountBook(self.config, self.ids)
+        # One id stream for every object, so the same calls mint the same ids after a reset.
+        ids = IdSource(self.config.seed, "objects")
+        self._accounts = AccountBook(self.config, ids)
         self._events = Events(
-            self.ids,
+            ids,
             api_version=self.config.api_version,
-            webhooks=self.webhooks,
+            webhooks=self._webhooks,
             faults=self.faults,
         )
-        self.stats = Stats()
-        self._sessions = Sessions(self.ids, self._accounts)
+        self._stats = Stats()
+        self._sessions = Sessions(ids, self._accounts)
         self._refreshes = Refreshes(
-            seed=self.config.seed, clock=self.clock, accounts=self._accounts, events=self._events
+            seed=self.config.seed, clock=self._clock, accounts=self._accounts, events=self._events
         )
 
     def reset(self) -> None:
         """Back to a fresh emulator: no objects, clock offset 0, default faults, zero stats."""
         self._clear()
-        self.clock.reset()
+        self._clock.reset()
         self.faults.replace(self.config.initial_faults())
-        self.webhooks.reset(self.config.initial_faults().seed)
+        self._webhooks.reset(self.config.initial_faults().seed)
         for listener in self._reset_listeners:
             listener()
 
@@ -82,15 +70,15 @@ class Bank:
     # -- time ---------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self.clock.now()
+        return self._clock.now()
 
     def tick(self) -> None:
         """Run everything due by now, in time order (the background ticker and each request)."""
-        self.process_due(self.clock.now())
+        self.process_due(self._clock.now())
 
     def advance(self, seconds: float) -> int:
-        self.clock.advance(seconds)
-        now = self.clock.now()
+        self._clock.advance(seconds)
+        now = self._clock.now()
         self.process_due(now)
         return int(now)
 
@@ -113,7 +101,7 @@ class Bank:
         livemode: bool = False,
         session: str | None = None,
     ) -> Account:
-        now = int(self.clock.now())
+        now = int(self._clock.now())
         account = self._accounts.create(
             transactions=transactions,
             status=status,
@@ -148,11 +136,35 @@ class Bank:
     def list_accounts(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
         return self._accounts.list_accounts(params, livemode)
 
+    def find_account(self, account_id: str) -> Account | None:
+        """The account of either mode, as the control API sees it."""
+        return self._accounts.get(account_id)
+
+    def all_accounts(self) -> list[Account]:
+        """Every account of both modes, oldest first."""
+        return self._accounts.all()
+
+    def tune_account(
+        self,
+        account: Account,
+        *,
+        refresh_delay_s: float | None = None,
+        refresh_cooldown_s: float | None = None,
+        failure_rate: float | None = None,
+    ) -> None:
+        """Change how the account's refreshes behave from now on (not an API change)."""
+        if refresh_delay_s is not None:
+            account.refresh_delay_s = refresh_delay_s
+        if refresh_cooldown_s is not None:
+            account.refresh_cooldown_s = refresh_cooldown_s
+        if failure_rate is not None:
+            account.failure_rate = failure_rate
+
     # -- refreshes ----------------------------------------------------------------------
 
     def refresh(self, account: Account, features: list[str]) -> None:
         """Start what may start; a refresh asked too early starts nothing (a gating violation)."""
-        self.stats.gating_violations += self._refreshes.refresh(account, features)
+        self._stats.gating_violations += self._refreshes.refresh(account, features)
 
     def subscribe(self, account: Account) -> None:
         self._refreshes.subscribe(account)
@@ -198,12 +210,12 @@ class Bank:
             )
             session.accounts.append(account.id)
             if "transactions" in session.prefetch and "transactions" in account.permissions:
-                self._refreshes.start_transactions(account, self.clock.now())
+                self._refreshes.start_transactions(account, self._clock.now())
 
     def render_session(self, session: Session) -> dict[str, Any]:
         return self._sessions.render(session)
 
-    # -- events -------------------------------------------------------------------------
+    # -- events and webhooks ------------------------------------------------------------
 
     @property
     def events(self) -> Sequence[dict[str, Any]]:
@@ -215,18 +227,42 @@ class Bank:
             self._events.delivered(event_id)
 
     def list_events(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        return self._events.page(params, livemode, now=self.clock.now())
+        return self._events.page(params, livemode, now=self._clock.now())
 
     def event(self, event_id: str, livemode: bool) -> dict[str, Any]:
         return self._events.get(event_id, livemode)
 
+    def start_webhooks(self) -> None:
+        """Start the background sender; events emitted before are delivered once it runs."""
+        self._webhooks.start()
+
+    def stop_webhooks(self) -> None:
+        self._webhooks.stop()
+
+    def add_webhook_endpoint(self, url: str, secret: str) -> Endpoint:
+        return self._webhooks.add_endpoint(url, secret)
+
+    def webhook_endpoints(self) -> list[Endpoint]:
+        return self._webhooks.endpoints()
+
+    # -- faults and stats ---------------------------------------------------------------
+
+    def update_faults(self, updates: dict[str, Any]) -> FaultSettings:
+        """Merge `updates` into the fault settings (ValueError if invalid); a new seed restarts
+        the webhook faults' stream too."""
+        settings = self.faults.update(updates)
+        if "seed" in updates:
+            self._webhooks.reseed(settings.seed)
+        return settings
+
+    def fault_settings(self) -> FaultSettings:
+        return self.faults.settings
+
+    def count_request(self, template: str, account_id: str | None) -> None:
+        self._stats.count_request(template, account_id)
+
+    def count_fault(self, outcome: Outcome) -> None:
+        self._stats.count_fault(outcome)
+
     def stats_json(self) -> dict[str, Any]:
-        return {
-            "requests": dict(sorted(self.stats.requests.items())),
-            "requests_by_account": dict(sorted(self.stats.requests_by_account.items())),
-            "rate_limited": self.stats.rate_limited,
-            "server_errors": self.stats.server_errors,
-            "dropped_connections": self.stats.dropped_connections,
-            "gating_violations": self.stats.gating_violations,
-            "webhooks": self.webhooks.counts(),
-        }
+        return self._stats.as_json(self._webhooks.counts())

@@ -47,9 +47,9 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         cfg = self.config
-        self.bank.webhooks.start()
+        self.bank.start_webhooks()
         if cfg.webhook_url:
-            self.bank.webhooks.add_endpoint(cfg.webhook_url, cfg.webhook_secret or "")
+            self.bank.add_webhook_endpoint(cfg.webhook_url, cfg.webhook_secret or "")
         with self.bank.lock:
             for _ in range(cfg.accounts):
                 self.bank.create_account()
@@ -84,7 +84,7 @@ class Emulator:
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
-        self.bank.webhooks.stop()
+        self.bank.stop_webhooks()
         self._server = None
 
     @property

@@ -1,13 +1,17 @@
-"""The control API's account listing (every account the emulator holds, as Stripe renders it)
-and its reset (a fresh emulator, Idempotency-Keys included)."""
+"""The control API's account listing (every account the emulator holds, as Stripe renders it),
+its reset (a fresh emulator, Idempotency-Keys included), and its use of the bank's facade."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
 from typing import Any
 
 import stripe
 
-from emulator import Emulator
+from emulator import Emulator, control_api
+from emulator.bank import Bank
 from tests.emulator.conftest import START, Schemas
 
 
@@ -57,4 +61,21 @@ def test_reset_forgets_objects_stats_clock_and_idempotency_keys(
     assert control.stats()["requests"] == {
         "GET /v1/events": 1,
         "POST /v1/financial_connections/accounts/{account}/refresh": 1,
+    }
+
+
+def test_control_api_reaches_the_bank_through_its_methods_only() -> None:
+    """Bank is a facade: the control API calls its methods (under its lock), never reaches
+    into the objects behind it."""
+    tree = ast.parse(Path(control_api.__file__).read_text())
+    reached = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "bank"
+    }
+    assert {"create_account", "find_account", "update_faults", "reset"} <= reached
+    assert {name for name in reached if not inspect.isfunction(getattr(Bank, name, None))} == {
+        "lock"
     }
