@@ -19,8 +19,10 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from emulator import control_api, errors
-from emulator.bank import Bank, Origin, StoredResponse
+from emulator.bank import Bank
 from emulator.errors import StripeError
+from emulator.events import Origin
+from emulator.idempotency import IdempotencyKeys, StoredResponse
 from emulator.identifiers import base62
 from emulator.params import parse_pairs, validate
 from emulator.stripe_api import OPERATIONS, Call, Operation
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]+$")
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def _json(body: Any) -> bytes:
@@ -45,6 +46,8 @@ class EmulatorApp:
             strict_slashes=False,
         )
         self._request_numbers = itertools.count(1)
+        self._idempotency = IdempotencyKeys()
+        bank.on_reset(self._idempotency.clear)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -74,17 +77,15 @@ class EmulatorApp:
         bank = self.bank
         with bank.lock:
             template = operation.template if operation else f"{request.method} {request.path}"
-            bank.stats.requests[template] += 1
-            account_id = args.get("account") or request.args.get("account")
-            if account_id:
-                bank.stats.requests_by_account[account_id] += 1
+            bank.count_request(template, args.get("account") or request.args.get("account"))
         outcome = bank.faults.decide()
         latency_ms = bank.faults.settings.latency_ms
         if latency_ms > 0:
             time.sleep(latency_ms / 1000)
-        if outcome == "rate_limit":
+        if outcome in ("rate_limit", "server_error"):
             with bank.lock:
-                bank.stats.rate_limited += 1
+                bank.count_fault(outcome)
+        if outcome == "rate_limit":
             return _error(
                 StripeError(
                     429,
@@ -95,8 +96,6 @@ class EmulatorApp:
                 headers,
             )
         if outcome == "server_error":
-            with bank.lock:
-                bank.stats.server_errors += 1
             return _error(
                 StripeError(
                     500,
@@ -114,7 +113,7 @@ class EmulatorApp:
         if outcome == "drop":
             # The request ran; only its answer is lost, as when a network path fails mid-reply.
             with bank.lock:
-                bank.stats.dropped_connections += 1
+                bank.count_fault(outcome)
             connection = environ.get("werkzeug.socket")
             if isinstance(connection, socket.socket):
                 connection.shutdown(socket.SHUT_RDWR)
@@ -138,27 +137,23 @@ class EmulatorApp:
         key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
         if key is not None:
             headers["Idempotency-Key"] = key
-            if len(key) > MAX_IDEMPOTENCY_KEY:
-                raise errors.invalid(
-                    "Idempotency-Key",
-                    f"Idempotency keys can be at most {MAX_IDEMPOTENCY_KEY} characters long.",
-                )
+            self._idempotency.check(key)
         fingerprint = json.dumps([operation.template, request.path, raw], sort_keys=True)
         call = Call(livemode, Origin(api_version, request_id, key))
         bank = self.bank
         with bank.lock:
             bank.tick()
             if key is not None:
-                stored = bank.idempotency.get((livemode, key))
+                stored = self._idempotency.replay(livemode, key, fingerprint)
                 if stored is not None:
-                    return _replay(stored, key, fingerprint, headers)
+                    return _replay(stored, headers)
             try:
                 status, body = 200, _json(operation.handler(bank, call, params, args))
             except StripeError as exc:
                 status, body = exc.status, _json(exc.body())
             if key is not None:
-                bank.idempotency[(livemode, key)] = StoredResponse(
-                    fingerprint, status, body, request_id
+                self._idempotency.store(
+                    livemode, key, StoredResponse(fingerprint, status, body, request_id)
                 )
         return Response(body, status, headers, content_type="application/json")
 
@@ -185,17 +180,7 @@ def _livemode(request: Request) -> bool:
     return key.split("_")[1] == "live"
 
 
-def _replay(
-    stored: StoredResponse, key: str, fingerprint: str, headers: dict[str, str]
-) -> Response:
-    if stored.fingerprint != fingerprint:
-        raise StripeError(
-            400,
-            "Keys for idempotent requests can only be used with the same parameters they were "
-            f"first used with. Try using a key other than '{key}' if you meant to execute a "
-            "different request.",
-            type_="idempotency_error",
-        )
+def _replay(stored: StoredResponse, headers: dict[str, str]) -> Response:
     replay_headers = {
         **headers,
         "Idempotent-Replayed": "true",

@@ -13,14 +13,18 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from emulator.bank import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account, Bank
+from emulator.accounts import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account
+from emulator.bank import Bank
 
 PREFIX = "/_emulator/"
 
 Handler = Callable[[Bank, dict[str, Any], dict[str, str]], Any]
 
 
-class ControlError(Exception):
+class ControlRequestError(Exception):
+    """A control request the emulator refuses; answered as {"error": {"message"}} with `status`
+    (the client raises it as emulator.ControlError)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -31,9 +35,11 @@ def _check(body: dict[str, Any], types: dict[str, tuple[type, ...]]) -> dict[str
     for key, value in body.items():
         allowed = types.get(key)
         if allowed is None:
-            raise ControlError(400, f"unknown key: {key}")
+            raise ControlRequestError(400, f"unknown key: {key}")
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise ControlError(400, f"{key} must be {' or '.join(t.__name__ for t in allowed)}")
+            raise ControlRequestError(
+                400, f"{key} must be {' or '.join(t.__name__ for t in allowed)}"
+            )
     return body
 
 
@@ -48,17 +54,17 @@ TUNABLES = {
 def _check_tunables(body: dict[str, Any]) -> None:
     for key in ("refresh_delay_s", "refresh_cooldown_s"):
         if body.get(key, 0) < 0:
-            raise ControlError(400, f"{key} must be >= 0")
+            raise ControlRequestError(400, f"{key} must be >= 0")
     if not 0 <= body.get("failure_rate", 0) <= 1:
-        raise ControlError(400, "failure_rate must be in [0, 1]")
+        raise ControlRequestError(400, "failure_rate must be in [0, 1]")
     if body.get("status", "active") not in ACCOUNT_STATUSES:
-        raise ControlError(400, f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
+        raise ControlRequestError(400, f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
 
 def _account(bank: Bank, account_id: str) -> Account:
-    account = bank.accounts.get(account_id)
+    account = bank.find_account(account_id)
     if account is None:
-        raise ControlError(404, f"no such account: {account_id}")
+        raise ControlRequestError(404, f"no such account: {account_id}")
     return account
 
 
@@ -75,11 +81,11 @@ def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
     )
     _check_tunables(body)
     if not 0 <= body.get("transactions", 0) <= MAX_TRANSACTIONS:
-        raise ControlError(400, f"transactions must be between 0 and {MAX_TRANSACTIONS}")
+        raise ControlRequestError(400, f"transactions must be between 0 and {MAX_TRANSACTIONS}")
     permissions = body.get("permissions")
     allowed = {"balances", "ownership", "payment_method", "transactions"}
     if permissions is not None and not set(permissions) <= allowed:
-        raise ControlError(400, f"permissions must be drawn from {sorted(allowed)}")
+        raise ControlRequestError(400, f"permissions must be drawn from {sorted(allowed)}")
     return bank.create_account(**body).render()
 
 
@@ -87,20 +93,18 @@ def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> A
     account = _account(bank, args["account"])
     _check(body, {"status": (str,), **TUNABLES})
     _check_tunables(body)
-    for key in TUNABLES:
-        if key in body:
-            setattr(account, key, float(body[key]))
+    bank.tune_account(account, **{key: float(body[key]) for key in TUNABLES if key in body})
     if "status" in body:
         try:
             bank.set_status(account, body["status"])
         except ValueError as exc:
-            raise ControlError(400, str(exc)) from exc
+            raise ControlRequestError(400, str(exc)) from exc
     return account.render()
 
 
 def _list_accounts(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
     bank.tick()
-    return [account.render() for account in bank.accounts.values()]
+    return [account.render() for account in bank.all_accounts()]
 
 
 def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
@@ -120,7 +124,7 @@ def _transactions(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
 def _clock(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
     _check(body, {"advance_s": NUMBER})
     if body.get("advance_s", 0) < 0:
-        raise ControlError(400, "advance_s must be >= 0")
+        raise ControlRequestError(400, "advance_s must be >= 0")
     return {"now": bank.advance(float(body.get("advance_s", 0)))}
 
 
@@ -131,38 +135,35 @@ def _now(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 def _set_faults(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
     try:
-        settings = bank.faults.update(body)
+        return bank.update_faults(body).as_json()
     except ValueError as exc:
-        raise ControlError(400, str(exc)) from exc
-    if "seed" in body:
-        bank.webhooks.reseed(settings.seed)
-    return settings.as_json()
+        raise ControlRequestError(400, str(exc)) from exc
 
 
 def _faults(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
-    return bank.faults.settings.as_json()
+    return bank.fault_settings().as_json()
 
 
 def _add_endpoint(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
     _check(body, {"url": (str,), "secret": (str,)})
     if "url" not in body or "secret" not in body:
-        raise ControlError(400, "url and secret are required")
-    endpoint = bank.webhooks.add_endpoint(body["url"], body["secret"])
+        raise ControlRequestError(400, "url and secret are required")
+    endpoint = bank.add_webhook_endpoint(body["url"], body["secret"])
     return {"url": endpoint.url, "secret": endpoint.secret}
 
 
 def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
-    return [{"url": e.url, "secret": e.secret} for e in bank.webhooks.endpoints()]
+    return [{"url": e.url, "secret": e.secret} for e in bank.webhook_endpoints()]
 
 
 def _complete_session(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
     _check(body, {"accounts": (int,)})
-    session = bank.sessions.get(args["session"])
+    session = bank.find_session(args["session"])
     if session is None:
-        raise ControlError(404, f"no such session: {args['session']}")
+        raise ControlRequestError(404, f"no such session: {args['session']}")
     count = body.get("accounts", 1)
     if not 1 <= count <= 100:
-        raise ControlError(400, "accounts must be between 1 and 100")
+        raise ControlRequestError(400, "accounts must be between 1 and 100")
     bank.complete_session(session, count)
     return bank.render_session(session)
 
@@ -204,20 +205,22 @@ def handle(bank: Bank, request: Request) -> Response:
         try:
             handler, args = ROUTES.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed) as exc:
-            raise ControlError(404, f"no control route {request.method} {request.path}") from exc
+            raise ControlRequestError(
+                404, f"no control route {request.method} {request.path}"
+            ) from exc
         body: Any = {}
         if request.method == "POST" and request.get_data():
             try:
                 body = json.loads(request.get_data())
             except ValueError as exc:
-                raise ControlError(400, f"body is not JSON: {exc}") from exc
+                raise ControlRequestError(400, f"body is not JSON: {exc}") from exc
             if not isinstance(body, dict):
-                raise ControlError(400, "body must be a JSON object")
+                raise ControlRequestError(400, "body must be a JSON object")
         with bank.lock:
             result = handler(bank, body, args)
         status = 200
     except ValueError as exc:
         result, status = {"error": {"message": str(exc)}}, 400
-    except ControlError as exc:
+    except ControlRequestError as exc:
         result, status = {"error": {"message": exc.message}}, exc.status
     return Response(json.dumps(result), status, content_type="application/json")

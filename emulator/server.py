@@ -35,6 +35,8 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.bank = Bank(self.config)
+        # Built once: its Idempotency-Keys, like the bank's state, outlive a stop and start.
+        self._app = EmulatorApp(self.bank)
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -45,14 +47,14 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         cfg = self.config
-        self.bank.webhooks.start()
+        self.bank.start_webhooks()
         if cfg.webhook_url:
-            self.bank.webhooks.add_endpoint(cfg.webhook_url, cfg.webhook_secret or "")
+            self.bank.add_webhook_endpoint(cfg.webhook_url, cfg.webhook_secret or "")
         with self.bank.lock:
             for _ in range(cfg.accounts):
                 self.bank.create_account()
         self._server = make_server(
-            host, port, EmulatorApp(self.bank), threaded=True, request_handler=_QuietHandler
+            host, port, self._app, threaded=True, request_handler=_QuietHandler
         )
         self.base_url = f"http://{host}:{self._server.server_port}"
         self._stopping.clear()
@@ -82,7 +84,7 @@ class Emulator:
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
-        self.bank.webhooks.stop()
+        self.bank.stop_webhooks()
         self._server = None
 
     @property

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.bank import Bank, Origin
+from emulator.bank import Bank
+from emulator.events import Origin
 from emulator.params import (
     PAGINATION,
     Array,

@@ -1,0 +1,45 @@
+"""What the emulator counts for the control API's /stats: API requests by route and by account,
+the faults it injected and the refreshes asked for too early."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.faults import Outcome
+
+
+@dataclass
+class Stats:
+    requests: Counter[str] = field(default_factory=Counter)
+    # API requests naming an account (in the path or as `account=`), deleted ones included.
+    requests_by_account: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    server_errors: int = 0
+    dropped_connections: int = 0
+    gating_violations: int = 0
+
+    def count_request(self, template: str, account_id: str | None) -> None:
+        self.requests[template] += 1
+        if account_id:
+            self.requests_by_account[account_id] += 1
+
+    def count_fault(self, outcome: Outcome) -> None:
+        if outcome == "rate_limit":
+            self.rate_limited += 1
+        elif outcome == "server_error":
+            self.server_errors += 1
+        elif outcome == "drop":
+            self.dropped_connections += 1
+
+    def as_json(self, webhooks: dict[str, int]) -> dict[str, Any]:
+        return {
+            "requests": dict(sorted(self.requests.items())),
+            "requests_by_account": dict(sorted(self.requests_by_account.items())),
+            "rate_limited": self.rate_limited,
+            "server_errors": self.server_errors,
+            "dropped_connections": self.dropped_connections,
+            "gating_violations": self.gating_violations,
+            "webhooks": webhooks,
+        }
