@@ -34,6 +34,8 @@ from worker.supervisor import Supervisor, stack_children, worker_argv
 
 __all__ = ["Phase", "Stack", "StackFailure", "StackOptions"]
 
+QUEUE = "fcsync"
+
 
 @dataclass
 class StackOptions:
@@ -112,13 +114,17 @@ class Stack:
             schedule=self.options.workdir / "celerybeat-schedule",
             log_level="INFO",
         )
+        self._client = Celery("fcsync-stack-client", broker=self.options.broker_url)
+        # The queue exists before any process starts: on the embedded broker, two processes
+        # creating it at once make one of them fail on its unique name.
+        with self._client.connection_for_write() as conn:
+            self._client.amqp.queues[QUEUE].bind(conn.default_channel).declare()
         self.supervisor = Supervisor(children, env, log_dir=logs)
         self.supervisor.start()
         if self.options.faults:
             self.control.set_faults(**self.options.faults)
         if self.options.webhooks:
             self._wait_for_receiver()
-        self._client = Celery("fcsync-stack-client", broker=self.options.broker_url)
 
     def _wait_for_receiver(self, timeout_s: float = 30.0) -> None:
         url = f"http://127.0.0.1:{self.webhook_port}/healthz"
@@ -170,7 +176,7 @@ class Stack:
     def send(self, task: str, **kwargs: Any) -> None:
         """Call fcsync the way another service does: by name, JSON kwargs, no fcsync import."""
         assert self._client is not None
-        self._client.send_task(task, kwargs=kwargs, queue="fcsync")
+        self._client.send_task(task, kwargs=kwargs, queue=QUEUE)
 
     def track_all(self, *, unsubscribed: Collection[int] = ()) -> None:
         """Track every account; those at the `unsubscribed` positions are left to beat's own
