@@ -1,5 +1,6 @@
 """What only tests need around their subprocesses (which worker.supervisor runs): where the
-repository and its console scripts are, and a look at what waits on the embedded broker."""
+repository and its console scripts are, a Redis server of a test's own, and a look at what
+waits on the embedded broker."""
 
 from __future__ import annotations
 
@@ -11,8 +12,38 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from worker.playground.convergence import wait_for
+from worker.playground.emulator_env import free_port
+from worker.supervisor import Supervisor
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def start_redis(supervisor: Supervisor, folder: Path, *, password: str | None = None) -> int:
+    """A `redis-server` under `supervisor` on a free port, nothing saved to disk; returns the
+    port once it answers. A test's own server: no other run on the machine reaches its data."""
+    import redis
+
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+    if password is not None:
+        argv += ["--requirepass", password]
+    supervisor.spawn("redis", argv)
+    client = redis.Redis(port=port, password=password, socket_connect_timeout=1)
+
+    def pong() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(pong, timeout=10, what=f"redis-server\n{supervisor.logs()}")
+    finally:
+        client.close()
+    return port
 
 
 def embedded_queue(broker_file: Path, queue: str = "fcsync") -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 
 from emulator import EmulatorControl, signature_header
 from tests.cli.conftest import FCSYNC, Supervisor, Workdir, free_port, wait_for
-from tests.processes import decode_message
+from tests.processes import decode_message, start_redis
 
 # What must never appear: the secret part of each value (the `sk_test_`-style prefixes may).
 KEY_MARK = "KeyMarkQ7vR2xWp"
@@ -36,23 +36,9 @@ WRONG_KEY = f"sk_test_{WRONG_MARK}-0u"
 
 
 @pytest.fixture
-def secret_redis(children: Supervisor, tmp_path: Path) -> Iterator[int]:
+def secret_redis(children: Supervisor, tmp_path: Path) -> int:
     """A Redis of the test's own that requires a password (the shared one has none)."""
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass"]
-    argv += [REDIS_MARK, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
-    children.spawn("redis", argv)
-    client = redis.Redis(port=port, password=REDIS_MARK, socket_connect_timeout=1)
-
-    def pong() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(pong, timeout=10, what=f"redis-server\n{children.logs()}")
-    yield port
-    client.close()
+    return start_redis(children, tmp_path, password=REDIS_MARK)
 
 
 @pytest.fixture

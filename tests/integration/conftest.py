@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.conftest import unavailable
+from tests.processes import ROOT, start_redis
 from worker.playground.convergence import wait_for
 from worker.playground.stack import StackOptions
 from worker.supervisor import Supervisor, beat_argv, worker_argv
@@ -60,17 +62,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture
-def stack_redis_url(redis_url: str) -> Iterator[str]:
-    """A Redis database of the end-to-end stacks' own, emptied before and after each test so no
-    stale message (or rate-limit bucket) from an earlier run can leak in."""
-    import redis
-
-    url = redis_url.rsplit("/", 1)[0] + "/14"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+def stack_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis server of the stack's own: no message, rate-limit bucket or flush from another
+    run on this machine (or an earlier test) can reach it."""
+    if shutil.which("redis-server") is None:
+        unavailable("Redis", "no redis-server on PATH")
+    server = Supervisor(log_dir=tmp_path)
+    try:
+        yield f"redis://127.0.0.1:{start_redis(server, tmp_path)}/0"
+    finally:
+        server.stop()
 
 
 @pytest.fixture
