@@ -1,4 +1,5 @@
-"""`fcsync run`: worker, beat and webhook receiver as supervised child processes.
+"""The one process supervisor: worker, beat and webhook receiver for `fcsync run`, and every
+child the playground's stacks and the tests start.
 
 Each child leads its own process group, so a terminal's Ctrl-C reaches only us; SIGINT, SIGTERM,
 SIGHUP (or any child dying) stop them all in order, SIGKILL to the group after a grace period,
