@@ -31,8 +31,8 @@ demo: $(STAMP)
 	$(BIN)/fcsync demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/emulator_paging.py
-	$(BIN)/python bench/steady_state.py
+	$(BIN)/python -m bench emulator_paging
+	$(BIN)/python -m bench steady_state
 
 clean:
 	rm -rf $(VENV) fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Benchmark: does serving a page of FC transactions cost the same for 1,000 rows as for
 1,000,000? Prints one JSON object (median/p95 per page kind, large/small ratios, RSS).
 
-    .venv/bin/python bench/emulator_paging.py [--large N] [--small N] [--samples N]
+    .venv/bin/python -m bench emulator_paging [--large N] [--small N] [--samples N]
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emulator import Emulator, EmulatorConfig
 

@@ -1,13 +1,13 @@
 """Benchmark: Stripe requests per account per emulated day once accounts are backfilled.
 
-Runs the end-to-end scenario of tests/integration/test_end_to_end.py (subscribed accounts,
-webhooks on, Stripe's daily refreshes driven by the emulator's clock) with real worker, beat
-and webhook-receiver processes on SQLite and the embedded broker (no services needed), and
-counts the requests the emulator saw from day 1 to the last day. Prints one JSON object; the
-bound is 1 + ceil(changed/100) per account and day. Exits 1 if the bound is broken or the
-database differs from the emulator's truth.
+Runs the end-to-end scenario of tests/integration/test_end_to_end.py on the playground's stack
+(subscribed accounts, webhooks on, Stripe's daily refreshes driven by the emulator's clock)
+with real worker, beat and webhook-receiver processes on SQLite and the embedded broker (no
+services needed), and counts the requests the emulator saw from day 1 to the last day. Prints
+one JSON object; the bound is 1 + ceil(changed/100) per account and day. Exits 1 if the bound
+is broken or the database differs from the emulator's truth.
 
-    .venv/bin/python bench/steady_state.py [--accounts 50] [--days 3] [--seed 7]
+    .venv/bin/python -m bench steady_state [--accounts 50] [--days 3] [--seed 7]
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.integration.stack import Stack, StackOptions
+from worker.playground.stack import Stack, StackOptions
 
 
 def main() -> int:

@@ -1,126 +1,49 @@
-"""Real subprocesses for tests and benchmarks: `celery`/`fcsync` children, each leading its own
-process group (a prefork worker's pool goes with it) and logging to a file, always reaped; plus
-polling waits and a look at what waits on the embedded broker. Free of pytest."""
+"""What only tests need around their subprocesses (which worker.supervisor runs): where the
+repository and its console scripts are, a Redis server of a test's own, and a look at what
+waits on the embedded broker."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from worker.playground.convergence import wait_for
+from worker.playground.emulator_env import free_port
+from worker.supervisor import Supervisor
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_redis(supervisor: Supervisor, folder: Path, *, password: str | None = None) -> int:
+    """A `redis-server` under `supervisor` on a free port, nothing saved to disk; returns the
+    port once it answers. A test's own server: no other run on the machine reaches its data."""
+    import redis
 
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+    if password is not None:
+        argv += ["--requirepass", password]
+    supervisor.spawn("redis", argv)
+    client = redis.Redis(port=port, password=password, socket_connect_timeout=1)
 
-def wait_for(
-    predicate: Callable[[], T], *, timeout: float, interval: float = 0.2, what: str = "condition"
-) -> T:
-    """Poll until `predicate()` is truthy and return it; AssertionError naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    def pong() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
 
-
-class ProcessGroup:
-    """Named children started with `start()`; `stop()` reaps every one of them and whatever
-    is left in their process groups."""
-
-    def __init__(
-        self, log_dir: Path, env: Mapping[str, str] | None = None, *, cwd: Path = ROOT
-    ) -> None:
-        self.log_dir = log_dir
-        self.env = dict(env) if env is not None else None
-        self.cwd = cwd
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.killed: set[str] = set()
-
-    def start(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        env = env if env is not None else self.env
-        with (self.log_dir / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=cwd or self.cwd,
-                env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
-    def kill(self, name: str) -> None:
-        """SIGKILL the child and its whole group (a crash: no shutdown, no acks)."""
-        proc = self.procs[name]
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-        self.killed.add(name)
-
-    def exited(self) -> dict[str, int]:
-        """Children that died on their own: name -> exit code."""
-        return {
-            name: proc.returncode
-            for name, proc in self.procs.items()
-            if name not in self.killed and proc.poll() is not None
-        }
-
-    def logs(self, tail: int = 60) -> str:
-        parts = []
-        for name in self.procs:
-            log = self.log_dir / f"{name}.log"
-            if log.exists():
-                lines = log.read_text(errors="replace").splitlines()[-tail:]
-                parts.append(f"--- last {len(lines)} lines of {log.name}\n" + "\n".join(lines))
-        return "\n".join(parts)
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        # Pool processes outliving their parent would still hold the group: kill what is left.
-        for proc in self.procs.values():
-            _signal_group(proc, signal.SIGKILL)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
+    try:
+        wait_for(pong, timeout=10, what=f"redis-server\n{supervisor.logs()}")
+    finally:
+        client.close()
+    return port
 
 
 def embedded_queue(broker_file: Path, queue: str = "fcsync") -> list[dict[str, Any]]:

@@ -84,7 +84,22 @@ def _echo(line: str) -> None:
     click.echo(f"{datetime.now(UTC):%H:%M:%S} {line}")
 
 
-@click.group()
+class _Commands(click.Group):
+    """fcsync's commands, `emulator` among them but imported only when asked for: the CLI
+    loads the emulator for the commands that serve it, never for the others."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "emulator"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "emulator":
+            from emulator.cli import emulator_command
+
+            return emulator_command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="fcsync", message="fcsync %(version)s")
 @click.option(
     "--log-level",
@@ -553,15 +568,6 @@ def demo(seed: int, timeout: float) -> None:
     from worker.demo import run_demo
 
     sys.exit(run_demo(seed=seed, timeout_s=timeout))
-
-
-def _register_emulator() -> None:
-    from emulator.cli import emulator_command
-
-    cli.add_command(emulator_command, "emulator")
-
-
-_register_emulator()
 
 
 def _cli_naming_a_missing_schema() -> None:

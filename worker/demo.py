@@ -5,8 +5,6 @@ folder), three emulated days of daily refreshes, then the database checked again
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -16,28 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from emulator import Emulator, EmulatorConfig, EmulatorControl, FaultSettings
 from models import Account, Refresh
-from worker import contract, demo_tour
-from worker.db import make_engine, upgrade_database
+from worker import demo_tour
+from worker.playground.stack import Stack, StackFailure, StackOptions
 from worker.redaction import redact
-from worker.reports import diff_transactions, stored_transactions
-from worker.supervisor import Supervisor, stack_children
+from worker.reports import stored_transactions
 
-DAY_S = 86_400
-WEBHOOK_SECRET = "whsec_fcsync_demo"
-API_KEY = "sk_test_fcsync_demo"
-STRIPE_TEST_RPS = 25
 WORKER_CONCURRENCY = 2
+# Slower beat and polls than the test stacks, and the pages per run the tour speaks of.
+DEMO_ENV = {
+    "FCSYNC_BEAT_INTERVAL_S": "2",
+    "FCSYNC_POLL_MAX_S": "5",
+    "FCSYNC_PAGES_PER_RUN": "50",
+}
 
 
 @dataclass(frozen=True)
@@ -58,19 +54,11 @@ def demo_bank() -> list[DemoAccount]:
     return bank
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Demo:
     def __init__(self, console: Console, *, workdir: Path, seed: int) -> None:
         self.console = console
         self.workdir = workdir
         self.seed = seed
-        self.db_url = f"sqlite:///{workdir / 'fcsync-demo.db'}"
-        self.engine = make_engine(self.db_url)
         self.logs = workdir / "logs"
 
     def say(self, text: str) -> None:
@@ -78,142 +66,67 @@ class Demo:
 
     def run(self, *, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
-        emu = Emulator(
-            EmulatorConfig(
-                seed=self.seed,
-                refresh_delay_s=1.0,
-                refresh_cooldown_s=3_600.0,
-                # Stripe's test-mode limit; fcsync's own budget below keeps under it.
-                faults=FaultSettings(seed=self.seed, requests_per_second=STRIPE_TEST_RPS),
-            )
+        bank = demo_bank()
+        options = StackOptions(
+            db_url=f"sqlite:///{self.workdir / 'fcsync-demo.db'}",
+            broker_url=f"sqla+sqlite:///{self.workdir / 'broker.sqlite'}",
+            workdir=self.workdir,
+            seed=self.seed,
+            concurrency=WORKER_CONCURRENCY,
+            env=DEMO_ENV,
+            report_logs=lambda _tails: self._show_logs(),
         )
-        base_url = emu.start(host="127.0.0.1", port=0)
-        control = EmulatorControl(base_url)
-        supervisor: Supervisor | None = None
+        demo_tour.show_intro(self.console)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
-            demo_tour.show_intro(self.console)
-            self.say(f"emulator at {base_url} (seed {self.seed})")
-            bank = demo_bank()
-            accounts = {a.label: control.create_account(**a.spec)["id"] for a in bank}
-            total = sum(a.spec["transactions"] for a in bank)
-            self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions:")
-            demo_tour.show_cast(self.console, [(a.label, a.spec["transactions"]) for a in bank])
-            logging.getLogger("alembic").setLevel(logging.WARNING)
-            upgrade_database(self.db_url)
-            port = free_port()
-            env = self._env(base_url)
-            control.add_webhook_endpoint(f"http://127.0.0.1:{port}/webhooks/stripe", WEBHOOK_SECRET)
-            supervisor = Supervisor(
-                stack_children(
-                    concurrency=WORKER_CONCURRENCY,
-                    webhooks=True,
-                    host="127.0.0.1",
-                    port=port,
-                    path="/webhooks/stripe",
-                    schedule=self.workdir / "celerybeat-schedule",
-                    log_level="INFO",
-                ),
-                env=env,
-                log_dir=self.logs,
-            )
-            supervisor.start()
-            self.say(
-                "worker, beat and webhook receiver started (SQLite + embedded broker), "
-                f"logging to {self.logs}"
-            )
-            client = Celery("demo-client", broker=env["CELERY_BROKER_URL"])
-            for account_id in accounts.values():
-                client.send_task(
-                    contract.TRACK_ACCOUNT, kwargs={"account_id": account_id}, queue="fcsync"
-                )
-            self.say(f"enqueued fcsync.track_account for {len(accounts)} accounts")
-            demo_tour.explain(self.console, demo_tour.TRACKING)
-            self._converge(control, accounts, "initial backfill", deadline, supervisor)
-            for day in (1, 2, 3):
-                control.advance(DAY_S)
-                self.say(f"[bold]day {day}[/bold]")
-                demo_tour.explain(self.console, demo_tour.DAY)
-                self._converge(control, accounts, f"day {day}", deadline, supervisor)
-            problems = self._final_check(control, accounts)
-            self._summary(control, accounts)
-            if problems:
-                for line in problems[:20]:
-                    self.console.print(f"[red]mismatch[/red] {escape(line)}")
-                self.console.print("[red]FAILED[/red]: the database differs from Stripe's truth")
-                self._show_logs()
-                return 1
-            self.console.print(
-                "[green]OK[/green]: every account's transactions equal the emulator's ground "
-                "truth, with no refresh requested too early"
-            )
-            demo_tour.show_try_next(self.console)
-            return 0
-        except DemoFailure as exc:
+            with Stack(options, [a.spec for a in bank]) as stack:
+                return self._story(stack, bank, deadline)
+        except StackFailure as exc:
             self.console.print(f"[red]FAILED[/red]: {escape(redact(str(exc)))}")
+            return 1
+
+    def _story(self, stack: Stack, bank: list[DemoAccount], deadline: float) -> int:
+        accounts = dict(zip((a.label for a in bank), stack.accounts, strict=True))
+        self.say(f"emulator at {stack.emulator.base_url} (seed {self.seed})")
+        total = sum(a.spec["transactions"] for a in bank)
+        self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions:")
+        demo_tour.show_cast(self.console, [(a.label, a.spec["transactions"]) for a in bank])
+        self.say(
+            "worker, beat and webhook receiver started (SQLite + embedded broker), "
+            f"logging to {self.logs}"
+        )
+        stack.track_all()
+        self.say(f"enqueued fcsync.track_account for {len(accounts)} accounts")
+        demo_tour.explain(self.console, demo_tour.TRACKING)
+        self._converge(stack, "initial backfill", deadline)
+        for day in (1, 2, 3):
+            stack.advance_day()
+            self.say(f"[bold]day {day}[/bold]")
+            demo_tour.explain(self.console, demo_tour.DAY)
+            self._converge(stack, f"day {day}", deadline)
+        problems = stack.problems()
+        problems += [
+            f"{label} {account_id}: Stripe shows no transactions"
+            for label, account_id in accounts.items()
+            if label != "inactive" and not stack.ctl.transactions(account_id)
+        ]
+        self._summary(stack, accounts)
+        if problems:
+            for line in problems[:20]:
+                self.console.print(f"[red]mismatch[/red] {escape(line)}")
+            self.console.print("[red]FAILED[/red]: the database differs from Stripe's truth")
             self._show_logs()
             return 1
-        finally:
-            if supervisor is not None:
-                supervisor.stop()
-            control.close()
-            emu.stop()
-            self.engine.dispose()
-
-    def _env(self, base_url: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FCSYNC_", "STRIPE_"))}
-        for name in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
-            env.pop(name, None)
-        env.update(
-            {
-                "DATABASE_URL": self.db_url,
-                "CELERY_BROKER_URL": f"sqla+sqlite:///{self.workdir / 'broker.sqlite'}",
-                "STRIPE_API_KEY": API_KEY,
-                "STRIPE_API_BASE": base_url,
-                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "FCSYNC_CLOCK_URL": f"{base_url}/_emulator/clock",
-                "FCSYNC_BEAT_INTERVAL_S": "2",
-                "FCSYNC_POLL_INITIAL_S": "1",
-                "FCSYNC_POLL_MAX_S": "5",
-                "FCSYNC_PAGES_PER_RUN": "50",
-                # Without Redis the request budget is per process: split Stripe's among them.
-                "FCSYNC_REQUESTS_PER_SECOND": str(0.9 * STRIPE_TEST_RPS / WORKER_CONCURRENCY),
-                "FCSYNC_LOG_LEVEL": "INFO",
-            }
+        self.console.print(
+            "[green]OK[/green]: every account's transactions equal the emulator's ground "
+            "truth, with no refresh requested too early"
         )
-        return env
+        demo_tour.show_try_next(self.console)
+        return 0
 
-    def _lag(self, control: EmulatorControl, account_id: str, label: str) -> str | None:
-        """Why the account is not yet in sync with Stripe, or None when it is."""
-        with Session(self.engine) as session:
-            row = session.get(Account, account_id)
-            if row is None:
-                return "not tracked yet"
-            if label == "inactive":
-                # Refreshing an inactive account is a permanent error: recorded, not retried.
-                return None if row.last_error_code else "error not recorded yet"
-            theirs = control.account(account_id)["transaction_refresh"]
-            if theirs is None or theirs["status"] == "pending":
-                return "refresh pending at Stripe"
-            if theirs["status"] == "succeeded" and row.cursor_refresh_id != theirs["id"]:
-                return f"{theirs['id']} not synced yet"
-            if theirs["status"] == "failed" and row.refresh_id != theirs["id"]:
-                return f"failed refresh {theirs['id']} not observed yet"
-            if diff_transactions(
-                stored_transactions(session, account_id), control.transactions(account_id), limit=1
-            ):
-                return "rows differ"
-        return None
-
-    def _converge(
-        self,
-        control: EmulatorControl,
-        accounts: dict[str, str],
-        phase: str,
-        deadline: float,
-        supervisor: Supervisor,
-    ) -> None:
+    def _converge(self, stack: Stack, phase: str, deadline: float) -> None:
         started = time.monotonic()
-        behind = dict(accounts)
+        total = len(stack.accounts)
         with Progress(
             TextColumn(f"{phase}"),
             BarColumn(),
@@ -224,54 +137,18 @@ class Demo:
             transient=True,
             disable=not self.console.is_terminal,
         ) as progress:
-            bar = progress.add_task(phase, total=len(accounts))
+            bar = progress.add_task(phase, total=total)
             last = -1
-            while behind:
-                behind = {
-                    label: account_id
-                    for label, account_id in behind.items()
-                    if self._lag(control, account_id, label) is not None
-                }
-                done = len(accounts) - len(behind)
+
+            def show(done: int, _total: int) -> None:
+                nonlocal last
                 progress.update(bar, completed=done)
                 if not self.console.is_terminal and done != last:
-                    self.say(f"{phase}: {done}/{len(accounts)} accounts in sync")
+                    self.say(f"{phase}: {done}/{total} accounts in sync")
                 last = done
-                if not behind:
-                    break
-                for name, proc in supervisor.procs.items():
-                    if proc.poll() is not None:
-                        raise DemoFailure(f"{name} exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    reasons = [
-                        f"{label} ({self._lag(control, account_id, label)})"
-                        for label, account_id in sorted(behind.items())
-                    ]
-                    raise DemoFailure(f"{phase} timed out; behind: {', '.join(reasons[:8])}")
-                time.sleep(0.5)
-        self.say(
-            f"{phase}: all {len(accounts)} accounts in sync ({time.monotonic() - started:.1f}s)"
-        )
 
-    def _final_check(self, control: EmulatorControl, accounts: dict[str, str]) -> list[str]:
-        problems: list[str] = []
-        stats = control.stats()
-        if stats["gating_violations"]:
-            problems.append(f"{stats['gating_violations']} refreshes were requested too early")
-        with Session(self.engine) as session:
-            for label, account_id in accounts.items():
-                truth = control.transactions(account_id)
-                if not truth and label != "inactive":
-                    problems.append(f"{label} {account_id}: Stripe shows no transactions")
-                diffs = diff_transactions(stored_transactions(session, account_id), truth, limit=3)
-                problems += [f"{label} {account_id}: {d}" for d in diffs]
-                row = session.get(Account, account_id)
-                cursor = row.cursor_refresh_id if row else None
-                if cursor is not None:
-                    refresh = session.get(Refresh, cursor)
-                    if refresh is None or refresh.status != "succeeded":
-                        problems.append(f"{label}: cursor {cursor} is not a succeeded refresh")
-        return problems
+            stack.converge(phase, timeout_s=deadline - time.monotonic(), progress=show)
+        self.say(f"{phase}: all {total} accounts in sync ({time.monotonic() - started:.1f}s)")
 
     def _show_logs(self) -> None:
         if not self.logs.is_dir():
@@ -282,9 +159,9 @@ class Demo:
             for line in tail:
                 self.console.print(line, markup=False, highlight=False)
 
-    def _summary(self, control: EmulatorControl, accounts: dict[str, str]) -> None:
-        stats = control.stats()
-        with Session(self.engine) as session:
+    def _summary(self, stack: Stack, accounts: dict[str, str]) -> None:
+        stats = stack.ctl.stats()
+        with stack.session() as session:
             rows = {a.id: a for a in session.scalars(select(Account))}
             refreshes = list(session.scalars(select(Refresh)))
             stored = {i: len(stored_transactions(session, i)) for i in accounts.values()}
@@ -322,10 +199,6 @@ class Demo:
         totals.add_row("webhooks sent", str(stats["webhooks"]["sent"]))
         self.console.print(totals)
         demo_tour.explain(self.console, demo_tour.GATING)
-
-
-class DemoFailure(Exception):
-    """The demo could not show the job done; the message says why."""
 
 
 def run_demo(

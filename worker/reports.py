@@ -138,33 +138,3 @@ def stored_transactions(
     if since is not None:
         query = query.where(Transaction.transacted_at >= since)
     return [transaction_as_stripe(t) for t in session.scalars(query)]
-
-
-COMPARED_FIELDS = (
-    "status",
-    "amount",
-    "currency",
-    "updated",
-    "transacted_at",
-    "transaction_refresh",
-    "status_transitions",
-)
-
-
-def diff_transactions(
-    stored: list[dict[str, Any]], truth: list[dict[str, Any]], *, limit: int = 5
-) -> list[str]:
-    """Differences between stored rows and a reference list (both in Stripe's shape)."""
-    mine = {t["id"]: t for t in stored}
-    theirs = {t["id"]: t for t in truth}
-    problems = [f"missing {i}" for i in sorted(theirs.keys() - mine.keys())]
-    problems += [f"unexpected {i}" for i in sorted(mine.keys() - theirs.keys())]
-    for txn_id in sorted(mine.keys() & theirs.keys()):
-        a, b = mine[txn_id], theirs[txn_id]
-        for name in COMPARED_FIELDS:
-            expected = b.get(name)
-            if name == "status_transitions":
-                expected = {k: (expected or {}).get(k) for k in ("posted_at", "void_at")}
-            if a.get(name) != expected:
-                problems.append(f"{txn_id}.{name}: stored {a.get(name)!r} != {expected!r}")
-    return problems[:limit] if limit else problems

@@ -1,4 +1,5 @@
-"""`fcsync run`: worker, beat and webhook receiver as supervised child processes.
+"""The one process supervisor: worker, beat and webhook receiver for `fcsync run`, and every
+child the playground's stacks and the tests start.
 
 Each child leads its own process group, so a terminal's Ctrl-C reaches only us; SIGINT, SIGTERM,
 SIGHUP (or any child dying) stop them all in order, SIGKILL to the group after a grace period,
@@ -104,36 +105,92 @@ def stack_children(
 
 
 class Supervisor:
+    """Named children, each leading its own process group; `stop()` (or `kill()`) signals a
+    group before its leader is reaped, so a reused pid is never signalled."""
+
     def __init__(
         self,
-        children: Sequence[Child],
+        children: Sequence[Child] = (),
         env: Mapping[str, str] | None = None,
         *,
         log_dir: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.children = list(children)
         self.env = dict(env or os.environ)
         self.log_dir = log_dir
+        self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: set[str] = set()
         self._stopping = False
 
     def start(self) -> None:
         for child in self.children:
-            # process_group=0: the child leads a new group (see the module docstring).
-            if self.log_dir is None:
-                self.procs[child.name] = subprocess.Popen(
-                    list(child.argv), env=self.env, process_group=0
+            self.spawn(child.name, child.argv)
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start one more child (its log, with a log folder: `<name>.log` there)."""
+        env = dict(env if env is not None else self.env)
+        cwd = cwd or self.cwd
+        # process_group=0: the child leads a new group (see the module docstring).
+        if self.log_dir is None:
+            proc = subprocess.Popen(list(argv), env=env, cwd=cwd, process_group=0)
+        else:
+            # Unbuffered, so a log read while the child runs is complete up to now.
+            env["PYTHONUNBUFFERED"] = "1"
+            with (self.log_dir / f"{name}.log").open("ab") as out:
+                proc = subprocess.Popen(
+                    list(argv),
+                    env=env,
+                    cwd=cwd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,
                 )
-            else:
-                with (self.log_dir / f"{child.name}.log").open("ab") as out:
-                    self.procs[child.name] = subprocess.Popen(
-                        list(child.argv),
-                        env=self.env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        process_group=0,
-                    )
-            log.info("started %s (pid %d)", child.name, self.procs[child.name].pid)
+        self.procs[name] = proc
+        log.info("started %s (pid %d)", name, proc.pid)
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the child and its whole group (a crash: no shutdown, no acks), then reap it."""
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.killed.add(name)
+
+    def exited(self) -> dict[str, int]:
+        """Children that died on their own (not by `kill`): name -> exit code, as Popen's
+        returncode. None of them is reaped, so `stop()` can still clear their groups."""
+        found = {}
+        for name, proc in self.procs.items():
+            if name in self.killed:
+                continue
+            if proc.returncode is not None:
+                found[name] = proc.returncode
+                continue
+            info = _exit_info(proc.pid)
+            if info is not None:
+                code = info.si_status
+                found[name] = code if info.si_code == os.CLD_EXITED else -code
+        return found
+
+    def logs(self, tail: int = 60) -> str:
+        """The last lines of every child's log (with a log folder), for a failure message."""
+        parts = []
+        for name in self.procs:
+            path = self.log_dir / f"{name}.log" if self.log_dir else None
+            if path is not None and path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-tail:]
+                parts.append(f"--- last {len(lines)} lines of {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -145,10 +202,9 @@ class Supervisor:
         try:
             self.start()
             while not self._stopping:
-                for name, proc in self.procs.items():
-                    if _exited(proc.pid):
-                        log.error("%s exited; stopping the rest", name)
-                        return 1
+                for name in self.exited():
+                    log.error("%s exited; stopping the rest", name)
+                    return 1
                 time.sleep(0.2)
             return 0
         finally:
@@ -176,6 +232,10 @@ class Supervisor:
                 log.warning("%s exited with %s", name, proc.returncode)
 
 
+def _exit_info(pid: int) -> os.waitid_result | None:
+    """How the child exited, or None while it runs; it is not reaped."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+
+
 def _exited(pid: int) -> bool:
-    """Whether the child has exited, without reaping it."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+    return _exit_info(pid) is not None

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Account, Transaction
-from tests.integration.stack import PAGE, Stack, StackFailure, StackOptions
+from worker.playground.measures import PAGE, changed
+from worker.playground.stack import Stack, StackFailure, StackOptions
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
 
@@ -76,7 +77,7 @@ def test_chaos_worker_killed_mid_backfill_resumes_from_last_page(
         stack.track_all()
         deadline = time.monotonic() + 60
         while True:
-            stack.procs.check_alive()
+            stack.check_alive()
             stored, in_progress = _stored_rows(stack, big)
             if stored >= kill_at and in_progress:
                 break
@@ -88,7 +89,7 @@ def test_chaos_worker_killed_mid_backfill_resumes_from_last_page(
         assert at_kill < large, "the backfill finished before the kill; nothing was tested"
         # The killed worker's lease and its unacknowledged messages are gone with it: the new
         # worker must pick the sync up through lease expiry and the retry_failed_syncs sweep.
-        stack.procs.worker("worker-2", concurrency=options.concurrency)
+        stack.start_worker("worker-2")
         stack.converge("backfill", timeout_s=90)
         stack.run_days(1, timeout_s=60)
         assert_db_equals_truth(stack)
@@ -97,7 +98,7 @@ def test_chaos_worker_killed_mid_backfill_resumes_from_last_page(
         needed = sum(math.ceil(s["transactions"] / PAGE) for s in specs)
         day = stack.phase("day 1")
         needed += sum(
-            max(1, math.ceil(stack.changed(stack.phase("backfill"), day, a) / PAGE))
+            max(1, math.ceil(changed(stack.phase("backfill"), day, a) / PAGE))
             for a in stack.accounts
         )
         listed = day.stats["requests"].get(TRANSACTIONS_LIST, 0)

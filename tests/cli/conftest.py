@@ -18,13 +18,16 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorConfig, EmulatorControl
 from models import Account
-from tests.processes import BIN, ProcessGroup, embedded_queue, free_port, wait_for
+from tests.processes import BIN, embedded_queue
 from worker.db import make_engine, upgrade_database
+from worker.playground.convergence import wait_for
+from worker.playground.emulator_env import free_port
 from worker.reports import stored_transactions
+from worker.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 # Re-exported for the test modules: one subprocess toolkit for every test folder.
-__all__ = ["BIN", "ProcessGroup", "free_port", "wait_for"]
+__all__ = ["BIN", "Supervisor", "free_port", "wait_for"]
 FCSYNC = str(BIN / "fcsync")
 API_KEY = "sk_test_fcsync_cli"
 WEBHOOK_SECRET = "whsec_fcsync_cli"
@@ -221,8 +224,8 @@ def synced(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator) -> Sync
 
 
 @pytest.fixture
-def children(tmp_path: Path) -> Iterator[ProcessGroup]:
+def children(tmp_path: Path) -> Iterator[Supervisor]:
     """Long-running `fcsync`/`celery` children, run in the test's folder, always reaped."""
-    procs = ProcessGroup(tmp_path, cwd=tmp_path)
+    procs = Supervisor(log_dir=tmp_path, cwd=tmp_path)
     yield procs
     procs.stop()

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from emulator import EmulatorControl
-from tests.cli.conftest import ProcessGroup, Workdir, wait_for
-from worker.supervisor import worker_argv
+from tests.cli.conftest import Workdir, wait_for
+from worker.supervisor import Supervisor, worker_argv
 
 
 @pytest.mark.parametrize("bad", ["acct_123", "fca_has space", "fca_" + "x" * 61])
@@ -79,13 +79,13 @@ def test_refresh_or_sync_of_a_never_tracked_account_refuses_with_a_hint(
 
 
 def test_track_of_an_account_stripe_does_not_know_shows_in_status(
-    migrated: Workdir, children: ProcessGroup
+    migrated: Workdir, children: Supervisor
 ) -> None:
     """Through a real worker: the id is well formed, Stripe answers 404, and the failure is
     recorded where `fcsync status` shows it (before, only the worker's log knew)."""
     migrated.run("track", "fca_doesnotexist")
     worker = worker_argv(1, name="worker", pool="solo")
-    children.start("worker", worker, env=migrated.env(), cwd=migrated.path)
+    children.spawn("worker", worker, env=migrated.env(), cwd=migrated.path)
 
     def recorded() -> list[tuple[object, ...]]:
         try:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from emulator import EmulatorControl
-from tests.cli.conftest import ProcessGroup, Workdir, wait_for
-from worker.reports import diff_transactions
+from tests.cli.conftest import Supervisor, Workdir, wait_for
+from worker.playground.truth import diff_transactions
 from worker.supervisor import worker_argv
 
 
 def test_track_enqueues_and_a_real_worker_syncs_the_account(
-    migrated: Workdir, control: EmulatorControl, children: ProcessGroup
+    migrated: Workdir, control: EmulatorControl, children: Supervisor
 ) -> None:
     account = control.create_account(transactions=150)["id"]
 
@@ -28,7 +28,7 @@ def test_track_enqueues_and_a_real_worker_syncs_the_account(
     ]
     assert migrated.query("SELECT id FROM accounts") == []  # nothing ran in the CLI
     worker = worker_argv(1, name="worker", pool="solo")
-    children.start("worker", worker, env=migrated.env(), cwd=migrated.path)
+    children.spawn("worker", worker, env=migrated.env(), cwd=migrated.path)
 
     def synced() -> bool:
         truth = control.transactions(account)

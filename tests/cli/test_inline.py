@@ -7,7 +7,7 @@ import re
 
 from emulator import EmulatorControl
 from tests.cli.conftest import Workdir
-from worker.reports import diff_transactions
+from worker.playground.truth import diff_transactions
 
 PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d [a-z_]+: (outcome|page)=\w+")
 

@@ -39,6 +39,13 @@ def table(text: str) -> list[list[str]]:
 # ---------------------------------------------------------------- the CLI reference
 
 
+def subcommands(group: click.Group) -> dict[str, click.Command]:
+    """A group's commands through click's own lookup (fcsync loads `emulator` on demand)."""
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: cmd for name, cmd in found.items() if cmd is not None}
+
+
 def cli_reference() -> list[tuple[list[str], str]]:
     """(command path, its documented synopsis) for every command in the CLI block."""
     (block,) = fenced(section("CLI"))
@@ -49,7 +56,7 @@ def cli_reference() -> list[tuple[list[str], str]]:
         for synopsis in re.split(r" \| (?=[a-z])", line.removeprefix("fcsync ")):
             words = synopsis.split()
             path = [words[0]]
-            if isinstance(cli.commands[words[0]], click.Group):
+            if isinstance(subcommands(cli)[words[0]], click.Group):
                 path.append(words[1])
             entries.append((path, synopsis))
     return entries
@@ -58,8 +65,8 @@ def cli_reference() -> list[tuple[list[str], str]]:
 def command(path: list[str]) -> click.Command:
     cmd: click.Command = cli
     for name in path:
-        assert isinstance(cmd, click.Group) and name in cmd.commands, f"no `fcsync {name}`"
-        cmd = cmd.commands[name]
+        assert isinstance(cmd, click.Group) and name in subcommands(cmd), f"no `fcsync {name}`"
+        cmd = subcommands(cmd)[name]
     return cmd
 
 
@@ -67,7 +74,7 @@ def test_readme_cli_reference_lists_every_command() -> None:
     documented = {" ".join(path) for path, _ in cli_reference()}
     actual = {
         f"{name} {sub}" if isinstance(cmd, click.Group) else name
-        for name, cmd in cli.commands.items()
+        for name, cmd in subcommands(cli).items()
         for sub in (cmd.commands if isinstance(cmd, click.Group) else [""])
     }
     assert documented == actual

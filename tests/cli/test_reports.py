@@ -12,7 +12,7 @@ import pytest
 from emulator import EmulatorControl
 from tests.cli.conftest import Synced
 from tests.emulator.conftest import OPENAPI_DIR, Schemas
-from worker.reports import diff_transactions
+from worker.playground.truth import diff_transactions
 
 
 def test_status_table_shows_refresh_cursor_rows_and_freshness(

@@ -6,12 +6,12 @@ import os
 import signal
 from pathlib import Path
 
-from tests.cli.conftest import FCSYNC, ProcessGroup, clean_environ, wait_for
+from tests.cli.conftest import FCSYNC, Supervisor, clean_environ, wait_for
 from tests.cli.test_services import alive, descendants
 
 
 def test_run_gives_its_celery_children_the_configured_log_level(
-    tmp_path: Path, children: ProcessGroup
+    tmp_path: Path, children: Supervisor
 ) -> None:
     env = {
         **clean_environ(),
@@ -19,7 +19,7 @@ def test_run_gives_its_celery_children_the_configured_log_level(
         "PYTHONUNBUFFERED": "1",
         "STRIPE_API_KEY": "sk_test_run_log_level",  # `fcsync run` refuses to start without one
     }
-    proc = children.start("run", [FCSYNC, "run", "--concurrency", "1", "--no-webhooks"], env=env)
+    proc = children.spawn("run", [FCSYNC, "run", "--concurrency", "1", "--no-webhooks"], env=env)
     log = tmp_path / "run.log"
 
     def started() -> dict[str, str]:

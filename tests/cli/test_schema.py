@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from tests.cli.conftest import FCSYNC, WEBHOOK_SECRET, ProcessGroup, Workdir, free_port, wait_for
+from tests.cli.conftest import FCSYNC, WEBHOOK_SECRET, Workdir, free_port, wait_for
 from tests.conftest import PG_ADMIN_URL, unavailable
-from worker.supervisor import beat_argv, worker_argv
+from worker.supervisor import Supervisor, beat_argv, worker_argv
 
 PASSWORD = "S3cretDbPw"
 
@@ -120,9 +120,9 @@ def test_long_running_processes_refuse_to_start_on_an_unmigrated_database(
 
 def test_run_migrates_before_it_starts_anything(workdir: Workdir) -> None:
     """`fcsync run` is the one command that upgrades by itself: its worker must not refuse."""
-    procs = ProcessGroup(workdir.path, cwd=workdir.path)
+    procs = Supervisor(log_dir=workdir.path, cwd=workdir.path)
     try:
-        run = procs.start(
+        run = procs.spawn(
             "run",
             [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
             # INFO: the worker's "ready." banner is what this test waits for.

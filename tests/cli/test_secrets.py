@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ from celery import Celery
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from emulator import EmulatorControl, signature_header
-from tests.cli.conftest import FCSYNC, ProcessGroup, Workdir, free_port, wait_for
-from tests.processes import decode_message
+from tests.cli.conftest import FCSYNC, Supervisor, Workdir, free_port, wait_for
+from tests.processes import decode_message, start_redis
 
 # What must never appear: the secret part of each value (the `sk_test_`-style prefixes may).
 KEY_MARK = "KeyMarkQ7vR2xWp"
@@ -36,38 +36,16 @@ WRONG_KEY = f"sk_test_{WRONG_MARK}-0u"
 
 
 @pytest.fixture
-def secret_redis(children: ProcessGroup, tmp_path: Path) -> Iterator[int]:
+def secret_redis(children: Supervisor, tmp_path: Path) -> int:
     """A Redis of the test's own that requires a password (the shared one has none)."""
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass"]
-    argv += [REDIS_MARK, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
-    children.start("redis", argv)
-    client = redis.Redis(port=port, password=REDIS_MARK, socket_connect_timeout=1)
-
-    def pong() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(pong, timeout=10, what=f"redis-server\n{children.logs()}")
-    yield port
-    client.close()
+    return start_redis(children, tmp_path, password=REDIS_MARK)
 
 
 @pytest.fixture
-def secret_postgres_url() -> Iterator[str]:
+def secret_postgres_url(fresh_postgres_url: str) -> str:
     """A fresh PostgreSQL database, reached by a URL that carries a password."""
-    from tests.conftest import PG_ADMIN_URL, unavailable
-    from tests.integration.stack import create_database, drop_database
-
-    try:
-        url = create_database(PG_ADMIN_URL)
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
     # The local server trusts its clients, so the password is carried but never checked.
-    yield make_url(url).set(password=PG_MARK).render_as_string(hide_password=False)
-    drop_database(PG_ADMIN_URL, url)
+    return make_url(fresh_postgres_url).set(password=PG_MARK).render_as_string(hide_password=False)
 
 
 Call = Callable[[], "subprocess.CompletedProcess[str]"]
@@ -188,7 +166,7 @@ def test_no_secret_appears_in_any_output_row_or_message(
     tmp_path: Path,
     emulator: Any,
     control: EmulatorControl,
-    children: ProcessGroup,
+    children: Supervisor,
     secret_redis: int,
     secret_postgres_url: str,
 ) -> None:
@@ -209,7 +187,7 @@ def test_no_secret_appears_in_any_output_row_or_message(
 
     # `fcsync run`: worker, beat and receiver as real processes on the password-protected Redis.
     port = free_port()
-    run = children.start("run", [FCSYNC, "run", "--concurrency", "1", "--port", str(port)], env=env)
+    run = children.spawn("run", [FCSYNC, "run", "--concurrency", "1", "--port", str(port)], env=env)
     run_log = tmp_path / "run.log"
 
     def ready() -> bool:

@@ -17,7 +17,7 @@ from tests.cli.conftest import (
     API_KEY,
     FCSYNC,
     WEBHOOK_SECRET,
-    ProcessGroup,
+    Supervisor,
     Workdir,
     clean_environ,
     free_port,
@@ -38,11 +38,11 @@ def healthy(url: str) -> bool:
 
 
 def test_webhooks_serves_healthz_and_stores_a_signed_event(
-    migrated: Workdir, control: EmulatorControl, children: ProcessGroup
+    migrated: Workdir, control: EmulatorControl, children: Supervisor
 ) -> None:
     port = free_port()
     env = migrated.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
-    children.start("webhooks", [FCSYNC, "webhooks", "--port", str(port)], env=env)
+    children.spawn("webhooks", [FCSYNC, "webhooks", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: healthy(f"{base}/healthz"), timeout=20, what=f"/healthz\n{children.logs()}")
     assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
@@ -109,7 +109,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])
 def test_run_on_embedded_defaults_stops_every_child_on_signal(
-    tmp_path: Path, children: ProcessGroup, stop: str
+    tmp_path: Path, children: Supervisor, stop: str
 ) -> None:
     port = free_port()
     env = {
@@ -118,7 +118,7 @@ def test_run_on_embedded_defaults_stops_every_child_on_signal(
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PYTHONUNBUFFERED": "1",
     }
-    proc = children.start(
+    proc = children.spawn(
         "run", [FCSYNC, "run", "--concurrency", "1", "--port", str(port)], env=env
     )
     log = tmp_path / "run.log"
@@ -152,10 +152,10 @@ def test_run_on_embedded_defaults_stops_every_child_on_signal(
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_emulator_command_serves_the_api_on_the_given_port(children: ProcessGroup) -> None:
+def test_emulator_command_serves_the_api_on_the_given_port(children: Supervisor) -> None:
     port = free_port()
     argv = [FCSYNC, "emulator", "--port", str(port), "--accounts", "2", "--transactions", "5"]
-    proc = children.start("emulator", argv, env=clean_environ())
+    proc = children.spawn("emulator", argv, env=clean_environ())
     url = f"http://127.0.0.1:{port}/v1/financial_connections/accounts"
 
     def answer() -> requests.Response | None:

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from emulator import EmulatorControl
-from tests.cli.conftest import FCSYNC, ProcessGroup, Workdir, free_port, wait_for
-from worker.supervisor import worker_argv
+from tests.cli.conftest import FCSYNC, Workdir, free_port, wait_for
+from worker.supervisor import Supervisor, worker_argv
 
 
 @pytest.fixture
@@ -89,9 +89,9 @@ def test_webhooks_without_its_secret_refuses_to_start(migrated: Workdir) -> None
 def test_run_without_the_webhook_secret_runs_without_the_receiver_and_says_so(
     workdir: Workdir, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    procs = ProcessGroup(tmp_path_factory.mktemp("run-logs"), cwd=workdir.path)
+    procs = Supervisor(log_dir=tmp_path_factory.mktemp("run-logs"), cwd=workdir.path)
     try:
-        run = procs.start(
+        run = procs.spawn(
             "run",
             [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
             # INFO: the worker's "ready." banner is what this test waits for.

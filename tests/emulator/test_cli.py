@@ -13,7 +13,7 @@ import stripe
 from click.testing import CliRunner
 
 from emulator.cli import emulator_command
-from tests.processes import free_port
+from worker.playground.emulator_env import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import StackOptions
-from tests.processes import ProcessGroup, wait_for
-from worker.supervisor import beat_argv, worker_argv
+from tests.conftest import unavailable
+from tests.processes import ROOT, start_redis
+from worker.playground.convergence import wait_for
+from worker.playground.stack import StackOptions
+from worker.supervisor import Supervisor, beat_argv, worker_argv
 
 __all__ = ["Processes", "wait_for"]
 
 
-class Processes(ProcessGroup):
+class Processes(Supervisor):
     """Celery children of one test, with their logs in its tmp_path."""
 
     def worker(
@@ -27,14 +30,14 @@ class Processes(ProcessGroup):
         name: str = "worker",
         pool: str = "prefork",
     ) -> subprocess.Popen[bytes]:
-        return self.start(
+        return self.spawn(
             name,
             worker_argv(concurrency, name=name, pool=pool),
             env={**os.environ, **env},
         )
 
     def beat(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return self.start(
+        return self.spawn(
             "beat",
             beat_argv(self.log_dir / "celerybeat-schedule"),
             env={**os.environ, **env},
@@ -43,7 +46,7 @@ class Processes(ProcessGroup):
 
 @pytest.fixture
 def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
+    procs = Processes(log_dir=tmp_path, cwd=ROOT)
     yield procs
     procs.stop()
     failed = getattr(request.node, "rep_call", None)
@@ -59,38 +62,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture
-def stack_redis_url(redis_url: str) -> Iterator[str]:
-    """A Redis database of the end-to-end stacks' own, emptied before and after each test so no
-    stale message (or rate-limit bucket) from an earlier run can leak in."""
-    import redis
-
-    url = redis_url.rsplit("/", 1)[0] + "/14"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def stack_postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test (the stacks migrate it themselves)."""
-    from tests.conftest import PG_ADMIN_URL, unavailable
-    from tests.integration.stack import create_database, drop_database
-
+def stack_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis server of the stack's own: no message, rate-limit bucket or flush from another
+    run on this machine (or an earlier test) can reach it."""
+    if shutil.which("redis-server") is None:
+        unavailable("Redis", "no redis-server on PATH")
+    server = Supervisor(log_dir=tmp_path)
     try:
-        url = create_database(PG_ADMIN_URL)
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    yield url
-    drop_database(PG_ADMIN_URL, url)
+        yield f"redis://127.0.0.1:{start_redis(server, tmp_path)}/0"
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def stack_options(stack_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
+def stack_options(fresh_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
     """A stack on Redis (broker and shared request budget) and a fresh PostgreSQL database."""
     return StackOptions(
-        db_url=stack_postgres_url,
+        db_url=fresh_postgres_url,
         broker_url=stack_redis_url,
         redis_url=stack_redis_url,
         workdir=tmp_path,

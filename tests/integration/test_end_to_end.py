@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from models import Refresh
-from tests.integration.stack import PAGE, Phase, Stack, StackOptions
+from worker.playground.measures import PAGE, requests_between
+from worker.playground.stack import Phase, Stack, StackOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
 
@@ -117,9 +118,7 @@ def test_end_to_end_duplicated_reordered_webhooks_sync_each_refresh_once(
         assert not problems, "\n".join(problems[:40])
         # Every sync after the backfill costs exactly the pages its refresh changed: a
         # duplicate or reordered webhook never triggered a second listing.
-        listed = Stack.requests_between(
-            stack.phase("backfill"), stack.phases[-1], TRANSACTIONS_LIST
-        )
+        listed = requests_between(stack.phase("backfill"), stack.phases[-1], TRANSACTIONS_LIST)
         assert listed == pages
         assert_gate_exercised(stack)
         stats = stack.ctl.stats()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorControl
 from worker import contract, refresh, reports, tracking
+from worker.playground.truth import diff_transactions
 from worker.records import Followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -126,7 +127,7 @@ class EmulatedFC:
     def mismatches(self, session: Session, account_id: str) -> list[str]:
         """Every difference between the database and Stripe's ground truth (none = synced)."""
         stored = reports.stored_transactions(session, account_id)
-        return reports.diff_transactions(stored, self.truth(account_id), limit=0)
+        return diff_transactions(stored, self.truth(account_id), limit=0)
 
 
 def sync_requests(followups: tuple[Followup, ...] | list[Followup]) -> list[Followup]:

@@ -1,0 +1,1 @@
+"""Benchmarks, each printing one JSON object: `python -m bench NAME [options]`."""

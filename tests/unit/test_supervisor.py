@@ -1,0 +1,77 @@
+"""The one process supervisor: a child that died on its own is reported without being reaped,
+so stopping still clears whatever it left in its process group (and never signals a pid the
+system may have handed to someone else)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from worker.playground.convergence import wait_for
+from worker.supervisor import Supervisor
+
+# The child leaves a grandchild in its process group (as a worker leaves its pool) and says
+# where; then it ends as told.
+LEAVES_ONE_BEHIND = "sleep 60 & echo $! > left.pid; {end}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _left_behind(folder: Path) -> int:
+    def written() -> str:
+        path = folder / "left.pid"
+        return path.read_text().strip() if path.exists() else ""
+
+    return int(wait_for(written, timeout=5, what="the grandchild's pid"))
+
+
+def test_supervisor_reports_an_exited_child_without_reaping_it(tmp_path: Path) -> None:
+    supervisor = Supervisor(log_dir=tmp_path)
+    proc = supervisor.spawn("quits", ["sh", "-c", "exit 3"])
+    try:
+        assert wait_for(supervisor.exited, timeout=10, what="the child to exit") == {"quits": 3}
+        # Not reaped: its pid, which is also its group's id, cannot be reused before stop().
+        assert proc.returncode is None
+        assert Path(f"/proc/{proc.pid}").exists()
+    finally:
+        supervisor.stop()
+    assert proc.returncode == 3
+
+
+def test_supervisor_stop_clears_the_group_of_a_child_that_died(tmp_path: Path) -> None:
+    supervisor = Supervisor(log_dir=tmp_path, cwd=tmp_path)
+    supervisor.spawn("leader", ["sh", "-c", LEAVES_ONE_BEHIND.format(end="exit 1")])
+    try:
+        left = _left_behind(tmp_path)
+        assert wait_for(supervisor.exited, timeout=10, what="the leader to exit") == {"leader": 1}
+        assert _alive(left)
+    finally:
+        supervisor.stop()
+    assert _gone(left), "what the dead leader left in its group outlived stop()"
+
+
+def test_supervisor_kill_takes_the_whole_group_and_is_no_exit(tmp_path: Path) -> None:
+    supervisor = Supervisor(log_dir=tmp_path, cwd=tmp_path)
+    proc = supervisor.spawn("worker", ["sh", "-c", LEAVES_ONE_BEHIND.format(end="wait")])
+    try:
+        left = _left_behind(tmp_path)
+        supervisor.kill("worker")
+        assert proc.returncode == -signal.SIGKILL
+        assert supervisor.exited() == {}
+        assert _gone(left)
+    finally:
+        supervisor.stop()

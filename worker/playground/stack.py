@@ -1,0 +1,283 @@
+"""A whole fcsync stack on the playground's emulator: real `celery worker` / `celery beat` /
+`fcsync webhooks` processes under the one supervisor, driven by Stripe's clock and checked
+against the emulator's truth. `with Stack(options, accounts) as stack:` starts everything."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from celery import Celery
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from emulator import EmulatorControl
+from models import Account
+from worker import contract
+from worker.db import make_engine, upgrade_database
+from worker.playground import measures, truth
+from worker.playground.convergence import Phase, StackFailure, lag
+from worker.playground.emulator_env import (
+    DAY_S,
+    WEBHOOK_PATH,
+    WEBHOOK_SECRET,
+    free_port,
+    playground_emulator,
+    stack_env,
+)
+from worker.supervisor import Supervisor, stack_children, worker_argv
+
+__all__ = ["Phase", "Stack", "StackFailure", "StackOptions"]
+
+QUEUE = "fcsync"
+
+
+@dataclass
+class StackOptions:
+    db_url: str
+    broker_url: str
+    workdir: Path
+    # Redis for the shared request budget; None = a budget per worker process.
+    redis_url: str | None = None
+    seed: int = 7
+    webhooks: bool = True
+    concurrency: int = 2
+    faults: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    # Where the children's last log lines go when the block fails.
+    report_logs: Callable[[str], None] = print
+
+
+class Stack:
+    """`with Stack(options, accounts) as stack:` starts the emulator holding `accounts` and the
+    processes; the block tracks, advances and converges; leaving stops and reaps every process
+    (reporting their logs if the block failed)."""
+
+    def __init__(self, options: StackOptions, accounts: Sequence[dict[str, Any]]) -> None:
+        self.options = options
+        self.specs = list(accounts)
+        self.emulator = playground_emulator(options.seed)
+        self.control: EmulatorControl | None = None
+        self.engine: Engine | None = None
+        self.supervisor: Supervisor | None = None
+        self.accounts: list[str] = []
+        self.phases: list[Phase] = []
+        self.cursors_seen: dict[str, set[str]] = defaultdict(set)
+        self.webhook_port = free_port()
+        self._client: Celery | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self._close(failed=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._close(failed=exc_type is not None)
+
+    def _start(self) -> None:
+        base_url = self.emulator.start(host="127.0.0.1", port=0)
+        self.control = EmulatorControl(base_url)
+        self.accounts = [self.control.create_account(**spec)["id"] for spec in self.specs]
+        upgrade_database(self.options.db_url)
+        self.engine = make_engine(self.options.db_url)
+        logs = self.options.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = stack_env(
+            base_url=base_url,
+            db_url=self.options.db_url,
+            broker_url=self.options.broker_url,
+            redis_url=self.options.redis_url,
+            concurrency=self.options.concurrency,
+            overrides=self.options.env,
+        )
+        if self.options.webhooks:
+            # Registered after the accounts exist: their `account.created` events go nowhere.
+            self.control.add_webhook_endpoint(
+                f"http://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}", WEBHOOK_SECRET
+            )
+        children = stack_children(
+            concurrency=self.options.concurrency,
+            webhooks=self.options.webhooks,
+            host="127.0.0.1",
+            port=self.webhook_port,
+            path=WEBHOOK_PATH,
+            schedule=self.options.workdir / "celerybeat-schedule",
+            log_level="INFO",
+        )
+        self._client = Celery("fcsync-stack-client", broker=self.options.broker_url)
+        # The queue exists before any process starts: on the embedded broker, two processes
+        # creating it at once make one of them fail on its unique name.
+        with self._client.connection_for_write() as conn:
+            self._client.amqp.queues[QUEUE].bind(conn.default_channel).declare()
+        self.supervisor = Supervisor(children, env, log_dir=logs)
+        self.supervisor.start()
+        if self.options.faults:
+            self.control.set_faults(**self.options.faults)
+        if self.options.webhooks:
+            self._wait_for_receiver()
+
+    def _wait_for_receiver(self, timeout_s: float = 30.0) -> None:
+        url = f"http://127.0.0.1:{self.webhook_port}/healthz"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise StackFailure(f"the webhook receiver did not answer {url}")
+            time.sleep(0.1)
+
+    def _close(self, *, failed: bool) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            if failed:
+                self.options.report_logs(self.supervisor.logs())
+        if self._client is not None:
+            self._client.close()
+        if self.control is not None:
+            self.control.close()
+        self.emulator.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    # -- driving ------------------------------------------------------------------------
+
+    @property
+    def ctl(self) -> EmulatorControl:
+        assert self.control is not None
+        return self.control
+
+    @property
+    def procs(self) -> Supervisor:
+        assert self.supervisor is not None
+        return self.supervisor
+
+    def check_alive(self) -> None:
+        for name, code in self.procs.exited().items():
+            raise StackFailure(f"{name} exited with {code}")
+
+    def start_worker(self, name: str) -> None:
+        """One more worker (say, after one was killed), named apart from the first."""
+        self.procs.spawn(name, worker_argv(self.options.concurrency, name=name))
+
+    def send(self, task: str, **kwargs: Any) -> None:
+        """Call fcsync the way another service does: by name, JSON kwargs, no fcsync import."""
+        assert self._client is not None
+        self._client.send_task(task, kwargs=kwargs, queue=QUEUE)
+
+    def track_all(self, *, unsubscribed: Collection[int] = ()) -> None:
+        """Track every account; those at the `unsubscribed` positions are left to beat's own
+        refreshes instead of Stripe's daily subscription."""
+        for i, account_id in enumerate(self.accounts):
+            self.send(
+                contract.TRACK_ACCOUNT, account_id=account_id, subscribe=i not in unsubscribed
+            )
+
+    def advance_day(self) -> None:
+        self.ctl.advance(DAY_S)
+
+    def session(self) -> Session:
+        assert self.engine is not None
+        return Session(self.engine)
+
+    # -- convergence --------------------------------------------------------------------
+
+    def sample_cursors(self, session: Session) -> None:
+        for account_id, cursor in session.execute(select(Account.id, Account.cursor_refresh_id)):
+            if cursor is not None:
+                self.cursors_seen[account_id].add(cursor)
+
+    def converge(
+        self,
+        phase: str,
+        *,
+        timeout_s: float,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Phase:
+        """Wait until every account has had a refresh since the previous phase (Stripe's daily
+        one, or beat's for unsubscribed accounts) and equals Stripe's truth; record the phase.
+        `progress(in_sync, total)` hears of every poll."""
+        started = time.monotonic()
+        before = self.phases[-1].refresh if self.phases else {}
+        behind = list(self.accounts)
+        while True:
+            self.check_alive()
+            with self.session() as session:
+                self.sample_cursors(session)
+                reasons: dict[str, str] = {}
+                for account_id in behind:
+                    previous = before.get(account_id)
+                    reason = lag(
+                        session, self.ctl, account_id, previous["id"] if previous else None
+                    )
+                    if reason is not None:
+                        reasons[account_id] = reason
+                    session.expire_all()
+            behind = list(reasons)
+            if progress is not None:
+                progress(len(self.accounts) - len(behind), len(self.accounts))
+            if not behind:
+                break
+            if time.monotonic() - started > timeout_s:
+                listed = ", ".join(f"{a} ({r})" for a, r in list(reasons.items())[:8])
+                raise StackFailure(
+                    f"{phase}: {len(behind)} accounts still behind after {timeout_s:.0f}s: {listed}"
+                )
+            time.sleep(0.3)
+        recorded = Phase(
+            name=phase,
+            stats=self.ctl.stats(),
+            truth={
+                a: {t["id"]: int(t["updated"]) for t in self.ctl.transactions(a)}
+                for a in self.accounts
+            },
+            refresh={a: self.ctl.account(a)["transaction_refresh"] for a in self.accounts},
+            elapsed_s=time.monotonic() - started,
+        )
+        self.phases.append(recorded)
+        return recorded
+
+    def run_days(self, days: int, *, timeout_s: float) -> None:
+        for day in range(1, days + 1):
+            self.advance_day()
+            self.converge(f"day {day}", timeout_s=timeout_s)
+
+    def phase(self, name: str) -> Phase:
+        return next(p for p in self.phases if p.name == name)
+
+    # -- the acceptance checks ----------------------------------------------------------
+
+    def emulator_refreshes(self, account_id: str) -> dict[str, str]:
+        """Every transaction refresh Stripe ran for the account: id -> final status."""
+        bank = self.emulator.bank
+        with bank.lock:
+            return {r.id: r.status for r in bank.accounts[account_id].refreshes}
+
+    def problems(self) -> list[str]:
+        """Everything that differs from "the DB equals Stripe and no rule was broken"."""
+        with self.session() as session:
+            self.sample_cursors(session)
+            return truth.problems(
+                session,
+                self.ctl,
+                self.accounts,
+                refreshes_at_stripe={a: self.emulator_refreshes(a) for a in self.accounts},
+                cursors_seen=self.cursors_seen,
+            )
+
+    def steady_state(self, first: str, last: str) -> dict[str, Any]:
+        """Stripe requests per account per emulated day between two phases (see measures)."""
+        return measures.steady_state(self.phases, self.accounts, first, last)
