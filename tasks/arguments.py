@@ -9,14 +9,6 @@ from typing import Any
 
 from worker.errors import PermanentError
 
-RETRY_POLICY: dict[str, Any] = {
-    "retry_backoff": 2,
-    "retry_backoff_max": 600,
-    "retry_jitter": True,
-    "soft_time_limit": 540,
-    "time_limit": 600,
-}
-
 # Stripe ids are a prefix and ASCII letters and digits; accounts.id is String(64) and
 # webhook_events.id String(255), so a longer id could never name a stored row.
 ACCOUNT_ID_MAX = 64

@@ -14,8 +14,8 @@ from worker import contract, webhooks
 from worker.clock import Clock
 from worker.db import get_engine, require_schema, session_scope
 from worker.records import Followup
+from worker.runtime import Send
 from worker.settings import Settings, get_settings
-from worker.unit_of_work import Dispatch
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ DEFAULT_PATH = "/webhooks/stripe"
 
 
 def create_app(
-    settings: Settings | None = None, *, dispatch: Dispatch | None = None, path: str = DEFAULT_PATH
+    settings: Settings | None = None, *, dispatch: Send | None = None, path: str = DEFAULT_PATH
 ) -> Flask:
     settings = settings or get_settings()
     settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
