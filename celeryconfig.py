@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from worker import contract
 from worker.settings import get_settings
 
 _settings = get_settings()
@@ -49,17 +50,17 @@ worker_consumer = "tasks.consumer:FcsyncConsumer"
 _every = _settings.fcsync_beat_interval_s
 beat_schedule = {
     "refresh-due-accounts": {
-        "task": "fcsync.refresh_due_accounts",
+        "task": contract.REFRESH_DUE_ACCOUNTS,
         "schedule": _every,
         "options": {"expires": _every},
     },
     "poll-stale-refreshes": {
-        "task": "fcsync.poll_stale_refreshes",
+        "task": contract.POLL_STALE_REFRESHES,
         "schedule": 2 * _every,
         "options": {"expires": 2 * _every},
     },
     "retry-failed-syncs": {
-        "task": "fcsync.retry_failed_syncs",
+        "task": contract.RETRY_FAILED_SYNCS,
         "schedule": 2 * _every,
         "options": {"expires": 2 * _every},
     },

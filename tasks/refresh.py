@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from celery.utils.time import get_exponential_backoff_interval
-
 from tasks.arguments import bounded_int, choice, stripe_id
 from tasks.base import FcsyncTask, fcsync_task
 from worker import contract, refresh
-from worker.records import Followup
-from worker.settings import Settings
-
-# A poll chain ends at FCSYNC_POLL_DEADLINE_S; even at one poll a second for a day it stays
-# below this. Past 2**32 times any initial wait the backoff is capped by FCSYNC_POLL_MAX_S
-# anyway, so the exponent stops there and never costs more than a small multiplication.
-MAX_POLL_ATTEMPT = 100_000
-_BACKOFF_EXPONENT_CAP = 32
+from worker.dispatch import MAX_POLL_ATTEMPT
 
 
 class RefreshReport(TypedDict):
@@ -58,35 +49,18 @@ def refresh_account_task(self: FcsyncTask, account_id: str, source: str = "task"
 
 @fcsync_task(contract.POLL_REFRESH)
 def poll_refresh_task(self: FcsyncTask, account_id: str, attempt: int = 0) -> PollReport:
-    """Still pending -> poll again later with exponential backoff and full jitter, until the
-    deadline in FCSYNC_POLL_DEADLINE_S marks the refresh stale (beat re-polls stale ones)."""
+    """Still pending -> poll again later, waiting longer each time (worker/dispatch.py), until
+    the deadline in FCSYNC_POLL_DEADLINE_S marks the refresh stale (beat re-polls stale ones)."""
     account_id = stripe_id(account_id, "fca_")
     attempt = bounded_int(attempt, "attempt", 0, MAX_POLL_ATTEMPT)
     rt = self.runtime
     result = rt.run(
         account_id,
-        lambda s, gw, now: refresh.poll_refresh(s, gw, account_id, now=now, settings=rt.settings),
+        lambda s, gw, now: refresh.poll_refresh(
+            s, gw, account_id, now=now, settings=rt.settings, attempt=attempt
+        ),
     )
-    if result.outcome == "pending":
-        rt.dispatch(
-            Followup(
-                contract.POLL_REFRESH,
-                {"account_id": account_id, "attempt": min(attempt + 1, MAX_POLL_ATTEMPT)},
-                countdown=poll_countdown(attempt, rt.settings),
-            )
-        )
     return {"account": account_id, "outcome": result.outcome, "refresh": result.refresh_id}
-
-
-def poll_countdown(attempt: int, settings: Settings) -> float:
-    """Exponential backoff with full jitter, between FCSYNC_POLL_INITIAL_S and _MAX_S."""
-    delay = get_exponential_backoff_interval(
-        factor=int(max(1, settings.fcsync_poll_initial_s)),
-        retries=min(attempt, _BACKOFF_EXPONENT_CAP),
-        maximum=int(settings.fcsync_poll_max_s),
-        full_jitter=True,
-    )
-    return max(settings.fcsync_poll_initial_s, float(delay))
 
 
 @fcsync_task(contract.REFRESH_DUE_ACCOUNTS, max_retries=3)
@@ -95,11 +69,11 @@ def refresh_due_accounts_task(self: FcsyncTask) -> SweepReport:
     result = rt.run(
         None, lambda s, gw, now: refresh.due_refreshes(s, now=now, settings=rt.settings)
     )
-    return {"enqueued": len(result.followups)}
+    return {"enqueued": len(result.intents)}
 
 
 @fcsync_task(contract.POLL_STALE_REFRESHES, max_retries=3)
 def poll_stale_refreshes_task(self: FcsyncTask) -> SweepReport:
     rt = self.runtime
     result = rt.run(None, lambda s, gw, now: refresh.stale_polls(s, now=now, settings=rt.settings))
-    return {"enqueued": len(result.followups)}
+    return {"enqueued": len(result.intents)}

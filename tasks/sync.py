@@ -32,7 +32,7 @@ def retry_failed_syncs_task(self: FcsyncTask) -> SweepReport:
     def sweep(s: Session, gw: StripeGateway, now: datetime) -> Sweep:
         syncs = sync.resync_candidates(s, now=now, settings=settings)
         events = webhooks.unhandled_events(s, now=now, settings=settings)
-        return Sweep(syncs.followups + events.followups)
+        return Sweep(syncs.intents + events.intents)
 
     result = self.runtime.run(None, sweep)
-    return {"enqueued": len(result.followups)}
+    return {"enqueued": len(result.intents)}

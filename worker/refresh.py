@@ -1,7 +1,7 @@
 """Refresh orchestration: observe Stripe's refresh state, gate new refreshes, poll pending ones.
 
-Plain functions of (session, gateway, ids, now); they return follow-up work instead of
-enqueueing it, so the edge can send it after its commit.
+Plain functions of (session, gateway, ids, now); they return intents (what should happen next)
+instead of enqueueing work, so the edge can send it after its commit.
 """
 
 from __future__ import annotations
@@ -13,9 +13,17 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
-from worker import contract, pacing, repository
+from worker import pacing, repository
 from worker.errors import PermanentError
-from worker.records import FCAccount, Followup, Sweep
+from worker.intents import (
+    Intent,
+    PollRefresh,
+    PollStaleRefresh,
+    RefreshDue,
+    RetryRefreshAt,
+    SyncDue,
+)
+from worker.records import FCAccount, Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
@@ -140,16 +148,6 @@ def park_unusable(account: Account, *, now: datetime, settings: Settings) -> Non
         account.next_due_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
 
 
-def sync_followup(account_id: str) -> Followup:
-    return Followup(contract.SYNC_TRANSACTIONS, {"account_id": account_id})
-
-
-def poll_followup(account_id: str, settings: Settings) -> Followup:
-    return Followup(
-        contract.POLL_REFRESH, {"account_id": account_id}, countdown=settings.fcsync_poll_initial_s
-    )
-
-
 RefreshOutcome = Literal[
     "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked", "gone"
 ]
@@ -160,7 +158,7 @@ class RefreshDecision:
     outcome: RefreshOutcome
     refresh_id: str | None = None
     retry_at: datetime | None = None
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 # Stripe stores the first answer under an idempotency key, 500s included, for at least a day
@@ -199,7 +197,7 @@ def request_refresh(
     if live is None:
         return RefreshDecision("gone")
     obs = observe_account(session, live, now=now, settings=settings)
-    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
+    intents: list[Intent] = [SyncDue(account_id)] if obs.needs_sync else []
     account = obs.account
     if live.status != "active":
         repository.record_error(
@@ -209,7 +207,7 @@ def request_refresh(
             now=now,
         )
         park_unusable(account, now=now, settings=settings)
-        return RefreshDecision("inactive", followups=tuple(followups))
+        return RefreshDecision("inactive", intents=tuple(intents))
     if "transactions" not in live.permissions:
         repository.record_error(
             account,
@@ -218,24 +216,18 @@ def request_refresh(
             now=now,
         )
         park_unusable(account, now=now, settings=settings)
-        return RefreshDecision("no_permission", followups=tuple(followups))
+        return RefreshDecision("no_permission", intents=tuple(intents))
     state = live.transaction_refresh
     now_ts = int(now.timestamp())
     if state is not None and state.status == "pending":
-        followups.append(poll_followup(account_id, settings))
-        return RefreshDecision("pending", refresh_id=state.id, followups=tuple(followups))
+        intents.append(PollRefresh(account_id))
+        return RefreshDecision("pending", refresh_id=state.id, intents=tuple(intents))
     if state is not None and (state.next_refresh_available_at or 0) > now_ts:
         retry_at = from_ts(int(state.next_refresh_available_at or now_ts))
         account.next_due_at = max(account.next_due_at or retry_at, retry_at)
-        if source != "beat" and (retry_at - now).total_seconds() <= settings.fcsync_max_countdown_s:
-            followups.append(
-                Followup(
-                    contract.REFRESH_ACCOUNT,
-                    {"account_id": account_id, "source": source},
-                    countdown=(retry_at - now).total_seconds() + 1,
-                )
-            )
-        return RefreshDecision("cooldown", retry_at=retry_at, followups=tuple(followups))
+        if source != "beat":  # beat asks again at the due time anyway
+            intents.append(RetryRefreshAt(account_id, source, retry_at))
+        return RefreshDecision("cooldown", retry_at=retry_at, intents=tuple(intents))
     if (
         source == "beat"
         and state is not None
@@ -244,7 +236,7 @@ def request_refresh(
         and state.last_attempted_at + account.refresh_interval_s > now_ts
     ):
         # Stripe's own daily refresh landed since we last looked: nothing to ask for.
-        return RefreshDecision("fresh", refresh_id=state.id, followups=tuple(followups))
+        return RefreshDecision("fresh", refresh_id=state.id, intents=tuple(intents))
     started = gateway.refresh_transactions(
         account_id,
         idempotency_key=refresh_idempotency_key(
@@ -259,8 +251,8 @@ def request_refresh(
     )
     repository.clear_error(obs.account)
     refresh_id = started.transaction_refresh.id if started.transaction_refresh else None
-    followups.append(poll_followup(account_id, settings))
-    return RefreshDecision("started", refresh_id=refresh_id, followups=tuple(followups))
+    intents.append(PollRefresh(account_id))
+    return RefreshDecision("started", refresh_id=refresh_id, intents=tuple(intents))
 
 
 PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
@@ -270,7 +262,7 @@ PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
 class PollResult:
     outcome: PollOutcome
     refresh_id: str | None = None
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 def poll_refresh(
@@ -280,16 +272,19 @@ def poll_refresh(
     *,
     now: datetime,
     settings: Settings,
+    attempt: int = 0,
 ) -> PollResult:
-    """Read the account once and act on its refresh state."""
+    """Read the account once and act on its refresh state; still pending, poll it again (the
+    `attempt`-th poll of it was this one) until the deadline marks it stale."""
     live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
     if live is None:
         return PollResult("gone")
     obs = observe_account(session, live, now=now, settings=settings)
-    followups = (sync_followup(account_id),) if obs.needs_sync else ()
+    intents: tuple[Intent, ...] = (SyncDue(account_id),) if obs.needs_sync else ()
     state = live.transaction_refresh
     if state is None:
-        return PollResult("none", followups=followups)
+        return PollResult("none", intents=intents)
+    again = (*intents, PollRefresh(account_id, attempt + 1))
     if state.status == "pending":
         if int(now.timestamp()) - state.last_attempted_at > settings.fcsync_poll_deadline_s:
             repository.record_error(
@@ -301,14 +296,14 @@ def poll_refresh(
             # Stripe refuses new refreshes while one is pending: the account is unusable until
             # that one ends (its webhook ends the wait sooner), so the sweep re-reads it daily.
             park_unusable(obs.account, now=now, settings=settings)
-            return PollResult("stale", state.id, followups)
-        return PollResult("pending", state.id, followups)
+            return PollResult("stale", state.id, intents)
+        return PollResult("pending", state.id, again)
     if state.status == "succeeded":
-        return PollResult("succeeded", state.id, followups)
+        return PollResult("succeeded", state.id, intents)
     if state.status == "failed":
-        return PollResult("failed", state.id, followups)
+        return PollResult("failed", state.id, intents)
     # An enum value newer than this code: treat like pending, the deadline still bounds it.
-    return PollResult("pending", state.id, followups)
+    return PollResult("pending", state.id, again)
 
 
 def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -320,12 +315,7 @@ def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Swe
     due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
     claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
     pacing.postpone(session, due, until=now + timedelta(seconds=claim_s))
-    return Sweep(
-        tuple(
-            Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
-            for account_id in due
-        )
-    )
+    return Sweep(tuple(RefreshDue(account_id) for account_id in due))
 
 
 def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -339,6 +329,4 @@ def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep
         limit=settings.fcsync_sweep_batch,
     )
     pacing.postpone(session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s))
-    return Sweep(
-        tuple(Followup(contract.POLL_REFRESH, {"account_id": account_id}) for account_id in stale)
-    )
+    return Sweep(tuple(PollStaleRefresh(account_id) for account_id in stale))

@@ -1,5 +1,5 @@
 """What one process runs fcsync with: sessions on its database, the Stripe gateway, the clock and
-where follow-up work goes; `run` is one transaction, then the follow-ups, after the commit."""
+where follow-up work goes; `run` is one transaction, then its intents sent, after the commit."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import repository, sync
 from worker.clock import Clock
 from worker.db import get_engine
+from worker.dispatch import followup_for
 from worker.errors import ConfigurationError, PermanentError
+from worker.intents import Intent, SyncDue
 from worker.ratelimit import limiter_for
 from worker.records import Followup
-from worker.refresh import sync_followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, gateway_from_settings
 
@@ -106,25 +107,29 @@ class Runtime:
             session.close()
 
     def run(self, account_id: str | None, work: Work[R], *, record_unknown: bool = False) -> R:
-        """`work(session, gateway, now)` in one transaction, then its follow-ups.
+        """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
 
         A permanent failure is recorded on the account; `record_unknown` gives an account
         fcsync has no row for yet one (untracked), so `fcsync status` can say why it is missing."""
+        now = self.clock.now()
         try:
             with self.session() as session:
-                result = work(session, self.gateway, self.clock.now())
+                result = work(session, self.gateway, now)
         except PermanentError as exc:
             log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
             # Our own misconfiguration says nothing about the account: keep its state true.
             if account_id and not isinstance(exc, ConfigurationError):
                 self.record_failure(account_id, exc, create=record_unknown)
             raise
-        for followup in getattr(result, "followups", ()):
-            self.dispatch(followup)
+        for intent in getattr(result, "intents", ()):
+            self.dispatch(intent, now=now)
         return result
 
-    def dispatch(self, followup: Followup) -> None:
-        self.send(followup)
+    def dispatch(self, intent: Intent, *, now: datetime | None = None) -> None:
+        """Send the task that carries out `intent` (timed from `now`, the work's clock reading)."""
+        followup = followup_for(intent, settings=self.settings, now=now or self.clock.now())
+        if followup is not None:
+            self.send(followup)
 
     def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
         now = self.clock.now()
@@ -193,7 +198,7 @@ class Runtime:
         # Bounded work per run: hand the lease back and continue in a fresh message, so one large
         # backfill never hogs a worker slot or outlives the task time limit.
         self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
-        self.dispatch(sync_followup(account_id))
+        self.dispatch(SyncDue(account_id))
         report["outcome"] = "continued"
         return report
 

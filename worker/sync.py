@@ -14,10 +14,11 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import contract, repository
+from worker import repository
 from worker.errors import PermanentError
-from worker.records import Followup, Sweep
-from worker.refresh import retrieve_or_mark_gone, sync_followup
+from worker.intents import Intent, NotifySynced, SyncDue
+from worker.records import Sweep
+from worker.refresh import retrieve_or_mark_gone
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 from worker.stripe_payloads import check_page_for_sync
@@ -37,7 +38,7 @@ class SyncStep:
     outcome: StepOutcome
     inserted: int = 0
     updated: int = 0
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
     last_id: str | None = None
 
 
@@ -131,15 +132,7 @@ def sync_page(
     if page.has_more and page.last_id is not None:
         account.sync_starting_after = page.last_id
         return SyncStep("page", inserted, updated, last_id=page.last_id)
-    return _finish(
-        session,
-        account_id,
-        owner=owner,
-        now=now,
-        settings=settings,
-        inserted=inserted,
-        updated=updated,
-    )
+    return _finish(session, account_id, owner=owner, now=now, inserted=inserted, updated=updated)
 
 
 def _finish(
@@ -148,7 +141,6 @@ def _finish(
     *,
     owner: str,
     now: datetime,
-    settings: Settings,
     inserted: int,
     updated: int,
 ) -> SyncStep:
@@ -172,31 +164,13 @@ def _finish(
     account.sync_retry_at = None
     if account.last_error_code not in ("account_inactive", "missing_permission"):
         repository.clear_error(account)
-    followups: list[Followup] = []
+    intents: list[Intent] = []
     newer = repository.latest_succeeded_refresh(session, account_id)
     if account.sync_requested or (newer is not None and newer.id != account.cursor_refresh_id):
-        followups.append(
-            Followup(
-                contract.SYNC_TRANSACTIONS,
-                {"account_id": account_id, "full": account.sync_requested_full},
-            )
-            if account.sync_requested_full
-            else sync_followup(account_id)
-        )
-    if settings.fcsync_on_synced_task:
-        followups.append(
-            Followup(
-                settings.fcsync_on_synced_task,
-                {
-                    "account": account_id,
-                    "refresh": target_id,
-                    "inserted": total_inserted,
-                    "updated": total_updated,
-                },
-            )
-        )
+        intents.append(SyncDue(account_id, full=account.sync_requested_full))
+    intents.append(NotifySynced(account_id, target_id, total_inserted, total_updated))
     repository.release_sync_lease(session, account_id, owner)
-    return SyncStep("done", inserted, updated, tuple(followups))
+    return SyncStep("done", inserted, updated, tuple(intents))
 
 
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
@@ -219,7 +193,7 @@ def resync_candidates(session: Session, *, now: datetime, settings: Settings) ->
     """Syncs that failed, died with their worker, or were never enqueued."""
     return Sweep(
         tuple(
-            sync_followup(account_id)
+            SyncDue(account_id)
             for account_id in repository.unsynced_account_ids(
                 session, now=now, limit=settings.fcsync_sweep_batch
             )

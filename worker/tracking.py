@@ -10,15 +10,8 @@ from sqlalchemy.orm import Session
 
 from worker import repository
 from worker.errors import PermanentError
-from worker.records import Followup
-from worker.refresh import (
-    mark_gone,
-    observe_account,
-    park_unusable,
-    poll_followup,
-    retrieve_or_mark_gone,
-    sync_followup,
-)
+from worker.intents import Intent, PollRefresh, SyncDue
+from worker.refresh import mark_gone, observe_account, park_unusable, retrieve_or_mark_gone
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
@@ -29,7 +22,7 @@ TrackOutcome = Literal["tracked", "subscribed", "inactive", "no_permission", "un
 class TrackResult:
     outcome: TrackOutcome
     subscribed: bool
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 def track_account(
@@ -53,11 +46,11 @@ def track_account(
     account = obs.account
     account.tracked = True
     account.refresh_interval_s = settings.fcsync_refresh_interval_s
-    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
+    intents: list[Intent] = [SyncDue(account_id)] if obs.needs_sync else []
     if live.status != "active":
         repository.record_error(account, "account_inactive", f"account is {live.status}", now=now)
         park_unusable(account, now=now, settings=settings)
-        return TrackResult("inactive", account.subscribed, tuple(followups))
+        return TrackResult("inactive", account.subscribed, tuple(intents))
     if "transactions" not in live.permissions:
         repository.record_error(
             account,
@@ -67,7 +60,7 @@ def track_account(
             now=now,
         )
         park_unusable(account, now=now, settings=settings)
-        return TrackResult("no_permission", account.subscribed, tuple(followups))
+        return TrackResult("no_permission", account.subscribed, tuple(intents))
     repository.clear_error(account)
     if subscribe and not account.subscribed:
         subscribed = gateway.subscribe_transactions(account_id)
@@ -76,8 +69,8 @@ def track_account(
         )
         state = subscribed.transaction_refresh
         if state is not None and state.status == "pending":
-            followups.append(poll_followup(account_id, settings))
-        return TrackResult("subscribed", True, tuple(followups))
+            intents.append(PollRefresh(account_id))
+        return TrackResult("subscribed", True, tuple(intents))
     if account.next_due_at is None:
         # Never refreshed through us: let the next beat sweep consider it right away.
         account.next_due_at = now
@@ -85,8 +78,8 @@ def track_account(
     if state is not None and state.status == "pending":
         # A refresh already running (a redelivered track whose subscribe went through, or one
         # started elsewhere): learn its outcome now rather than from the stale-refresh sweep.
-        followups.append(poll_followup(account_id, settings))
-    return TrackResult("tracked", account.subscribed, tuple(followups))
+        intents.append(PollRefresh(account_id))
+    return TrackResult("tracked", account.subscribed, tuple(intents))
 
 
 def untrack_account(

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from models import Account, Refresh, Transaction
 from tests.service.harness import EmulatedFC
 from worker import repository, sync
+from worker.intents import SyncDue
 
 HISTORY = 250
 
@@ -32,7 +33,7 @@ def test_sync_first_sync_reads_the_full_history(fc: EmulatedFC, session: Session
     account_id = tracked_account(fc, session)
     polled = fc.refresh(session, account_id)
     assert polled.outcome == "succeeded"
-    assert [f.kwargs for f in polled.followups] == [{"account_id": account_id}]
+    assert list(polled.intents) == [SyncDue(account_id)]
     truth = fc.truth(account_id)
     assert len(truth) >= HISTORY
 
@@ -122,7 +123,7 @@ def test_sync_failed_refresh_never_advances_the_cursor(fc: EmulatedFC, session: 
     fc.control.update_account(account_id, failure_rate=1.0)
     failed = fc.refresh(session, account_id)
     assert failed.outcome == "failed"
-    assert failed.followups == ()
+    assert failed.intents == ()
     start, steps = fc.sync(session, account_id)
     assert (start.outcome, steps) == ("up_to_date", [])
     account = account_row(session, account_id)

@@ -30,7 +30,9 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
     total = len(fc.truth(account_id))
 
     runs: list[dict[str, Any]] = []
-    queue: deque[Followup] = deque(polled.followups)
+    for intent in polled.intents:
+        rig.runtime.dispatch(intent)
+    queue: deque[Followup] = deque(rig.take(contract.SYNC_TRANSACTIONS))
     while queue:
         followup = queue.popleft()
         assert followup.task == contract.SYNC_TRANSACTIONS
