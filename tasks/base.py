@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from tasks.arguments import bad_argument
 from tasks.consumer import checked_strategy
 from worker.app import app, runtime
-from worker.errors import PermanentError, TransientError
+from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.runtime import Runtime
 from worker.settings import get_settings
 
@@ -50,9 +50,27 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
         except PermanentError as exc:
             # Failures inside a unit of work are logged (and recorded) there; only argument
             # errors, raised before any unit of work starts, are logged here.
-            if exc.code == "bad_argument":
+            if exc.code == ErrorCode.BAD_ARGUMENT:
                 log.error("bad argument to %s[%s]: %s", self.name, self.request.id or "-", exc)
             raise
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Where the error knows how long to wait (a spent request budget), wait at least that
+        long: the backoff alone would spend the retries before the budget refills."""
+        wait = getattr(exc, "retry_after", None)
+        if wait is not None and eta is None:
+            countdown = max(countdown or 0, wait)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Any:
         return checked_strategy(super().start_strategy(app, consumer, **kwargs))

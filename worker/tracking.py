@@ -9,9 +9,14 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from worker import repository
-from worker.errors import PermanentError
+from worker.accounts import (
+    mark_gone,
+    observe_account,
+    refuse_unusable,
+    retrieve_or_mark_gone,
+)
+from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, PollRefresh, SyncDue
-from worker.refresh import mark_gone, observe_account, park_unusable, retrieve_or_mark_gone
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
@@ -47,20 +52,9 @@ def track_account(
     account.tracked = True
     account.refresh_interval_s = settings.fcsync_refresh_interval_s
     intents: list[Intent] = [SyncDue(account_id)] if obs.needs_sync else []
-    if live.status != "active":
-        repository.record_error(account, "account_inactive", f"account is {live.status}", now=now)
-        park_unusable(account, now=now, settings=settings)
-        return TrackResult("inactive", account.subscribed, tuple(intents))
-    if "transactions" not in live.permissions:
-        repository.record_error(
-            account,
-            "missing_permission",
-            "the account lacks the transactions permission; relink it with "
-            "permissions=['transactions']",
-            now=now,
-        )
-        park_unusable(account, now=now, settings=settings)
-        return TrackResult("no_permission", account.subscribed, tuple(intents))
+    unusable = refuse_unusable(account, live, now=now, settings=settings)
+    if unusable is not None:
+        return TrackResult(unusable, account.subscribed, tuple(intents))
     repository.clear_error(account)
     if subscribe and not account.subscribed:
         subscribed = gateway.subscribe_transactions(account_id)
@@ -100,7 +94,9 @@ def untrack_account(
             account = observe_account(session, live, now=now, settings=settings).account
         except PermanentError as exc:
             # Stripe no longer knows it: nothing to unsubscribe, stop tracking it here.
-            if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
+            if exc.code != ErrorCode.RESOURCE_MISSING or not mark_gone(
+                session, account_id, now=now
+            ):
                 raise
     if account is None:
         live = gateway.retrieve_account(account_id)

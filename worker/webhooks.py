@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from worker import repository
-from worker.errors import ConfigurationError, PermanentError
+from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
+from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
     FC_EVENT_PREFIX,
     InvalidEventError,
@@ -24,7 +25,6 @@ from worker.event_envelope import (
 )
 from worker.intents import HandleEvent, Intent, SyncDue, TrackAccount
 from worker.records import FCEvent, Sweep
-from worker.refresh import observe_account, park_unusable, retrieve_or_mark_gone
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, parse_event, verify_webhook
 
@@ -155,14 +155,11 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
     obs = observe_account(ctx.session, live, now=ctx.now, settings=ctx.settings)
     account = obs.account
     if live.status == "active":
-        if account.last_error_code == "account_inactive":
+        if account.last_error_code == ErrorCode.ACCOUNT_INACTIVE:
             repository.clear_error(account)
-        account.next_due_at = min(account.next_due_at or ctx.now, ctx.now)
+        due_now(account, now=ctx.now)
     else:
-        repository.record_error(
-            account, "account_inactive", f"account is {live.status}", now=ctx.now
-        )
-        park_unusable(account, now=ctx.now, settings=ctx.settings)
+        refuse_unusable(account, live, now=ctx.now, settings=ctx.settings)
     return EventResult("processed", (SyncDue(account.id),) if obs.needs_sync else ())
 
 
@@ -192,7 +189,7 @@ def handle_event(
     """Process one inbox event once; unknown types are kept and marked ignored."""
     row = repository.get_webhook_event(session, event_id)
     if row is None:
-        raise PermanentError(f"event {event_id} is not in the inbox", code="unknown_event")
+        raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
     if row.processed_at is not None:
         return EventResult("duplicate")
     try:
@@ -243,7 +240,9 @@ def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> 
     ):
         if not is_event_id(row.id):
             # Stored before ids were validated: the task would refuse it on every sweep.
-            _mark_failed(row, "bad_event", "the stored id is not a Stripe event id", now=now)
+            _mark_failed(
+                row, ErrorCode.BAD_EVENT, "the stored id is not a Stripe event id", now=now
+            )
             continue
         row.sweeps += 1
         backoff = stale * 2 ** min(row.sweeps, _SWEEP_DOUBLINGS_MAX)
