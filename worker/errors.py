@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     ACCOUNT_GONE = "account_gone"
     REFRESH_FAILED = "refresh_failed"
     REFRESH_STALE = "refresh_stale"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     # Stripe's code for a 404; here it is the one Stripe code fcsync acts on.
     RESOURCE_MISSING = "resource_missing"
 

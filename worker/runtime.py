@@ -12,16 +12,18 @@ from datetime import datetime
 from typing import Any, Protocol, TypedDict, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import repository, sync
 from worker.clock import Clock
-from worker.db import get_engine
+from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
-from worker.errors import ConfigurationError, PermanentError
+from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
 from worker.intents import Intent, SyncDue
 from worker.ratelimit import limiter_for
 from worker.records import Followup
+from worker.redaction import redact
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, gateway_from_settings
 
@@ -95,11 +97,21 @@ class Runtime:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One unit of work: commit on success, roll back on any exception."""
+        """One unit of work: commit on success, roll back on any exception. A lost or refused
+        database connection is a TransientError (retried like a Stripe 5xx); a missing table
+        is not: it stays what it is, for the edge to name the migration it needs."""
         session = self._sessions()
         try:
             yield session
             session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            if is_missing_table(exc):
+                raise
+            raise TransientError(
+                f"database unavailable: {redact(str(exc.orig))}",
+                code=ErrorCode.DATABASE_UNAVAILABLE,
+            ) from exc
         except BaseException:
             session.rollback()
             raise
