@@ -67,7 +67,7 @@ class Runtime:
         self.settings = settings
         self.send = send
         self.engine = engine if engine is not None else get_engine(settings.database_url)
-        self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(expire_on_commit=False)
         self._gateway_factory = gateway or self._default_gateway
         self._gateway: StripeGateway | None = None
         self.clock: Now = clock if clock is not None else Clock(settings.fcsync_clock_url)
@@ -100,7 +100,7 @@ class Runtime:
         """One unit of work: commit on success, roll back on any exception. A lost or refused
         database connection is a TransientError (retried like a Stripe 5xx); a missing table
         is not: it stays what it is, for the edge to name the migration it needs."""
-        session = self._sessions()
+        session = self._sessions(bind=self.engine)
         try:
             yield session
             session.commit()
