@@ -35,8 +35,7 @@ task_ignore_result = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_time_limit = 600
-task_soft_time_limit = 540
+# Time limits and the retry policy are declared once, on every task's base (tasks/base.py).
 
 task_default_queue = "fcsync"
 task_routes = {"fcsync.*": {"queue": "fcsync"}}
