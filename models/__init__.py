@@ -12,7 +12,6 @@ __all__ = [
     "Account",
     "Base",
     "Refresh",
-    "RuntimeState",
     "Transaction",
     "UTCDateTime",
     "WebhookEvent",

@@ -102,3 +102,13 @@ def session(migrated_engine: Engine) -> Iterator[Session]:
         finally:
             sess.close()
             trans.rollback()
+
+
+@pytest.fixture
+def migrated_sqlite(tmp_path: Path) -> str:
+    """A migrated SQLite file: the receiver refuses to start on a database without the schema."""
+    from worker.db import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'fcsync.db'}"
+    upgrade_database(url)
+    return url

@@ -55,6 +55,8 @@ def map_stripe_error(exc: stripe.StripeError) -> TransientError | PermanentError
     """Stripe's error tree (keyed by HTTP status) onto retry-or-record."""
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or getattr(exc, "code", None)
+    # Only a string is a Stripe code; a proxy's answer can put anything there.
+    code = code if isinstance(code, str) and code else None
     status = exc.http_status
     text = f"Stripe {status or 'error'}{f' {code}' if code else ''}: {exc.user_message or exc}"
     if isinstance(exc, stripe.RateLimitError):
@@ -131,6 +133,12 @@ class StripeGateway:
             yield
         except stripe.StripeError as exc:
             raise map_stripe_error(exc) from exc
+        except AttributeError as exc:
+            # The SDK reads an error body's `error` as Stripe's error object (or an OAuth code):
+            # a proxy's `{"error": "Bad Gateway"}` fails there, with no status to map.
+            raise TransientError(
+                f"Stripe's error answer cannot be read: {exc}", code="unreadable_error"
+            ) from exc
 
     def retrieve_account(self, account_id: str) -> FCAccount:
         with self._call():

@@ -14,18 +14,13 @@ from sqlalchemy.orm import Session
 
 from models import Account
 from tasks.refresh import refresh_account_task
+from tests.rows import account_row
 from tests.service.conftest import TaskRig, make_settings
 from tests.service.harness import RETRIEVE_ACCOUNT, EmulatedFC
 from worker import refresh, sync
 from worker.db import session_scope
 from worker.errors import PermanentError, RateLimitedError, TransientError
 from worker.stripe_gateway import gateway_from_settings
-
-
-def account_row(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
-    assert account is not None
-    return account
 
 
 def request(fc: EmulatedFC, session: Session, account_id: str) -> refresh.RefreshDecision:

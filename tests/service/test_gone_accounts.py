@@ -14,6 +14,7 @@ from emulator import signature_header
 from models import Account
 from tasks.refresh import refresh_account_task, refresh_due_accounts_task
 from tasks.tracking import track_account_task, untrack_account_task
+from tests.rows import account_row
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
@@ -30,8 +31,7 @@ def beat(fc: EmulatedFC, rig: TaskRig, monkeypatch: pytest.MonkeyPatch) -> Beat:
 
 def row(rig: TaskRig, account_id: str) -> Account:
     with session_scope(rig.engine) as session:
-        account = session.get(Account, account_id)
-        assert account is not None
+        account = account_row(session, account_id)
         session.expunge(account)
         return account
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from models import Account, Transaction
 from tests.emulator.conftest import API_KEY
 from tests.service.conftest import make_settings
+from tests.stripe_http import Answer, CannedHTTPClient
 from worker import repository
 from worker.db import session_scope
 from worker.stripe_gateway import StripeGateway
@@ -318,26 +318,6 @@ def test_page_properties_every_malformed_account_is_refused(account: Any) -> Non
 # -- through the real gateway, sync_page and a database ------------------------------------
 
 
-class CannedHTTPClient(stripe.HTTPClient):
-    """Answers every request with one body: the rare shapes the emulator never produces."""
-
-    name = "canned"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = "{}"
-        self.requests = 0
-
-    def request(
-        self, method: str, url: str, headers: Any, post_data: Any = None, *, _usage: Any = None
-    ) -> tuple[str, int, dict[str, str]]:
-        self.requests += 1
-        return self.body, 200, {}
-
-    def close(self) -> None:
-        return None
-
-
 def stand_at(engine: Engine, starting_after: str | None) -> None:
     """A sync of ACCOUNT in progress (lease held, cursor at CURSOR), and no transactions."""
     with session_scope(engine) as session:
@@ -358,7 +338,7 @@ def stand_at(engine: Engine, starting_after: str | None) -> None:
 
 
 def sync_one_page(engine: Engine, http: CannedHTTPClient, body: Any) -> None:
-    http.body = json.dumps(body)
+    http.script = [Answer(200, json.dumps(body))]
     gateway = StripeGateway(API_KEY, max_network_retries=0, http_client=http)
     with session_scope(engine) as session:
         sync_page(session, gateway, ACCOUNT, owner="o", now=NOW, settings=SETTINGS)
@@ -394,7 +374,7 @@ def test_page_properties_a_refused_page_never_moves_the_cursor_nor_writes_a_row(
     http = CannedHTTPClient()
     with pytest.raises(InvalidStripeResponse):
         sync_one_page(committed_engine, http, body)
-    assert http.requests == 1
+    assert len(http.calls) == 1
     assert where_it_stands(committed_engine) == (CURSOR, starting_after, [])
 
 

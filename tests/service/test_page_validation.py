@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from models import Account
 from tasks.tracking import track_account_task
+from tests.rows import account_row
 from tests.service.conftest import TaskRig, make_settings
 from tests.service.harness import EmulatedFC
 from worker import reports, repository
@@ -125,12 +126,6 @@ CASES = {
     "array_body": Case(bare_array, "must be a JSON object"),
     "float_amount": Case(float_amount, "`amount` must be an integer, got number -41.01"),
 }
-
-
-def account_row(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
-    assert account is not None
-    return account
 
 
 def refreshed_account(fc: EmulatedFC, rig: TaskRig, *others: str) -> str:

@@ -19,6 +19,7 @@ from models import Account
 from tasks.refresh import poll_refresh_task, refresh_account_task, refresh_due_accounts_task
 from tasks.tracking import track_account_task
 from tests.emulator.conftest import API_KEY
+from tests.rows import account_row
 from tests.service.conftest import TaskRig
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, at
 from worker import contract, refresh
@@ -32,9 +33,7 @@ DAY_S = 86_400
 
 def stored(engine: Engine, account_id: str) -> Account:
     with session_scope(engine) as session:
-        account = session.get(Account, account_id)
-        assert account is not None
-        return account
+        return account_row(session, account_id)
 
 
 def subscribe_and_complete_first_refresh(fc: EmulatedFC, clock: Any, account_id: str) -> None:

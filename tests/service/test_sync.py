@@ -9,18 +9,13 @@ import math
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from models import Account, Refresh, Transaction
+from models import Refresh, Transaction
+from tests.rows import account_row
 from tests.service.harness import EmulatedFC
 from worker import repository, sync
 from worker.intents import SyncDue
 
 HISTORY = 250
-
-
-def account_row(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
-    assert account is not None
-    return account
 
 
 def tracked_account(fc: EmulatedFC, session: Session, transactions: int = HISTORY) -> str:

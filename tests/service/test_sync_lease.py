@@ -7,16 +7,10 @@ import math
 
 from sqlalchemy.orm import Session
 
-from models import Account
+from tests.rows import account_row
 from tests.service.harness import EmulatedFC, sync_requests
 from worker import sync
 from worker.intents import SyncDue
-
-
-def account_row(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
-    assert account is not None
-    return account
 
 
 def start(

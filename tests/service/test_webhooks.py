@@ -12,8 +12,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from emulator import signature_header
-from models import Account, Base, Refresh, WebhookEvent
+from models import Base, Refresh, WebhookEvent
 from tests.emulator.conftest import API_KEY, make_emulator
+from tests.rows import account_row
 from tests.service.conftest import WEBHOOK_SECRET, make_settings
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, sync_requests
 from worker import refresh, reports, webhooks
@@ -63,12 +64,6 @@ def start_and_finish_refresh(fc: EmulatedFC, session: Session, account_id: str) 
     assert decision.outcome == "started" and decision.refresh_id is not None
     fc.advance(REFRESH_DELAY_S + REFRESH_COOLDOWN_S)
     return decision.refresh_id
-
-
-def account_row(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
-    assert account is not None
-    return account
 
 
 def test_webhooks_same_event_twice_is_a_duplicate(fc: EmulatedFC, session: Session) -> None:

@@ -1,19 +1,14 @@
 """docker-compose.yml and the Dockerfile against the code: every command parses with the real
 CLI (fcsync's click group, celery's), every variable is a setting, health and ordering hold.
 
-No Docker engine is needed: the compose file is read with PyYAML, and the HTTP healthchecks
-run here against in-process servers (the emulator, the webhook receiver)."""
+No Docker engine is needed: the compose file is read with PyYAML. The HTTP healthchecks, run
+against live servers, are in tests/integration/test_compose_health.py."""
 
 from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
-import threading
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +16,6 @@ from urllib.parse import urlsplit
 import click
 import pytest
 import yaml
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,29 +77,6 @@ def healthcheck_text(service: dict[str, Any]) -> str:
         return test
     assert test[0] in ("CMD", "CMD-SHELL"), f"healthcheck test must start CMD/CMD-SHELL: {test}"
     return " ".join(test[1:])
-
-
-def run_healthcheck(service: dict[str, Any], container_url: str, live_url: str) -> int:
-    """Run a service's CMD healthcheck here, pointed at a live server; its exit code."""
-    test = service["healthcheck"]["test"]
-    assert test[0] == "CMD" and test[1] == "python", test
-    assert any(container_url in t for t in test), f"{container_url} not in {test}"
-    cmd = [sys.executable, *(t.replace(container_url, live_url) for t in test[2:])]
-    return subprocess.run(cmd, capture_output=True, timeout=30, check=False).returncode
-
-
-@contextmanager
-def serving(wsgi_app: Any) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 def project_services(services: dict[str, dict[str, Any]]) -> list[str]:
@@ -305,16 +276,6 @@ def test_compose_runs_exactly_one_beat(services: dict[str, dict[str, Any]]) -> N
 # ---------------------------------------------------------------- wiring between services
 
 
-@pytest.fixture
-def migrated_sqlite(tmp_path: Path) -> str:
-    """The receiver refuses to start on a database without fcsync's schema."""
-    from worker.db import upgrade_database
-
-    url = f"sqlite:///{tmp_path / 'fcsync.db'}"
-    upgrade_database(url)
-    return url
-
-
 def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     services: dict[str, dict[str, Any]], migrated_sqlite: str
 ) -> None:
@@ -339,44 +300,6 @@ def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     # The emulator delivers its signed events to exactly this receiver.
     _, _, emulator = parse_service(services["emulator"])
     assert emulator.params["webhook_url"] == f"http://webhooks:{port}{path}"
-
-
-def test_compose_emulator_healthcheck_passes_against_a_live_emulator(
-    services: dict[str, dict[str, Any]],
-) -> None:
-    from emulator.server import Emulator
-
-    _, _, ctx = parse_service(services["emulator"])
-    with Emulator() as emulator:
-        url = emulator.base_url
-        assert (
-            run_healthcheck(services["emulator"], f"http://127.0.0.1:{ctx.params['port']}", url)
-            == 0
-        )
-    assert run_healthcheck(services["emulator"], f"http://127.0.0.1:{ctx.params['port']}", url) != 0
-
-
-def test_compose_webhooks_healthcheck_follows_the_database(
-    services: dict[str, dict[str, Any]], migrated_sqlite: str
-) -> None:
-    from worker import http
-    from worker.runtime import Runtime
-    from worker.settings import Settings
-
-    _, _, ctx = parse_service(services["webhooks"])
-    container_url = f"http://127.0.0.1:{ctx.params['port']}"
-    settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
-    up = create_engine("sqlite://")
-    runtime = Runtime(settings, send=lambda _: None, engine=up)
-    app = http.create_app(runtime, path=ctx.params["path"])
-    with serving(app) as url:
-        assert run_healthcheck(services["webhooks"], container_url, url) == 0
-        # A receiver that cannot reach its database reports unhealthy (503).
-        down = create_engine("sqlite:////nonexistent-dir/fcsync.db")
-        runtime.engine = down
-        assert run_healthcheck(services["webhooks"], container_url, url) != 0
-    up.dispose()
-    down.dispose()
 
 
 def test_compose_emulator_is_the_default_api_base(

@@ -11,8 +11,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from emulator import signature_header
 from models import WebhookEvent
-from tests.signing import sign
 from tests.unit.conftest import OLD_SECRET, SECRET, inbox_session
 from worker.records import Followup
 
@@ -55,8 +55,8 @@ def post(client: FlaskClient, body: bytes, header: str | None) -> Any:
 def test_http_signed_event_is_stored_and_enqueued_once(receiver) -> None:  # type: ignore[no-untyped-def]
     client, sent = receiver
     body = event()
-    assert post(client, body, sign(body, SECRET)).status_code == 200
-    again = post(client, body, sign(body, SECRET))
+    assert post(client, body, signature_header(body, SECRET)).status_code == 200
+    again = post(client, body, signature_header(body, SECRET))
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert stored_count(client) == 1
     assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
@@ -65,7 +65,7 @@ def test_http_signed_event_is_stored_and_enqueued_once(receiver) -> None:  # typ
 def test_http_rotated_secret_still_accepted(receiver) -> None:  # type: ignore[no-untyped-def]
     client, _ = receiver
     body = event("evt_old")
-    assert post(client, body, sign(body, OLD_SECRET)).status_code == 200
+    assert post(client, body, signature_header(body, OLD_SECRET)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -75,18 +75,18 @@ def test_http_rotated_secret_still_accepted(receiver) -> None:  # type: ignore[n
 def test_http_bad_webhook_is_400_and_nothing_stored(receiver, case: str) -> None:  # type: ignore[no-untyped-def]
     client, sent = receiver
     body = event()
-    header: str | None = sign(body, SECRET)
+    header: str | None = signature_header(body, SECRET)
     if case == "tampered":
         body = body.replace(b'"created": 1', b'"created": 2')
     elif case == "wrong_secret":
-        header = sign(body, "whsec_other")
+        header = signature_header(body, "whsec_other")
     elif case == "stale":
-        header = sign(body, SECRET, timestamp=int(time.time()) - 3600)
+        header = signature_header(body, SECRET, timestamp=int(time.time()) - 3600)
     elif case == "missing_header":
         header = None
     elif case == "not_json":
         body = b"this is not json"
-        header = sign(body, SECRET)
+        header = signature_header(body, SECRET)
     response = post(client, body, header)
     assert response.status_code == 400, response.get_json()
     assert stored_count(client) == 0
@@ -96,7 +96,7 @@ def test_http_bad_webhook_is_400_and_nothing_stored(receiver, case: str) -> None
 def test_http_oversized_body_is_413_and_nothing_stored(receiver) -> None:  # type: ignore[no-untyped-def]
     client, sent = receiver
     body = event(padding="x" * 10_000)
-    assert post(client, body, sign(body, SECRET)).status_code == 413
+    assert post(client, body, signature_header(body, SECRET)).status_code == 413
     assert stored_count(client) == 0 and sent == []
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -56,9 +63,56 @@ def test_tasks_config_is_json_only_and_acks_late() -> None:
     assert celeryconfig.task_serializer == "json"
     assert celeryconfig.accept_content == ["json"]
     assert celeryconfig.task_acks_late and celeryconfig.worker_prefetch_multiplier == 1
-    timeout = celeryconfig.broker_transport_options.get("visibility_timeout")
-    if timeout is not None:
-        assert timeout > celeryconfig._settings.fcsync_max_countdown_s
+
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_BROKER = "redis://127.0.0.1:6379/0"
+CONFIG_ON_REDIS = """
+import json, celeryconfig
+from tasks.base import FcsyncTask
+from worker.settings import get_settings
+s = get_settings()
+print(json.dumps({
+    "broker_url": celeryconfig.broker_url,
+    "transport_options": celeryconfig.broker_transport_options,
+    "task_time_limit": FcsyncTask.time_limit,
+    "max_countdown_s": s.fcsync_max_countdown_s,
+    "poll_max_s": s.fcsync_poll_max_s,
+}))
+"""
+
+
+def celeryconfig_on_redis(**env: str) -> dict[str, Any]:
+    """celeryconfig as a worker on Redis builds it: imported afresh, in a process of its own
+    (this one's settings are cached, and `make test` runs on the embedded broker)."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("FCSYNC_", "CELERY_"))
+    }
+    clean.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CONFIG_ON_REDIS],
+        env={**clean, "REDIS_URL": REDIS_BROKER, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("env", [{}, {"FCSYNC_MAX_COUNTDOWN_S": "20000"}])
+def test_tasks_redis_visibility_timeout_outlasts_the_longest_countdown(env: dict[str, str]) -> None:
+    config = celeryconfig_on_redis(**env)
+    assert config["broker_url"] == REDIS_BROKER
+    timeout = config["transport_options"]["visibility_timeout"]
+    # With acks_late a worker holds an ETA message unacknowledged through its countdown and its
+    # run; Redis redelivers it (a second run) once the visibility timeout passes
+    # (celery/celery#4766). A refresh cooldown is scheduled up to 1 s past the max countdown.
+    countdown = max(config["max_countdown_s"] + 1, config["poll_max_s"])
+    assert timeout > countdown + config["task_time_limit"]
+    for task in PINNED.values():
+        assert timeout > task.retry_backoff_max + task.time_limit, task.name
 
 
 @pytest.mark.parametrize(

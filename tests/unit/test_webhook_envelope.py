@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.exc import DataError
 
+from emulator import signature_header
 from models import WebhookEvent
-from tests.signing import sign
 from tests.unit.conftest import MAX_BODY, SECRET, inbox_session
 from worker import db, repository
 from worker.records import Followup
@@ -145,7 +145,7 @@ def test_envelope_signed_bad_body_is_400_with_a_reason_and_nothing_stored(
     client, sent = receiver
     body = BAD_BODIES[case]()
     assert len(body) < MAX_BODY, "the body limit would answer 413 first"
-    response = post(client, body, sign(body, SECRET))
+    response = post(client, body, signature_header(body, SECRET))
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["error"]
     assert stored(client) == [] and sent == []
@@ -156,7 +156,7 @@ def test_envelope_non_ascii_signature_header_is_400(
 ) -> None:
     client, sent = receiver
     body = encoded(event_dict())
-    response = post(client, body, sign(body, SECRET) + ",v1=\u00e9")
+    response = post(client, body, signature_header(body, SECRET) + ",v1=\u00e9")
     assert response.status_code == 400
     assert response.get_json()["code"] == "signature_invalid"
     assert stored(client) == [] and sent == []
@@ -174,7 +174,7 @@ def test_envelope_event_without_work_is_acknowledged_and_not_stored(
 ) -> None:
     client, sent = receiver
     payload = encoded(body)
-    response = post(client, payload, sign(payload, SECRET))
+    response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 200
     assert response.get_json()["ignored"]
     assert stored(client) == [] and sent == []
@@ -185,7 +185,7 @@ def test_envelope_fc_type_without_handler_is_stored_as_ignored_and_not_enqueued(
 ) -> None:
     client, sent = receiver
     payload = encoded(event_dict(type="financial_connections.account.upcoming_deactivation"))
-    response = post(client, payload, sign(payload, SECRET))
+    response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 200 and response.get_json()["ignored"]
     (row,) = stored(client)
     assert (row.id, row.outcome) == ("evt_1", "ignored") and row.processed_at is not None
@@ -198,7 +198,7 @@ def test_envelope_unknown_account_is_stored_and_enqueued_once(
     """The handler decides (ignore, or track with FCSYNC_AUTO_TRACK), not the receiver."""
     client, sent = receiver
     payload = with_account(id="fca_neverseen")
-    assert post(client, payload, sign(payload, SECRET)).status_code == 200
+    assert post(client, payload, signature_header(payload, SECRET)).status_code == 200
     (row,) = stored(client)
     assert (row.account_id, row.processed_at) == ("fca_neverseen", None)
     assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
@@ -212,7 +212,7 @@ def test_envelope_database_down_is_503_so_stripe_redelivers(
     client, sent = receiver
     receiver_runtime.engine = db.make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
     payload = encoded(event_dict())
-    response = post(client, payload, sign(payload, SECRET))
+    response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 503
     assert sent == []
 
@@ -228,6 +228,6 @@ def test_envelope_value_the_database_refuses_is_400(
     client, sent = receiver
     monkeypatch.setattr(repository, "insert_webhook_event", refuse)
     payload = encoded(event_dict())
-    response = post(client, payload, sign(payload, SECRET))
+    response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 400
     assert stored(client) == [] and sent == []

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from emulator import signature_header
 from models import WebhookEvent
-from tests.signing import sign
 from tests.unit.conftest import MAX_BODY, OLD_SECRET, SECRET, inbox_session
 from worker import db, webhooks
 from worker.http import create_app
@@ -210,7 +210,7 @@ def deliver_signed(
     client, sent = receiver
     body = raw if raw is not None else json.dumps(event).encode()
     before, queued = inbox(client), len(sent)
-    response = post(client, body, sign(body, SECRET))
+    response = post(client, body, signature_header(body, SECRET))
     assert response.status_code < 500, response.get_data(as_text=True)
     after = inbox(client)
     added = [row for key, row in after.items() if key not in before]
@@ -322,7 +322,9 @@ def test_fuzz_signatures_only_a_configured_fresh_one_stores(
     header: str | None
     if isinstance(signature, dict):
         signed = payload if signature["same_body"] else payload + b" "
-        header = sign(signed, signature["secret"], timestamp=int(time.time()) - signature["age"])
+        header = signature_header(
+            signed, signature["secret"], timestamp=int(time.time()) - signature["age"]
+        )
         header += signature["extra"]
         verifies = (
             signature["secret"] in (SECRET, OLD_SECRET)
@@ -428,7 +430,7 @@ def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
     statuses: list[int] = []
 
     def deliver(body: bytes) -> None:
-        header = sign(body, SECRET)
+        header = signature_header(body, SECRET)
         barrier.wait(timeout=10)
         response = requests.post(url, data=body, headers={"Stripe-Signature": header}, timeout=30)
         statuses.append(response.status_code)
@@ -458,7 +460,7 @@ def test_fuzz_chunked_body_over_the_limit_is_413(
             yield body[start : start + 1_000]
 
     response = requests.post(
-        url, data=chunks(), headers={"Stripe-Signature": sign(body, SECRET)}, timeout=30
+        url, data=chunks(), headers={"Stripe-Signature": signature_header(body, SECRET)}, timeout=30
     )
     assert response.status_code == 413
     with db.session_scope(receiver_engine) as session:

@@ -1,0 +1,181 @@
+"""The gateway's error mapping, answer by answer: Stripe's HTTP errors (through the real SDK,
+over a scripted HTTP client) become retry-or-record with the code fcsync stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+
+from tests.stripe_http import Answer, CannedHTTPClient
+from worker.errors import FcsyncError, PermanentError, RateLimitedError, TransientError
+from worker.stripe_gateway import StripeGateway
+
+ACCOUNT = "fca_1"
+ACCOUNT_BODY = {"id": ACCOUNT, "object": "financial_connections.account", "status": "active"}
+
+
+def error(status: int, type_: str = "invalid_request_error", code: str | None = None) -> Answer:
+    body: dict[str, Any] = {"type": type_, "message": f"a {status} from Stripe"}
+    if code is not None:
+        body["code"] = code
+    return Answer(status, {"error": body})
+
+
+def gateway(
+    *answers: Answer | Exception, retries: int = 0
+) -> tuple[StripeGateway, CannedHTTPClient]:
+    http = CannedHTTPClient(*answers)
+    return StripeGateway("sk_test_x", max_network_retries=retries, http_client=http), http
+
+
+def failure(*answers: Answer | Exception) -> FcsyncError:
+    stripe_gateway, _ = gateway(*answers)
+    with pytest.raises(FcsyncError) as raised:
+        stripe_gateway.retrieve_account(ACCOUNT)
+    return raised.value
+
+
+def case_id(value: object) -> str:
+    if isinstance(value, type):
+        return value.__name__
+    return str(value.status) if isinstance(value, Answer) else str(value)
+
+
+def lost_connection() -> stripe.APIConnectionError:
+    # What stripe.RequestsClient raises for a timeout or a refused connection.
+    return stripe.APIConnectionError(
+        "Unexpected error communicating with Stripe.", should_retry=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (error(401), "authentication"),
+        (error(401, code="api_key_expired"), "api_key_expired"),
+        (error(403), "authentication"),
+        (error(403, code="secret_key_required"), "secret_key_required"),
+        (error(404, code="resource_missing"), "resource_missing"),
+        (error(400), "invalid_request"),
+        (error(400, code="parameter_missing"), "parameter_missing"),
+        (error(400, "idempotency_error"), "invalid_request"),
+        (error(404, "idempotency_error"), "invalid_request"),
+        (error(402, "card_error"), "invalid_request"),
+    ],
+    ids=case_id,
+)
+def test_gateway_errors_that_a_retry_cannot_fix_are_permanent(answer: Answer, code: str) -> None:
+    raised = failure(answer)
+    assert isinstance(raised, PermanentError)
+    assert raised.code == code
+    assert str(answer.status) in raised.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (error(429, code="lock_timeout"), "lock_timeout"),
+        (error(400, code="lock_timeout"), "lock_timeout"),
+        (error(409, code="idempotency_key_in_use"), "idempotency_key_in_use"),
+        (error(400, code="idempotency_key_in_use"), "idempotency_key_in_use"),
+        (error(409), "http_409"),
+        (error(500, "api_error"), "http_500"),
+        (error(502, "api_error"), "http_502"),
+        (error(503, "api_error"), "http_503"),
+        # Bodies without Stripe's `error` object: a proxy's page, an empty or foreign answer.
+        (Answer(400, {"message": "no error object"}), "http_400"),
+        (Answer(502, "<html>Bad Gateway</html>"), "http_502"),
+        (Answer(500, ""), "http_500"),
+        (Answer(503, []), "http_503"),
+    ],
+    ids=case_id,
+)
+def test_gateway_errors_that_can_pass_are_transient(answer: Answer, code: str) -> None:
+    raised = failure(answer)
+    assert isinstance(raised, TransientError)
+    assert raised.code == code
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [error(429), error(429, code="rate_limit"), error(400, code="rate_limit")],
+    ids=["429", "429-rate_limit", "400-rate_limit"],
+)
+def test_gateway_errors_rate_limit_is_its_own_transient_error(answer: Answer) -> None:
+    raised = failure(answer)
+    assert isinstance(raised, RateLimitedError)
+    assert raised.code == "rate_limit"
+
+
+def test_gateway_errors_a_lost_connection_is_transient() -> None:
+    raised = failure(lost_connection())
+    assert isinstance(raised, TransientError) and not isinstance(raised, RateLimitedError)
+    assert raised.code == "connection"
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3])
+@pytest.mark.parametrize(
+    "answer",
+    [error(500, "api_error"), error(409), lost_connection()],
+    ids=["500", "409", "connection"],
+)
+def test_gateway_errors_the_sdk_retries_exactly_max_network_retries_times(
+    answer: Answer | Exception, retries: int
+) -> None:
+    stripe_gateway, http = gateway(answer, retries=retries)
+    with pytest.raises(TransientError):
+        stripe_gateway.retrieve_account(ACCOUNT)
+    assert len(http.calls) == 1 + retries
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [error(429, code="rate_limit"), error(400), error(404, code="resource_missing")],
+    ids=["429", "400", "404"],
+)
+def test_gateway_errors_the_sdk_never_retries_a_4xx(answer: Answer) -> None:
+    stripe_gateway, http = gateway(answer, retries=3)
+    with pytest.raises(FcsyncError):
+        stripe_gateway.retrieve_account(ACCOUNT)
+    assert len(http.calls) == 1
+
+
+def test_gateway_errors_a_retried_refresh_keeps_its_idempotency_key_and_succeeds() -> None:
+    stripe_gateway, http = gateway(
+        error(500, "api_error"), lost_connection(), Answer(200, ACCOUNT_BODY), retries=2
+    )
+    account = stripe_gateway.refresh_transactions(ACCOUNT, idempotency_key="refresh-fca_1-1")
+    assert account.id == ACCOUNT
+    assert [call.method for call in http.calls] == ["post"] * 3
+    assert {call.headers["Idempotency-Key"] for call in http.calls} == {"refresh-fca_1-1"}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429, 502])
+@pytest.mark.parametrize("value", ["Bad Gateway", None, 42, [], True], ids=repr)
+def test_gateway_errors_an_error_that_is_no_object_is_transient(status: int, value: Any) -> None:
+    # A proxy's `{"error": "Bad Gateway"}`: the SDK cannot read it as Stripe's error object.
+    raised = failure(Answer(status, {"error": value}))
+    assert isinstance(raised, TransientError)
+    assert raised.code == "unreadable_error"
+
+
+@pytest.mark.parametrize("code", [5, ["lock_timeout"], {"a": 1}, ""], ids=repr)
+@pytest.mark.parametrize(
+    ("answer", "root", "fallback"),
+    [
+        (error(404), PermanentError, "invalid_request"),
+        (error(401), PermanentError, "authentication"),
+        (error(429), RateLimitedError, "rate_limit"),
+        (error(500, "api_error"), TransientError, "http_500"),
+    ],
+    ids=case_id,
+)
+def test_gateway_errors_a_code_that_is_no_string_is_ignored(
+    answer: Answer, root: type[FcsyncError], fallback: str, code: Any
+) -> None:
+    body = {"error": {**answer.body["error"], "code": code}}
+    raised = failure(Answer(answer.status, body))
+    assert isinstance(raised, root)
+    assert raised.code == fallback
