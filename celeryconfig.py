@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from worker import contract
 from worker.settings import get_settings
 
 _settings = get_settings()
@@ -34,8 +35,7 @@ task_ignore_result = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_time_limit = 600
-task_soft_time_limit = 540
+# Time limits and the retry policy are declared once, on every task's base (tasks/base.py).
 
 task_default_queue = "fcsync"
 task_routes = {"fcsync.*": {"queue": "fcsync"}}
@@ -49,17 +49,17 @@ worker_consumer = "tasks.consumer:FcsyncConsumer"
 _every = _settings.fcsync_beat_interval_s
 beat_schedule = {
     "refresh-due-accounts": {
-        "task": "fcsync.refresh_due_accounts",
+        "task": contract.REFRESH_DUE_ACCOUNTS,
         "schedule": _every,
         "options": {"expires": _every},
     },
     "poll-stale-refreshes": {
-        "task": "fcsync.poll_stale_refreshes",
+        "task": contract.POLL_STALE_REFRESHES,
         "schedule": 2 * _every,
         "options": {"expires": 2 * _every},
     },
     "retry-failed-syncs": {
-        "task": "fcsync.retry_failed_syncs",
+        "task": contract.RETRY_FAILED_SYNCS,
         "schedule": 2 * _every,
         "options": {"expires": 2 * _every},
     },

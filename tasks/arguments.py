@@ -7,15 +7,7 @@ import re
 import reprlib
 from typing import Any
 
-from worker.errors import PermanentError
-
-RETRY_POLICY: dict[str, Any] = {
-    "retry_backoff": 2,
-    "retry_backoff_max": 600,
-    "retry_jitter": True,
-    "soft_time_limit": 540,
-    "time_limit": 600,
-}
+from worker.errors import ErrorCode, PermanentError
 
 # Stripe ids are a prefix and ASCII letters and digits; accounts.id is String(64) and
 # webhook_events.id String(255), so a longer id could never name a stored row.
@@ -39,7 +31,9 @@ def shown(value: Any) -> str:
 
 
 def bad_argument(name: str, expected: str, value: Any) -> PermanentError:
-    return PermanentError(f"{name} must be {expected}, got {shown(value)}", code="bad_argument")
+    return PermanentError(
+        f"{name} must be {expected}, got {shown(value)}", code=ErrorCode.BAD_ARGUMENT
+    )
 
 
 def stripe_id(

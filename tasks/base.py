@@ -1,18 +1,23 @@
-"""The base of every fcsync task: a message must be a task message (tasks/consumer.py), fit the
-task's signature and carry a sane retry count; an expected PermanentError is logged once, by
-fcsync, without a traceback, and never retried."""
+"""The base of every fcsync task (the app's task_cls): retry policy, time limits and the process's
+runtime, declared once; a message must be a task message (tasks/consumer.py), fit the task's
+signature and carry a sane retry count; an expected PermanentError is logged once, never retried."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from celery import Task
+from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import RETRY_POLICY, bad_argument
+from tasks.arguments import bad_argument
 from tasks.consumer import checked_strategy
-from worker.errors import PermanentError
+from worker.app import app, runtime
+from worker.errors import ErrorCode, PermanentError, TransientError
+from worker.runtime import Runtime
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +26,20 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
     # Expected failures: Celery marks them failed and logs them at INFO without a traceback
     # (dropped below, since fcsync has already logged them) and never retries them.
     throws = (PermanentError,)
+    # A lost database connection is as transient as a Stripe 5xx.
+    autoretry_for = (TransientError, OperationalError)
+    max_retries = get_settings().fcsync_max_retries
+    retry_backoff = 2
+    retry_backoff_max = 600
+    retry_jitter = True
+    # Below the broker's visibility timeout (celeryconfig), so a slow task is never redelivered.
+    soft_time_limit = 540
+    time_limit = 600
+
+    @property
+    def runtime(self) -> Runtime:
+        """Sessions, gateway, clock and dispatch of this process (or of the calling context)."""
+        return runtime()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Celery's documented override: call run() directly, because the tracer has already
@@ -31,9 +50,27 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
         except PermanentError as exc:
             # Failures inside a unit of work are logged (and recorded) there; only argument
             # errors, raised before any unit of work starts, are logged here.
-            if exc.code == "bad_argument":
+            if exc.code == ErrorCode.BAD_ARGUMENT:
                 log.error("bad argument to %s[%s]: %s", self.name, self.request.id or "-", exc)
             raise
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Where the error knows how long to wait (a spent request budget), wait at least that
+        long: the backoff alone would spend the retries before the budget refills."""
+        wait = getattr(exc, "retry_after", None)
+        if wait is not None and eta is None:
+            countdown = max(countdown or 0, wait)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Any:
         return checked_strategy(super().start_strategy(app, consumer, **kwargs))
@@ -77,4 +114,10 @@ _trace_log = logging.getLogger("celery.app.trace")
 if not any(isinstance(f, _FcsyncFailureLoggedOnce) for f in _trace_log.filters):
     _trace_log.addFilter(_FcsyncFailureLoggedOnce())
 
-TASK_OPTIONS: dict[str, Any] = {"base": FcsyncTask, **RETRY_POLICY}
+
+def fcsync_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], FcsyncTask]:
+    """Registers a task under its stable name; the body gets its FcsyncTask first (bound), for
+    `self.runtime` and `self.request`."""
+    return cast(
+        Callable[[Callable[..., Any]], FcsyncTask], app.task(name=name, bind=True, **options)
+    )

@@ -18,15 +18,15 @@ from celery.signals import (
 from worker import logs
 from worker.db import dispose_engines
 from worker.errors import PermanentError
-from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.redaction import redact
+from worker.runtime import Runtime, bound_runtime
 from worker.settings import get_settings
-from worker.stripe_gateway import gateway_from_settings
 from worker.toplevel import claim
-from worker.unit_of_work import UnitOfWork
 
-app = Celery("fcsync")
+# Every task's base (Celery's per-process resources pattern): retry policy, time limits and the
+# process's runtime. By name, because the task layer sits above this module.
+app = Celery("fcsync", task_cls="tasks.base:FcsyncTask")
 # By file, not by name: `celery` puts its working directory first on sys.path, where another
 # project's celeryconfig.py would win an import by name.
 app.config_from_object(claim("celeryconfig"))
@@ -55,21 +55,27 @@ def send_followup(followup: Followup) -> None:
     app.send_task(followup.task, kwargs=followup.kwargs, countdown=followup.countdown, queue=queue)
 
 
-def _gateway() -> Any:
-    settings = get_settings()
-    return gateway_from_settings(
-        settings, limiter=limiter_for(settings.redis_url, settings.fcsync_requests_per_second)
-    )
+_process_runtime: Runtime | None = None
 
 
-uow = UnitOfWork(get_settings(), _gateway, send_followup)
+def runtime() -> Runtime:
+    """The runtime tasks run with: one bound to this context (a test, the CLI's --inline), else
+    this process's own, built on first use from the environment's settings."""
+    global _process_runtime
+    bound = bound_runtime()
+    if bound is not None:
+        return bound
+    if _process_runtime is None:
+        _process_runtime = Runtime(get_settings(), send=send_followup)
+    return _process_runtime
 
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Pooled DB connections and HTTP sessions must not be shared with the parent process.
     dispose_engines(close=False)
-    uow.reset()
+    if _process_runtime is not None:
+        _process_runtime.reset()
 
 
 @after_setup_logger.connect

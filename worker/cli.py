@@ -152,22 +152,23 @@ def _enqueue(task: str, **kwargs: Any) -> None:
 def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[dict[str, Any]]:
     """Run a task and the follow-ups `follow` accepts in this process (no broker, no worker),
     honouring their countdowns and retrying transient errors with backoff."""
-    from tasks.sync import page_hook
-    from worker.app import app, uow
+    from worker.app import app
     from worker.db import require_schema
+    from worker.runtime import Runtime, bound
 
+    settings = get_settings()
     require_schema()  # before the first Stripe call: its answer could not be stored anyway
-    # A permanent failure ends the command with its own one-line error: the unit of work's
-    # log line for the same failure would only repeat it.
-    logging.getLogger("worker.unit_of_work").setLevel(logging.CRITICAL)
+    # A permanent failure ends the command with its own one-line error: the runtime's log
+    # line for the same failure would only repeat it.
+    logging.getLogger("worker.runtime").setLevel(logging.CRITICAL)
     app.loader.import_default_modules()  # the task modules named in celeryconfig.imports
     queue: deque[Followup] = deque([first])
-    previous = uow.set_dispatch(queue.append)
     results: list[dict[str, Any]] = []
-    first_wait = uow.settings.fcsync_inline_retry_s
+    first_wait = settings.fcsync_inline_retry_s
     with _progress_report() as report:
-        watching = page_hook.set(report.page)
-        try:
+        # Follow-ups land in this queue instead of the broker; pages are shown as they commit.
+        inline = Runtime(settings, send=queue.append, on_page=report.page)
+        with bound(inline):
             while queue:
                 item = queue.popleft()
                 if item is not first and (not item.task.startswith("fcsync.") or not follow(item)):
@@ -187,9 +188,6 @@ def _run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[
                         time.sleep(first_wait * 2**attempt)
                 results.append(result)
                 report.finished(item, result)
-        finally:
-            uow.set_dispatch(previous)
-            page_hook.reset(watching)
         report.done()
     for result in results:
         if result.get("outcome") in PERMANENT_OUTCOMES:
@@ -340,9 +338,9 @@ def _progress_report() -> Iterator[InlineReport]:
 
 def _summary(result: dict[str, Any]) -> str:
     if result.get("outcome") == "cooldown" and result.get("retry_at"):
-        from worker.app import uow
+        from worker.clock import Clock
 
-        return cooldown(result["retry_at"], uow.clock.now())
+        return cooldown(result["retry_at"], Clock(get_settings().fcsync_clock_url).now())
     return " ".join(f"{k}={v}" for k, v in result.items() if k != "account")
 
 

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The codes fcsync itself gives failures and records on accounts and events (Stripe's own
+    codes, such as `resource_missing`, pass through as Stripe spells them)."""
+
+    BAD_ARGUMENT = "bad_argument"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    UNKNOWN_EVENT = "unknown_event"
+    BAD_EVENT = "bad_event"
+    ACCOUNT_INACTIVE = "account_inactive"
+    MISSING_PERMISSION = "missing_permission"
+    ACCOUNT_GONE = "account_gone"
+    REFRESH_FAILED = "refresh_failed"
+    REFRESH_STALE = "refresh_stale"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    # Stripe's code for a 404; here it is the one Stripe code fcsync acts on.
+    RESOURCE_MISSING = "resource_missing"
+
 
 class FcsyncError(Exception):
     """Base class; carries a short machine-readable code next to the message."""

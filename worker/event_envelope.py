@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import String
 
 from models import WebhookEvent
-from worker.errors import PermanentError
+from worker.errors import ErrorCode, PermanentError
 
 FC_EVENT_PREFIX = "financial_connections.account."
 FC_ACCOUNT_OBJECT = "financial_connections.account"
@@ -42,7 +42,7 @@ CREATED_MAX = 2**63 - 1
 class InvalidEventError(PermanentError):
     """A correctly signed body that is not a Stripe event fcsync can store."""
 
-    def __init__(self, message: str, *, code: str = "bad_event") -> None:
+    def __init__(self, message: str, *, code: str = ErrorCode.BAD_EVENT) -> None:
         super().__init__(message, code=code)
 
 

@@ -10,30 +10,29 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import contract, webhooks
-from worker.clock import Clock
-from worker.db import get_engine, require_schema, session_scope
-from worker.records import Followup
-from worker.settings import Settings, get_settings
-from worker.unit_of_work import Dispatch
+from worker import webhooks
+from worker.db import require_schema
+from worker.errors import TransientError
+from worker.intents import HandleEvent
+from worker.runtime import Runtime
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/webhooks/stripe"
 
 
-def create_app(
-    settings: Settings | None = None, *, dispatch: Dispatch | None = None, path: str = DEFAULT_PATH
-) -> Flask:
-    settings = settings or get_settings()
-    settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
-    require_schema(settings.database_url)  # ... and not with a 500 for every event
-    if dispatch is None:
+def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> Flask:
+    """The receiver over `runtime` (by default this process's, sending to the broker)."""
+    if runtime is None:
         from worker.app import send_followup
 
-        dispatch = send_followup
-    clock = Clock(settings.fcsync_clock_url)
+        runtime = Runtime(get_settings(), send=send_followup)
+    settings = runtime.settings
+    settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
+    require_schema(settings.database_url)  # ... and not with a 500 for every event
     app = Flask("fcsync.webhooks")
+    app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
 
     @app.post(path)
@@ -43,15 +42,16 @@ def create_app(
         except RequestEntityTooLarge:
             return jsonify(error="payload too large"), 413
         try:
-            with session_scope() as session:
+            now = runtime.clock.now()
+            with runtime.session() as session:
                 receipt = webhooks.receive_webhook(
                     session,
                     payload,
                     request.headers.get("Stripe-Signature"),
                     settings=settings,
-                    now=clock.now(),
+                    now=now,
                 )
-        except (OperationalError, InterfaceError) as exc:
+        except (TransientError, OperationalError, InterfaceError) as exc:
             # Not the sender's fault: 503 makes Stripe deliver the event again later.
             log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)
             return jsonify(error="database unavailable, retry later"), 503
@@ -64,7 +64,7 @@ def create_app(
             return jsonify(error=receipt.error, code=receipt.code), receipt.status
         if receipt.enqueue and receipt.event_id:
             try:
-                dispatch(Followup(contract.HANDLE_EVENT, {"event_id": receipt.event_id}))
+                runtime.dispatch(HandleEvent(receipt.event_id), now=now)
             except Exception:
                 # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
                 log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
@@ -81,7 +81,7 @@ def create_app(
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         try:
-            with get_engine().connect() as conn:
+            with runtime.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             return jsonify(status="unhealthy", database=str(exc.__class__.__name__)), 503

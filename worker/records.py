@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.intents import Intent
+
 
 @dataclass(frozen=True)
 class TransactionRefreshState:
@@ -77,6 +79,6 @@ class Followup:
 
 @dataclass(frozen=True)
 class Sweep:
-    """What a periodic sweep found to do, as follow-ups for after the commit."""
+    """What a periodic sweep found to do, as intents for after the commit."""
 
-    followups: tuple[Followup, ...] = ()
+    intents: tuple[Intent, ...] = ()

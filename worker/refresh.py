@@ -1,154 +1,37 @@
 """Refresh orchestration: observe Stripe's refresh state, gate new refreshes, poll pending ones.
 
-Plain functions of (session, gateway, ids, now); they return follow-up work instead of
-enqueueing it, so the edge can send it after its commit.
+Plain functions of (session, gateway, ids, now); they return intents (what should happen next)
+instead of enqueueing work, so the edge can send it after its commit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from models import Account, Refresh
-from worker import contract, pacing, repository
-from worker.errors import PermanentError
-from worker.records import FCAccount, Followup, Sweep
+from worker import pacing, repository
+from worker.accounts import (
+    from_ts,
+    observe_account,
+    park_unusable,
+    refuse_unusable,
+    retrieve_or_mark_gone,
+)
+from worker.errors import ErrorCode
+from worker.intents import (
+    Intent,
+    PollRefresh,
+    PollStaleRefresh,
+    RefreshDue,
+    RetryRefreshAt,
+    SyncDue,
+)
+from worker.records import Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
-
-
-def from_ts(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
-
-
-@dataclass(frozen=True)
-class Observation:
-    account: Account
-    refresh: Refresh | None
-    needs_sync: bool
-
-
-def observe_account(
-    session: Session,
-    fc: FCAccount,
-    *,
-    now: datetime,
-    settings: Settings,
-    source: str = "subscription",
-    requested: bool = False,
-    mirror: bool = True,
-) -> Observation:
-    """Fold a fresh view of the account into the database and say whether a sync is due.
-
-    `mirror=False` takes only the refresh state (for event payloads that may be stale).
-    """
-    account = repository.get_account(session, fc.id)
-    if account is None or mirror:
-        account = repository.save_account(session, fc, now=now)
-        if account.gone_at is not None:
-            # Stripe answered for it again: it is back, and due as any account never scheduled.
-            account.gone_at = None
-            if account.last_error_code == GONE:
-                repository.clear_error(account)
-    state = fc.transaction_refresh
-    if state is None:
-        return Observation(account, None, needs_sync=False)
-    refresh = repository.save_refresh(
-        session, account.id, state, source=source, now=now, requested=requested
-    )
-    previous_id = account.refresh_id
-    moved = repository.apply_refresh(account, state)
-    # Due times count from the refresh itself, not from when we looked: seeing the same refresh
-    # again (a retried poll, a late duplicate webhook) must not postpone the next one.
-    attempted = from_ts(state.last_attempted_at)
-    if moved and state.status == "succeeded":
-        grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
-        account.next_due_at = attempted + timedelta(seconds=account.refresh_interval_s + grace)
-    elif moved and state.status == "failed":
-        # Doubling per failure in a row, up to the unusable recheck: an institution that keeps
-        # failing costs a few requests a day, not four every FCSYNC_FAILED_REFRESH_RETRY_S.
-        failures = pacing.failed_refreshes_in_a_row(session, account.id)
-        backoff_s = settings.fcsync_failed_refresh_retry_s * 2 ** min(max(failures - 1, 0), 20)
-        retry_at = attempted + timedelta(seconds=min(backoff_s, settings.fcsync_unusable_recheck_s))
-        if state.next_refresh_available_at is not None:
-            retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
-        account.next_due_at = retry_at
-        refresh.error_code = refresh.error_code or "refresh_failed"
-        refresh.error_message = refresh.error_message or "Stripe reported the refresh as failed"
-        repository.record_error(
-            account, "refresh_failed", f"transaction refresh {state.id} failed", now=now
-        )
-    elif moved and state.status == "pending" and state.id != previous_id:
-        # A new refresh runs: until it ends, the due time only paces the stale-refresh sweep
-        # (stale_polls), which may poll it as soon as it is overdue, whatever was due before.
-        account.next_due_at = None
-    needs_sync = (
-        state.status == "succeeded"
-        and state.id != account.cursor_refresh_id
-        and (
-            account.cursor_refresh_at is None
-            or state.last_attempted_at >= account.cursor_refresh_at
-        )
-    )
-    return Observation(account, refresh, needs_sync=needs_sync)
-
-
-GONE = "account_gone"
-
-
-def mark_gone(session: Session, account_id: str, *, now: datetime) -> bool:
-    """Stripe answered 404 for the account: park it for good (no due time, left out of every
-    sweep) until a live read succeeds again. False for an account fcsync never stored."""
-    account = repository.get_account(session, account_id)
-    if account is None:
-        return False
-    account.gone_at = account.gone_at or now
-    account.next_due_at = None
-    repository.record_error(
-        account,
-        GONE,
-        "Stripe no longer knows this account (404); fcsync stopped refreshing it. "
-        f"If it exists again: fcsync track {account_id}",
-        now=now,
-    )
-    return True
-
-
-def retrieve_or_mark_gone(
-    session: Session, gateway: StripeGateway, account_id: str, *, now: datetime
-) -> FCAccount | None:
-    """Stripe's current view of the account, or None once it is marked gone. Only the
-    account can be missing from a retrieve, so `resource_missing` here means the account."""
-    try:
-        return gateway.retrieve_account(account_id)
-    except PermanentError as exc:
-        if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
-            raise
-        return None
-
-
-def park_unusable(account: Account, *, now: datetime, settings: Settings) -> None:
-    """An account that cannot refresh is re-read once per FCSYNC_UNUSABLE_RECHECK_S. A
-    disconnected one never comes back at Stripe (relinking makes a new account): no due time,
-    so beat leaves it to an event or an operator."""
-    if account.status == "disconnected":
-        account.next_due_at = None
-    else:
-        account.next_due_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
-
-
-def sync_followup(account_id: str) -> Followup:
-    return Followup(contract.SYNC_TRANSACTIONS, {"account_id": account_id})
-
-
-def poll_followup(account_id: str, settings: Settings) -> Followup:
-    return Followup(
-        contract.POLL_REFRESH, {"account_id": account_id}, countdown=settings.fcsync_poll_initial_s
-    )
-
 
 RefreshOutcome = Literal[
     "started", "pending", "cooldown", "fresh", "inactive", "no_permission", "untracked", "gone"
@@ -160,7 +43,7 @@ class RefreshDecision:
     outcome: RefreshOutcome
     refresh_id: str | None = None
     retry_at: datetime | None = None
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 # Stripe stores the first answer under an idempotency key, 500s included, for at least a day
@@ -199,43 +82,22 @@ def request_refresh(
     if live is None:
         return RefreshDecision("gone")
     obs = observe_account(session, live, now=now, settings=settings)
-    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
+    intents: list[Intent] = [SyncDue(account_id)] if obs.needs_sync else []
     account = obs.account
-    if live.status != "active":
-        repository.record_error(
-            account,
-            "account_inactive",
-            f"account is {live.status}; Stripe refuses refreshes",
-            now=now,
-        )
-        park_unusable(account, now=now, settings=settings)
-        return RefreshDecision("inactive", followups=tuple(followups))
-    if "transactions" not in live.permissions:
-        repository.record_error(
-            account,
-            "missing_permission",
-            "the account lacks the transactions permission",
-            now=now,
-        )
-        park_unusable(account, now=now, settings=settings)
-        return RefreshDecision("no_permission", followups=tuple(followups))
+    unusable = refuse_unusable(account, live, now=now, settings=settings)
+    if unusable is not None:
+        return RefreshDecision(unusable, intents=tuple(intents))
     state = live.transaction_refresh
     now_ts = int(now.timestamp())
     if state is not None and state.status == "pending":
-        followups.append(poll_followup(account_id, settings))
-        return RefreshDecision("pending", refresh_id=state.id, followups=tuple(followups))
+        intents.append(PollRefresh(account_id))
+        return RefreshDecision("pending", refresh_id=state.id, intents=tuple(intents))
     if state is not None and (state.next_refresh_available_at or 0) > now_ts:
         retry_at = from_ts(int(state.next_refresh_available_at or now_ts))
         account.next_due_at = max(account.next_due_at or retry_at, retry_at)
-        if source != "beat" and (retry_at - now).total_seconds() <= settings.fcsync_max_countdown_s:
-            followups.append(
-                Followup(
-                    contract.REFRESH_ACCOUNT,
-                    {"account_id": account_id, "source": source},
-                    countdown=(retry_at - now).total_seconds() + 1,
-                )
-            )
-        return RefreshDecision("cooldown", retry_at=retry_at, followups=tuple(followups))
+        if source != "beat":  # beat asks again at the due time anyway
+            intents.append(RetryRefreshAt(account_id, source, retry_at))
+        return RefreshDecision("cooldown", retry_at=retry_at, intents=tuple(intents))
     if (
         source == "beat"
         and state is not None
@@ -244,7 +106,7 @@ def request_refresh(
         and state.last_attempted_at + account.refresh_interval_s > now_ts
     ):
         # Stripe's own daily refresh landed since we last looked: nothing to ask for.
-        return RefreshDecision("fresh", refresh_id=state.id, followups=tuple(followups))
+        return RefreshDecision("fresh", refresh_id=state.id, intents=tuple(intents))
     started = gateway.refresh_transactions(
         account_id,
         idempotency_key=refresh_idempotency_key(
@@ -259,8 +121,8 @@ def request_refresh(
     )
     repository.clear_error(obs.account)
     refresh_id = started.transaction_refresh.id if started.transaction_refresh else None
-    followups.append(poll_followup(account_id, settings))
-    return RefreshDecision("started", refresh_id=refresh_id, followups=tuple(followups))
+    intents.append(PollRefresh(account_id))
+    return RefreshDecision("started", refresh_id=refresh_id, intents=tuple(intents))
 
 
 PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
@@ -270,7 +132,7 @@ PollOutcome = Literal["pending", "succeeded", "failed", "stale", "none", "gone"]
 class PollResult:
     outcome: PollOutcome
     refresh_id: str | None = None
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 def poll_refresh(
@@ -280,35 +142,38 @@ def poll_refresh(
     *,
     now: datetime,
     settings: Settings,
+    attempt: int = 0,
 ) -> PollResult:
-    """Read the account once and act on its refresh state."""
+    """Read the account once and act on its refresh state; still pending, poll it again (the
+    `attempt`-th poll of it was this one) until the deadline marks it stale."""
     live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
     if live is None:
         return PollResult("gone")
     obs = observe_account(session, live, now=now, settings=settings)
-    followups = (sync_followup(account_id),) if obs.needs_sync else ()
+    intents: tuple[Intent, ...] = (SyncDue(account_id),) if obs.needs_sync else ()
     state = live.transaction_refresh
     if state is None:
-        return PollResult("none", followups=followups)
+        return PollResult("none", intents=intents)
+    again = (*intents, PollRefresh(account_id, attempt + 1))
     if state.status == "pending":
         if int(now.timestamp()) - state.last_attempted_at > settings.fcsync_poll_deadline_s:
             repository.record_error(
                 obs.account,
-                "refresh_stale",
+                ErrorCode.REFRESH_STALE,
                 f"refresh {state.id} still pending after {settings.fcsync_poll_deadline_s}s",
                 now=now,
             )
             # Stripe refuses new refreshes while one is pending: the account is unusable until
             # that one ends (its webhook ends the wait sooner), so the sweep re-reads it daily.
             park_unusable(obs.account, now=now, settings=settings)
-            return PollResult("stale", state.id, followups)
-        return PollResult("pending", state.id, followups)
+            return PollResult("stale", state.id, intents)
+        return PollResult("pending", state.id, again)
     if state.status == "succeeded":
-        return PollResult("succeeded", state.id, followups)
+        return PollResult("succeeded", state.id, intents)
     if state.status == "failed":
-        return PollResult("failed", state.id, followups)
+        return PollResult("failed", state.id, intents)
     # An enum value newer than this code: treat like pending, the deadline still bounds it.
-    return PollResult("pending", state.id, followups)
+    return PollResult("pending", state.id, again)
 
 
 def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -320,12 +185,7 @@ def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Swe
     due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
     claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
     pacing.postpone(session, due, until=now + timedelta(seconds=claim_s))
-    return Sweep(
-        tuple(
-            Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
-            for account_id in due
-        )
-    )
+    return Sweep(tuple(RefreshDue(account_id) for account_id in due))
 
 
 def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -339,6 +199,4 @@ def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep
         limit=settings.fcsync_sweep_batch,
     )
     pacing.postpone(session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s))
-    return Sweep(
-        tuple(Followup(contract.POLL_REFRESH, {"account_id": account_id}) for account_id in stale)
-    )
+    return Sweep(tuple(PollStaleRefresh(account_id) for account_id in stale))

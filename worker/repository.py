@@ -203,17 +203,16 @@ def upsert_transactions(
     return inserted, updated
 
 
-def advance_cursor(
-    session: Session, account_id: str, refresh_id: str, refresh_at: int, *, now: datetime
-) -> bool:
-    """Set the cursor to `refresh_id` unless the stored cursor is from a later refresh."""
+def advance_cursor(session: Session, account_id: str, refresh_id: str, refresh_at: int) -> bool:
+    """Set the cursor to `refresh_id` unless the stored cursor is from a later refresh (the
+    account's loaded row, if any, follows)."""
     result = session.execute(
         update(Account)
         .where(
             Account.id == account_id,
             or_(Account.cursor_refresh_at.is_(None), Account.cursor_refresh_at <= refresh_at),
         )
-        .values(cursor_refresh_id=refresh_id, cursor_refresh_at=refresh_at, last_synced_at=now)
+        .values(cursor_refresh_id=refresh_id, cursor_refresh_at=refresh_at)
         .execution_options(synchronize_session="fetch")
     )
     return bool(getattr(result, "rowcount", 0))

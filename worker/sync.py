@@ -14,10 +14,11 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import contract, repository
-from worker.errors import PermanentError
-from worker.records import Followup, Sweep
-from worker.refresh import retrieve_or_mark_gone, sync_followup
+from worker import repository
+from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone
+from worker.errors import ErrorCode, PermanentError
+from worker.intents import Intent, NotifySynced, SyncDue
+from worker.records import Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 from worker.stripe_payloads import check_page_for_sync
@@ -37,7 +38,7 @@ class SyncStep:
     outcome: StepOutcome
     inserted: int = 0
     updated: int = 0
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
     last_id: str | None = None
 
 
@@ -51,18 +52,20 @@ def start_sync(
     settings: Settings,
 ) -> SyncStart:
     """Take the lease and fix what this sync is for: the refresh that has succeeded by now."""
+    leased = repository.acquire_sync_lease(
+        session, account_id, owner, now=now, lease_s=settings.fcsync_sync_lease_s
+    )
+    # Read after the lease's UPDATE: the row as the previous holder committed it.
     account = repository.get_account(session, account_id)
     if account is None:
         raise PermanentError(
-            f"account {account_id} is not known to fcsync; track it first", code="unknown_account"
+            f"account {account_id} is not known to fcsync; track it first",
+            code=ErrorCode.UNKNOWN_ACCOUNT,
         )
-    if not repository.acquire_sync_lease(
-        session, account_id, owner, now=now, lease_s=settings.fcsync_sync_lease_s
-    ):
+    if not leased:
         account.sync_requested = True
         account.sync_requested_full = account.sync_requested_full or full
         return SyncStart("busy")
-    session.refresh(account)
     if account.sync_target_refresh_id is not None:
         if full:
             # Finish the sync in progress first; the full one runs right after it.
@@ -110,11 +113,10 @@ def sync_page(
             starting_after=account.sync_starting_after,
         )
     except PermanentError as exc:
-        if account.sync_after_refresh_id is None or exc.code != "resource_missing":
+        missing = exc.code == ErrorCode.RESOURCE_MISSING
+        if account.sync_after_refresh_id is None or not missing:
             # Which id was missing? Only the account's own 404 ends the sync for good.
-            if exc.code == "resource_missing" and (
-                retrieve_or_mark_gone(session, gateway, account_id, now=now) is None
-            ):
+            if missing and (retrieve_or_mark_gone(session, gateway, account_id, now=now) is None):
                 repository.release_sync_lease(session, account_id, owner)
                 return SyncStep("gone")
             raise
@@ -131,15 +133,7 @@ def sync_page(
     if page.has_more and page.last_id is not None:
         account.sync_starting_after = page.last_id
         return SyncStep("page", inserted, updated, last_id=page.last_id)
-    return _finish(
-        session,
-        account_id,
-        owner=owner,
-        now=now,
-        settings=settings,
-        inserted=inserted,
-        updated=updated,
-    )
+    return _finish(session, account_id, owner=owner, now=now, inserted=inserted, updated=updated)
 
 
 def _finish(
@@ -148,7 +142,6 @@ def _finish(
     *,
     owner: str,
     now: datetime,
-    settings: Settings,
     inserted: int,
     updated: int,
 ) -> SyncStep:
@@ -156,8 +149,7 @@ def _finish(
     assert account is not None and account.sync_target_refresh_id is not None
     target_id = account.sync_target_refresh_id
     target_at = account.sync_target_refresh_at or 0
-    repository.advance_cursor(session, account_id, target_id, target_at, now=now)
-    session.refresh(account)
+    repository.advance_cursor(session, account_id, target_id, target_at)
     total_inserted, total_updated = account.sync_inserted, account.sync_updated
     refresh = session.get(Refresh, target_id)
     if refresh is not None:
@@ -170,33 +162,15 @@ def _finish(
     account.sync_after_refresh_id = None
     account.sync_starting_after = None
     account.sync_retry_at = None
-    if account.last_error_code not in ("account_inactive", "missing_permission"):
+    if account.last_error_code not in USABILITY_ERRORS:
         repository.clear_error(account)
-    followups: list[Followup] = []
+    intents: list[Intent] = []
     newer = repository.latest_succeeded_refresh(session, account_id)
     if account.sync_requested or (newer is not None and newer.id != account.cursor_refresh_id):
-        followups.append(
-            Followup(
-                contract.SYNC_TRANSACTIONS,
-                {"account_id": account_id, "full": account.sync_requested_full},
-            )
-            if account.sync_requested_full
-            else sync_followup(account_id)
-        )
-    if settings.fcsync_on_synced_task:
-        followups.append(
-            Followup(
-                settings.fcsync_on_synced_task,
-                {
-                    "account": account_id,
-                    "refresh": target_id,
-                    "inserted": total_inserted,
-                    "updated": total_updated,
-                },
-            )
-        )
+        intents.append(SyncDue(account_id, full=account.sync_requested_full))
+    intents.append(NotifySynced(account_id, target_id, total_inserted, total_updated))
     repository.release_sync_lease(session, account_id, owner)
-    return SyncStep("done", inserted, updated, tuple(followups))
+    return SyncStep("done", inserted, updated, tuple(intents))
 
 
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
@@ -219,7 +193,7 @@ def resync_candidates(session: Session, *, now: datetime, settings: Settings) ->
     """Syncs that failed, died with their worker, or were never enqueued."""
     return Sweep(
         tuple(
-            sync_followup(account_id)
+            SyncDue(account_id)
             for account_id in repository.unsynced_account_ids(
                 session, now=now, limit=settings.fcsync_sweep_batch
             )

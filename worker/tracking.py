@@ -9,16 +9,14 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from worker import repository
-from worker.errors import PermanentError
-from worker.records import Followup
-from worker.refresh import (
+from worker.accounts import (
     mark_gone,
     observe_account,
-    park_unusable,
-    poll_followup,
+    refuse_unusable,
     retrieve_or_mark_gone,
-    sync_followup,
 )
+from worker.errors import ErrorCode, PermanentError
+from worker.intents import Intent, PollRefresh, SyncDue
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
@@ -29,7 +27,7 @@ TrackOutcome = Literal["tracked", "subscribed", "inactive", "no_permission", "un
 class TrackResult:
     outcome: TrackOutcome
     subscribed: bool
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 def track_account(
@@ -53,21 +51,10 @@ def track_account(
     account = obs.account
     account.tracked = True
     account.refresh_interval_s = settings.fcsync_refresh_interval_s
-    followups: list[Followup] = [sync_followup(account_id)] if obs.needs_sync else []
-    if live.status != "active":
-        repository.record_error(account, "account_inactive", f"account is {live.status}", now=now)
-        park_unusable(account, now=now, settings=settings)
-        return TrackResult("inactive", account.subscribed, tuple(followups))
-    if "transactions" not in live.permissions:
-        repository.record_error(
-            account,
-            "missing_permission",
-            "the account lacks the transactions permission; relink it with "
-            "permissions=['transactions']",
-            now=now,
-        )
-        park_unusable(account, now=now, settings=settings)
-        return TrackResult("no_permission", account.subscribed, tuple(followups))
+    intents: list[Intent] = [SyncDue(account_id)] if obs.needs_sync else []
+    unusable = refuse_unusable(account, live, now=now, settings=settings)
+    if unusable is not None:
+        return TrackResult(unusable, account.subscribed, tuple(intents))
     repository.clear_error(account)
     if subscribe and not account.subscribed:
         subscribed = gateway.subscribe_transactions(account_id)
@@ -76,8 +63,8 @@ def track_account(
         )
         state = subscribed.transaction_refresh
         if state is not None and state.status == "pending":
-            followups.append(poll_followup(account_id, settings))
-        return TrackResult("subscribed", True, tuple(followups))
+            intents.append(PollRefresh(account_id))
+        return TrackResult("subscribed", True, tuple(intents))
     if account.next_due_at is None:
         # Never refreshed through us: let the next beat sweep consider it right away.
         account.next_due_at = now
@@ -85,8 +72,8 @@ def track_account(
     if state is not None and state.status == "pending":
         # A refresh already running (a redelivered track whose subscribe went through, or one
         # started elsewhere): learn its outcome now rather than from the stale-refresh sweep.
-        followups.append(poll_followup(account_id, settings))
-    return TrackResult("tracked", account.subscribed, tuple(followups))
+        intents.append(PollRefresh(account_id))
+    return TrackResult("tracked", account.subscribed, tuple(intents))
 
 
 def untrack_account(
@@ -107,7 +94,9 @@ def untrack_account(
             account = observe_account(session, live, now=now, settings=settings).account
         except PermanentError as exc:
             # Stripe no longer knows it: nothing to unsubscribe, stop tracking it here.
-            if exc.code != "resource_missing" or not mark_gone(session, account_id, now=now):
+            if exc.code != ErrorCode.RESOURCE_MISSING or not mark_gone(
+                session, account_id, now=now
+            ):
                 raise
     if account is None:
         live = gateway.retrieve_account(account_id)

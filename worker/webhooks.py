@@ -1,6 +1,6 @@
 """Stripe webhooks, framework-free: verify -> dedupe into the inbox -> route through handlers.
 
-Receiving never calls Stripe; handling an inbox event returns follow-up work for the edge.
+Receiving never calls Stripe; handling an inbox event returns intents for the edge.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import contract, repository
-from worker.errors import ConfigurationError, PermanentError
+from worker import repository
+from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
+from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
     FC_EVENT_PREFIX,
     InvalidEventError,
     is_event_id,
     is_fc_event_type,
 )
-from worker.records import FCEvent, Followup, Sweep
-from worker.refresh import observe_account, park_unusable, retrieve_or_mark_gone, sync_followup
+from worker.intents import HandleEvent, Intent, SyncDue, TrackAccount
+from worker.records import FCEvent, Sweep
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway, parse_event, verify_webhook
 
@@ -114,7 +115,7 @@ EventOutcome = Literal["processed", "ignored", "duplicate", "failed"]
 @dataclass(frozen=True)
 class EventResult:
     outcome: EventOutcome
-    followups: tuple[Followup, ...] = field(default=())
+    intents: tuple[Intent, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,7 @@ def _on_refreshed_transactions(ctx: _Context, event: FCEvent) -> EventResult:
     obs = observe_account(
         ctx.session, event.account, now=ctx.now, settings=ctx.settings, mirror=False
     )
-    followups = (sync_followup(account.id),) if obs.needs_sync else ()
-    return EventResult("processed", followups)
+    return EventResult("processed", (SyncDue(account.id),) if obs.needs_sync else ())
 
 
 def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
@@ -155,23 +155,17 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
     obs = observe_account(ctx.session, live, now=ctx.now, settings=ctx.settings)
     account = obs.account
     if live.status == "active":
-        if account.last_error_code == "account_inactive":
+        if account.last_error_code == ErrorCode.ACCOUNT_INACTIVE:
             repository.clear_error(account)
-        account.next_due_at = min(account.next_due_at or ctx.now, ctx.now)
+        due_now(account, now=ctx.now)
     else:
-        repository.record_error(
-            account, "account_inactive", f"account is {live.status}", now=ctx.now
-        )
-        park_unusable(account, now=ctx.now, settings=ctx.settings)
-    followups = (sync_followup(account.id),) if obs.needs_sync else ()
-    return EventResult("processed", followups)
+        refuse_unusable(account, live, now=ctx.now, settings=ctx.settings)
+    return EventResult("processed", (SyncDue(account.id),) if obs.needs_sync else ())
 
 
 def _maybe_autotrack(ctx: _Context, event: FCEvent) -> EventResult:
     if ctx.settings.fcsync_auto_track and event.account is not None:
-        return EventResult(
-            "processed", (Followup(contract.TRACK_ACCOUNT, {"account_id": event.account.id}),)
-        )
+        return EventResult("processed", (TrackAccount(event.account.id),))
     return EventResult("ignored")
 
 
@@ -195,7 +189,7 @@ def handle_event(
     """Process one inbox event once; unknown types are kept and marked ignored."""
     row = repository.get_webhook_event(session, event_id)
     if row is None:
-        raise PermanentError(f"event {event_id} is not in the inbox", code="unknown_event")
+        raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
     if row.processed_at is not None:
         return EventResult("duplicate")
     try:
@@ -240,16 +234,18 @@ def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> 
     retries spent). Never-swept rows come first and swept ones back off, so rows that keep
     failing cannot crowd a lost event out of the batch."""
     stale = timedelta(seconds=settings.fcsync_stale_pending_s)
-    followups = []
+    intents: list[Intent] = []
     for row in repository.unhandled_webhook_events(
         session, received_before=now - stale, now=now, limit=settings.fcsync_sweep_batch
     ):
         if not is_event_id(row.id):
             # Stored before ids were validated: the task would refuse it on every sweep.
-            _mark_failed(row, "bad_event", "the stored id is not a Stripe event id", now=now)
+            _mark_failed(
+                row, ErrorCode.BAD_EVENT, "the stored id is not a Stripe event id", now=now
+            )
             continue
         row.sweeps += 1
         backoff = stale * 2 ** min(row.sweeps, _SWEEP_DOUBLINGS_MAX)
         row.next_sweep_at = now + min(backoff, SWEEP_BACKOFF_MAX)
-        followups.append(Followup(contract.HANDLE_EVENT, {"event_id": row.id}))
-    return Sweep(tuple(followups))
+        intents.append(HandleEvent(row.id))
+    return Sweep(tuple(intents))

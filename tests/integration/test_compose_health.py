@@ -60,23 +60,23 @@ def test_compose_emulator_healthcheck_passes_against_a_live_emulator(
 
 
 def test_compose_webhooks_healthcheck_follows_the_database(
-    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, migrated_sqlite: str
+    services: dict[str, dict[str, Any]], migrated_sqlite: str
 ) -> None:
     from worker import http
+    from worker.runtime import Runtime
     from worker.settings import Settings
 
     _, _, ctx = parse_service(services["webhooks"])
     container_url = f"http://127.0.0.1:{ctx.params['port']}"
     settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
-    app = http.create_app(settings, dispatch=lambda _: None, path=ctx.params["path"])
-
     up = create_engine("sqlite://")
-    monkeypatch.setattr(http, "get_engine", lambda url=None: up)
+    runtime = Runtime(settings, send=lambda _: None, engine=up)
+    app = http.create_app(runtime, path=ctx.params["path"])
     with serving(app) as url:
         assert run_healthcheck(services["webhooks"], container_url, url) == 0
         # A receiver that cannot reach its database reports unhealthy (503).
         down = create_engine("sqlite:////nonexistent-dir/fcsync.db")
-        monkeypatch.setattr(http, "get_engine", lambda url=None: down)
+        runtime.engine = down
         assert run_healthcheck(services["webhooks"], container_url, url) != 0
     up.dispose()
     down.dispose()

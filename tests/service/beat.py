@@ -87,5 +87,5 @@ class Beat:
 
 def make_beat(fc: EmulatedFC, rig: TaskRig, monkeypatch: pytest.MonkeyPatch) -> Beat:
     clock = EmulatorClock(fc)
-    monkeypatch.setattr(rig.uow, "clock", clock)
+    monkeypatch.setattr(rig.runtime, "clock", clock)
     return Beat(fc, rig, clock)

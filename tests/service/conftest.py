@@ -12,18 +12,14 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-import tasks.refresh
-import tasks.sync
-import tasks.tracking
-import tasks.webhooks
 from models import Base
 from tests.emulator.conftest import API_KEY, make_emulator
 from tests.service.harness import EmulatedFC
 from worker import db
 from worker.records import Followup
+from worker.runtime import Runtime, bound
 from worker.settings import Settings
 from worker.stripe_gateway import gateway_from_settings
-from worker.unit_of_work import UnitOfWork
 
 WEBHOOK_SECRET = "whsec_service_tests"
 
@@ -91,10 +87,11 @@ def session(committed_engine: Engine) -> Iterator[Session]:
 
 @dataclass
 class TaskRig:
-    """The tasks' unit of work pointed at the emulator and `engine`; follow-ups land in `sent`."""
+    """The runtime the tasks run with, pointed at the emulator and `engine`; follow-ups land in
+    `sent`."""
 
     engine: Engine
-    uow: UnitOfWork
+    runtime: Runtime
     sent: list[Followup] = field(default_factory=list)
 
     def take(self, task: str) -> list[Followup]:
@@ -105,11 +102,11 @@ class TaskRig:
 
 
 @pytest.fixture
-def rig(fc: EmulatedFC, committed_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> TaskRig:
+def rig(fc: EmulatedFC, committed_engine: Engine) -> Iterator[TaskRig]:
     """Task functions run in this process, as `fcsync ... --inline` runs them: no broker."""
     sent: list[Followup] = []
-    uow = UnitOfWork(fc.settings, lambda: fc.gateway, sent.append)
-    for module in (tasks.refresh, tasks.sync, tasks.tracking, tasks.webhooks):
-        monkeypatch.setattr(module, "uow", uow)
-    monkeypatch.setattr(db, "get_engine", lambda url=None: committed_engine)
-    return TaskRig(committed_engine, uow, sent)
+    runtime = Runtime(
+        fc.settings, send=sent.append, engine=committed_engine, gateway=lambda: fc.gateway
+    )
+    with bound(runtime):
+        yield TaskRig(committed_engine, runtime, sent)

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorControl
-from worker import contract, refresh, reports, tracking
+from worker import refresh, reports, tracking
+from worker.intents import Intent, SyncDue
 from worker.playground.truth import diff_transactions
-from worker.records import Followup
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 from worker.sync import SyncStart, SyncStep, start_sync, sync_page
@@ -130,5 +130,5 @@ class EmulatedFC:
         return diff_transactions(stored, self.truth(account_id), limit=0)
 
 
-def sync_requests(followups: tuple[Followup, ...] | list[Followup]) -> list[Followup]:
-    return [f for f in followups if f.task == contract.SYNC_TRANSACTIONS]
+def sync_requests(intents: tuple[Intent, ...] | list[Intent]) -> list[SyncDue]:
+    return [i for i in intents if isinstance(i, SyncDue)]

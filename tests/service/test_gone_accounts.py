@@ -18,7 +18,7 @@ from tests.rows import account_row
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import contract, refresh, sync, webhooks
+from worker import accounts, contract, sync, webhooks
 from worker.db import session_scope
 
 HOUR_S = 3_600
@@ -92,7 +92,7 @@ def test_gone_account_is_left_alone_by_beat_until_tracked_again(
     assert track_account_task(account_id, subscribe=False)["outcome"] == "tracked"
     # A 404 seen once (say, the account briefly reached with another key) marked it gone.
     with session_scope(rig.engine) as session:
-        assert refresh.mark_gone(session, account_id, now=beat.clock.now())
+        assert accounts.mark_gone(session, account_id, now=beat.clock.now())
     before = beat.requests_by_account()[account_id]
 
     beat.advance(2 * 86_400)

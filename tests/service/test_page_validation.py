@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
-from tasks.sync import run_sync
 from tasks.tracking import track_account_task
 from tests.rows import account_row
 from tests.service.conftest import TaskRig, make_settings
@@ -142,7 +141,7 @@ def refreshed_account(fc: EmulatedFC, rig: TaskRig, *others: str) -> str:
 def assert_aborted(rig: TaskRig, account_id: str, names: str) -> None:
     """Recorded where `fcsync status` shows it, lease released, cursor unmoved."""
     with session_scope(rig.engine) as session:
-        [status] = reports.account_status(session, account_id, now=rig.uow.clock.now())
+        [status] = reports.account_status(session, account_id, now=rig.runtime.clock.now())
         assert status["last_error"].startswith("[invalid_stripe_response] invalid Stripe answer")
         assert names in status["last_error"]
         assert status["cursor"] is None
@@ -153,7 +152,7 @@ def assert_aborted(rig: TaskRig, account_id: str, names: str) -> None:
 
 def assert_recovers(fc: EmulatedFC, standin: StandIn, rig: TaskRig, account_id: str) -> None:
     standin.rewrite_list = None
-    assert run_sync(account_id, full=False, owner="next")["outcome"] == "done"
+    assert rig.runtime.run_sync(account_id, full=False, owner="next")["outcome"] == "done"
     with session_scope(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []
         assert account_row(session, account_id).last_error_code is None
@@ -167,7 +166,7 @@ def test_page_validation_malformed_page_aborts_the_sync_and_keeps_the_cursor(
     standin.rewrite_list = case.rewrite
 
     with pytest.raises(InvalidStripeResponse) as raised:
-        run_sync(account_id, full=False, owner="o")
+        rig.runtime.run_sync(account_id, full=False, owner="o")
     assert case.names in str(raised.value)
     assert standin.list_requests == 1
     with session_scope(rig.engine) as session:
@@ -187,7 +186,7 @@ def test_page_validation_rows_of_another_account_are_never_stored(
 
     standin.rewrite_list = misfiled
     with pytest.raises(InvalidStripeResponse, match=f"of account {other_id} in the list of"):
-        run_sync(account_id, full=False, owner="o")
+        rig.runtime.run_sync(account_id, full=False, owner="o")
     with session_scope(rig.engine) as session:
         assert repository.count_transactions(session, other_id) == 0
         assert repository.count_transactions(session, account_id) == 0
@@ -209,7 +208,7 @@ def test_page_validation_a_repeated_page_stops_after_two_requests(
 
     standin.rewrite_list = same_page_forever
     with pytest.raises(InvalidStripeResponse, match="does not advance"):
-        run_sync(account_id, full=False, owner="o")
+        rig.runtime.run_sync(account_id, full=False, owner="o")
     assert standin.list_requests == 2
     with session_scope(rig.engine) as session:
         # The first page is the account's own rows, stored once; the repeat wrote nothing.
@@ -232,7 +231,7 @@ def test_page_validation_a_cycle_of_pages_stops_within_one_run(
 
     standin.rewrite_list = two_pages_in_turn
     with pytest.raises(InvalidStripeResponse, match="does not advance"):
-        run_sync(account_id, full=False, owner="o")
+        rig.runtime.run_sync(account_id, full=False, owner="o")
     assert standin.list_requests == 3
     assert_aborted(rig, account_id, "does not advance")
 

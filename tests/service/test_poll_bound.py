@@ -28,6 +28,6 @@ def test_poll_refresh_at_the_attempt_bound_schedules_a_valid_next_poll(
     [poll] = rig.take(contract.POLL_REFRESH)
     # Never past the bound: the next poll must not fail as a bad argument.
     assert poll.kwargs == {"account_id": account_id, "attempt": MAX_POLL_ATTEMPT}
-    settings = rig.uow.settings
+    settings = rig.runtime.settings
     assert poll.countdown is not None
     assert settings.fcsync_poll_initial_s <= poll.countdown <= settings.fcsync_poll_max_s

@@ -13,6 +13,7 @@ from models import Refresh, Transaction
 from tests.rows import account_row
 from tests.service.harness import EmulatedFC
 from worker import repository, sync
+from worker.intents import SyncDue
 
 HISTORY = 250
 
@@ -27,7 +28,7 @@ def test_sync_first_sync_reads_the_full_history(fc: EmulatedFC, session: Session
     account_id = tracked_account(fc, session)
     polled = fc.refresh(session, account_id)
     assert polled.outcome == "succeeded"
-    assert [f.kwargs for f in polled.followups] == [{"account_id": account_id}]
+    assert list(polled.intents) == [SyncDue(account_id)]
     truth = fc.truth(account_id)
     assert len(truth) >= HISTORY
 
@@ -117,7 +118,7 @@ def test_sync_failed_refresh_never_advances_the_cursor(fc: EmulatedFC, session: 
     fc.control.update_account(account_id, failure_rate=1.0)
     failed = fc.refresh(session, account_id)
     assert failed.outcome == "failed"
-    assert failed.followups == ()
+    assert failed.intents == ()
     start, steps = fc.sync(session, account_id)
     assert (start.outcome, steps) == ("up_to_date", [])
     account = account_row(session, account_id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from tests.rows import account_row
 from tests.service.harness import EmulatedFC, sync_requests
 from worker import sync
-from worker.refresh import sync_followup
+from worker.intents import SyncDue
 
 
 def start(
@@ -47,13 +47,13 @@ def test_sync_lease_request_while_held_is_merged_into_a_followup(
     assert one_page(fc, session, account_id, "a").outcome == "page"
     # A newer refresh lands and its sync is asked for while "a" still holds the lease.
     second = fc.refresh(session, account_id)
-    assert sync_requests(second.followups)
+    assert sync_requests(second.intents)
     assert start(fc, session, account_id, "b").outcome == "busy"
     assert account_row(session, account_id).sync_requested is True
 
     steps = fc.finish_sync(session, account_id, owner="a")
     assert account_row(session, account_id).cursor_refresh_id == first_refresh
-    assert sync_requests(steps[-1].followups) == [sync_followup(account_id)]
+    assert sync_requests(steps[-1].intents) == [SyncDue(account_id)]
 
     followup_start, _ = fc.sync(session, account_id, owner="c")
     assert (followup_start.outcome, followup_start.target_refresh_id) == (
@@ -75,15 +75,15 @@ def test_sync_lease_full_request_while_held_runs_right_after(
     assert start(fc, session, account_id, "a", full=True).outcome == "started"
     assert start(fc, session, account_id, "b", full=True).outcome == "busy"
     steps = fc.finish_sync(session, account_id, owner="a")
-    (followup,) = sync_requests(steps[-1].followups)
-    assert followup.kwargs == {"account_id": account_id, "full": True}
+    (requested,) = sync_requests(steps[-1].intents)
+    assert requested == SyncDue(account_id, full=True)
 
     calls_before = fc.list_calls()
-    merged, merged_steps = fc.sync(session, account_id, owner="c", full=followup.kwargs["full"])
+    merged, merged_steps = fc.sync(session, account_id, owner="c", full=requested.full)
     assert (merged.outcome, merged.target_refresh_id) == ("started", refresh_id)
     pages = math.ceil(len(fc.truth(account_id)) / 100)
     assert fc.list_calls() - calls_before == len(merged_steps) == pages
-    assert sync_requests(merged_steps[-1].followups) == []
+    assert sync_requests(merged_steps[-1].intents) == []
 
 
 def test_sync_lease_expired_lease_is_taken_over_and_resumes_from_the_last_committed_page(

@@ -9,18 +9,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models import Account
-from tasks.sync import page_hook, sync_transactions_task
+from tasks.sync import sync_transactions_task
 from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC
 from worker import contract, repository
 from worker.db import session_scope
 from worker.records import Followup
+from worker.runtime import bound, bound_runtime
 
 
 def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenqueued_runs(
     fc: EmulatedFC, rig: TaskRig
 ) -> None:
-    rig.uow.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 1})
+    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 1})
     account_id = fc.create_account(transactions=250)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
@@ -29,7 +30,9 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
     total = len(fc.truth(account_id))
 
     runs: list[dict[str, Any]] = []
-    queue: deque[Followup] = deque(polled.followups)
+    for intent in polled.intents:
+        rig.runtime.dispatch(intent)
+    queue: deque[Followup] = deque(rig.take(contract.SYNC_TRANSACTIONS))
     while queue:
         followup = queue.popleft()
         assert followup.task == contract.SYNC_TRANSACTIONS
@@ -57,7 +60,7 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
 def test_sync_task_reports_each_committed_page_to_the_page_hook(
     fc: EmulatedFC, rig: TaskRig
 ) -> None:
-    rig.uow.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
+    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
     account_id = fc.create_account(transactions=250)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
@@ -71,13 +74,10 @@ def test_sync_task_reports_each_committed_page_to_the_page_hook(
             stored = repository.count_transactions(session, account_id)
         seen.append((progress["pages"], progress["inserted"], stored))
 
-    watching = page_hook.set(on_page)
-    try:
+    with bound(rig.runtime.watching_pages(on_page)):
         report = sync_transactions_task(account_id=account_id)
-    finally:
-        page_hook.reset(watching)
 
     assert report["outcome"] == "done" and report["pages"] == 3
     assert seen == [(1, 100, 100), (2, 200, 200), (3, total, total)]
     # Unset, nothing is called (a worker's syncs have no watcher).
-    assert page_hook.get() is None
+    assert bound_runtime() is rig.runtime and rig.runtime.on_page is None

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import contract, repository, webhooks
+from worker import repository, webhooks
 from worker.errors import ConfigurationError
+from worker.intents import HandleEvent
 from worker.records import FCAccount
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -82,8 +83,8 @@ def store(session: Session, row_id: str, payload: str, *, at: datetime) -> None:
 def sweep(session: Session, at: datetime, config: Settings) -> list[str]:
     found = webhooks.unhandled_events(session, now=at, settings=config)
     session.commit()
-    assert all(f.task == contract.HANDLE_EVENT for f in found.followups)
-    return [f.kwargs["event_id"] for f in found.followups]
+    assert all(isinstance(i, HandleEvent) for i in found.intents)
+    return [i.event_id for i in found.intents if isinstance(i, HandleEvent)]
 
 
 # Each was stored with 200 and then failed in handle_event on every sweep, forever.
@@ -122,7 +123,7 @@ def test_inbox_unparseable_row_is_marked_failed_and_never_swept_again(
         session, StripeGateway(None), row_id, now=T0 + STALE, settings=config
     )
     session.commit()
-    assert (result.outcome, result.followups) == ("failed", ())
+    assert (result.outcome, result.intents) == ("failed", ())
     row = session.get(WebhookEvent, row_id)
     assert row is not None and row.outcome == "failed" and row.error
     assert row.processed_at == T0 + STALE
@@ -177,7 +178,7 @@ def test_inbox_event_of_the_other_mode_is_ignored_by_the_handler(session: Sessio
     gateway = StripeGateway(None)
     result = webhooks.handle_event(session, gateway, "evt_live", now=T0, settings=config)
     session.commit()
-    assert (result.outcome, result.followups) == ("ignored", ())
+    assert (result.outcome, result.intents) == ("ignored", ())
 
 
 def test_inbox_row_failing_for_years_is_still_swept_daily(session: Session) -> None:

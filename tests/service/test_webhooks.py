@@ -18,6 +18,7 @@ from tests.rows import account_row
 from tests.service.conftest import WEBHOOK_SECRET, make_settings
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, sync_requests
 from worker import refresh, reports, webhooks
+from worker.intents import SyncDue
 from worker.stripe_gateway import gateway_from_settings
 
 REFRESHED = "financial_connections.account.refreshed_transactions"
@@ -75,12 +76,12 @@ def test_webhooks_same_event_twice_is_a_duplicate(fc: EmulatedFC, session: Sessi
     receipt, first = deliver(fc, session, event, now=now)
     assert not receipt.duplicate
     assert first.outcome == "processed"
-    assert sync_requests(first.followups) == [refresh.sync_followup(account_id)]
+    assert sync_requests(first.intents) == [SyncDue(account_id)]
     assert account_row(session, account_id).refresh_status == "succeeded"
 
     receipt, second = deliver(fc, session, event, now=now)
     assert receipt.duplicate
-    assert (second.outcome, second.followups) == ("duplicate", ())
+    assert (second.outcome, second.intents) == ("duplicate", ())
     count = session.scalar(select(func.count()).select_from(WebhookEvent))
     assert count == 1
     row = session.get(WebhookEvent, event["id"])
@@ -103,7 +104,7 @@ def play_two_refreshes(
     for event in reversed(delivered) if reverse else delivered:
         _, result = deliver(fc, session, event, now=now)
         assert result.outcome == "processed"
-        requested = sync_requests(result.followups)
+        requested = sync_requests(result.intents)
         syncs_requested.append(len(requested))
         for _ in requested:
             start, _steps = fc.sync(session, account_id)
@@ -160,12 +161,12 @@ def test_webhooks_stale_failed_event_does_not_move_state_backwards(
     now = fc.now()
 
     _, newer = deliver(fc, session, succeeded, now=now)
-    assert sync_requests(newer.followups)
+    assert sync_requests(newer.intents)
     before = account_row(session, account_id)
     due_at = before.next_due_at
     _, stale = deliver(fc, session, failed, now=now)
 
-    assert (stale.outcome, stale.followups) == ("processed", ())
+    assert (stale.outcome, stale.intents) == ("processed", ())
     account = account_row(session, account_id)
     assert (account.refresh_id, account.refresh_status) == (succeeded_id, "succeeded")
     assert account.last_error_code is None
@@ -196,4 +197,4 @@ def test_webhooks_stale_event_does_not_revive_a_deactivated_account(
     # Its refresh did succeed before the deactivation: those rows are still worth syncing.
     assert account.refresh_id == refresh_id
     assert result.outcome == "processed"
-    assert sync_requests(result.followups) == [refresh.sync_followup(account_id)]
+    assert sync_requests(result.intents) == [SyncDue(account_id)]

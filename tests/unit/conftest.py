@@ -4,16 +4,19 @@ PostgreSQL), with every follow-up it would enqueue captured instead of sent."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, delete
+from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from worker import db
 from worker.http import create_app
 from worker.records import Followup
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 SECRET = "whsec_test_current"
@@ -55,12 +58,29 @@ def receiver_settings(receiver_engine: Engine) -> Settings:
     )
 
 
+def inbox_session(client: FlaskClient) -> AbstractContextManager[Session]:
+    """A unit of work on the database the receiver behind `client` writes to."""
+    runtime: Runtime = client.application.extensions["fcsync"]
+    return runtime.session()
+
+
+@pytest.fixture
+def receiver_sent() -> list[Followup]:
+    """Every follow-up the receiver dispatched, in order."""
+    return []
+
+
+@pytest.fixture
+def receiver_runtime(
+    receiver_engine: Engine, receiver_settings: Settings, receiver_sent: list[Followup]
+) -> Runtime:
+    """The receiver's runtime: this test's database, follow-ups captured in `receiver_sent`."""
+    return Runtime(receiver_settings, send=receiver_sent.append, engine=receiver_engine)
+
+
 @pytest.fixture
 def receiver(
-    receiver_engine: Engine, receiver_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    receiver_runtime: Runtime, receiver_sent: list[Followup]
 ) -> tuple[FlaskClient, list[Followup]]:
     """The test client and the follow-ups the receiver dispatched."""
-    monkeypatch.setattr(db, "get_engine", lambda url_=None: receiver_engine)
-    sent: list[Followup] = []
-    app = create_app(receiver_settings, dispatch=sent.append)
-    return app.test_client(), sent
+    return create_app(receiver_runtime).test_client(), receiver_sent

@@ -95,9 +95,11 @@ def parse_command(
     info_name = group.name or "cli"
     parent: click.Context | None = None
     while isinstance(current, click.Group):
-        index = next((i for i, t in enumerate(tokens) if t in current.commands), None)
+        # Through click's lookup, not `.commands`: fcsync mounts `emulator` lazily.
+        names = current.list_commands(click.Context(current))
+        index = next((i for i, t in enumerate(tokens) if t in names), None)
         if index is None:
-            known = ", ".join(sorted(current.commands))
+            known = ", ".join(sorted(names))
             pytest.fail(f"{' '.join(tokens)!r}: no subcommand of {info_name!r} ({known})")
         # Group-level options plus the subcommand name: parses the options, checks them.
         ctx = current.make_context(info_name, tokens[: index + 1], parent=parent)
@@ -280,6 +282,7 @@ def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     services: dict[str, dict[str, Any]], migrated_sqlite: str
 ) -> None:
     from worker.http import create_app
+    from worker.runtime import Runtime
     from worker.settings import Settings
 
     webhooks = services["webhooks"]
@@ -291,7 +294,7 @@ def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     assert f"http://127.0.0.1:{port}/healthz" in health
 
     settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
-    app = create_app(settings, dispatch=lambda _: None, path=path)
+    app = create_app(Runtime(settings, send=lambda _: None), path=path)
     rules = {rule.rule: rule.methods or set() for rule in app.url_map.iter_rules()}
     assert "GET" in rules["/healthz"]
     assert "POST" in rules[path]

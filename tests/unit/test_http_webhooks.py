@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 
 from emulator import signature_header
 from models import WebhookEvent
-from tests.unit.conftest import OLD_SECRET, SECRET
-from worker import db
+from tests.unit.conftest import OLD_SECRET, SECRET, inbox_session
 from worker.records import Followup
 
 
@@ -41,8 +40,8 @@ def event(event_id: str = "evt_1", *, livemode: bool = False, **extra: Any) -> b
     return json.dumps(body).encode()
 
 
-def stored_count() -> int:
-    with db.session_scope() as session:
+def stored_count(client: FlaskClient) -> int:
+    with inbox_session(client) as session:
         return int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
 
 
@@ -59,7 +58,7 @@ def test_http_signed_event_is_stored_and_enqueued_once(receiver) -> None:  # typ
     assert post(client, body, signature_header(body, SECRET)).status_code == 200
     again = post(client, body, signature_header(body, SECRET))
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
-    assert stored_count() == 1
+    assert stored_count(client) == 1
     assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
 
 
@@ -90,7 +89,7 @@ def test_http_bad_webhook_is_400_and_nothing_stored(receiver, case: str) -> None
         header = signature_header(body, SECRET)
     response = post(client, body, header)
     assert response.status_code == 400, response.get_json()
-    assert stored_count() == 0
+    assert stored_count(client) == 0
     assert sent == []
 
 
@@ -98,7 +97,7 @@ def test_http_oversized_body_is_413_and_nothing_stored(receiver) -> None:  # typ
     client, sent = receiver
     body = event(padding="x" * 10_000)
     assert post(client, body, signature_header(body, SECRET)).status_code == 413
-    assert stored_count() == 0 and sent == []
+    assert stored_count(client) == 0 and sent == []
 
 
 def test_http_healthz(receiver) -> None:  # type: ignore[no-untyped-def]

@@ -90,13 +90,13 @@ def test_repository_older_updated_never_overwrites_newer(session: Session) -> No
 
 def test_repository_cursor_never_moves_backwards(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    assert repository.advance_cursor(session, "fca_1", "fctxnref_b", 200, now=NOW)
-    assert not repository.advance_cursor(session, "fca_1", "fctxnref_a", 100, now=NOW)
+    assert repository.advance_cursor(session, "fca_1", "fctxnref_b", 200)
+    assert not repository.advance_cursor(session, "fca_1", "fctxnref_a", 100)
     session.expire_all()
     account = session.get(Account, "fca_1")
     assert account is not None
     assert (account.cursor_refresh_id, account.cursor_refresh_at) == ("fctxnref_b", 200)
-    assert repository.advance_cursor(session, "fca_1", "fctxnref_c", 300, now=NOW)
+    assert repository.advance_cursor(session, "fca_1", "fctxnref_c", 300)
 
 
 def test_repository_sync_lease_is_exclusive_until_it_expires(session: Session) -> None:

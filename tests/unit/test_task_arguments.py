@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from tasks import refresh, sync, tracking, webhooks
 from tasks.arguments import ACCOUNT_ID_MAX, EVENT_ID_MAX
-from tasks.refresh import MAX_POLL_ATTEMPT, poll_countdown
 from worker.contract import REFRESH_SOURCES
+from worker.dispatch import MAX_POLL_ATTEMPT, poll_countdown
 from worker.errors import PermanentError
 from worker.settings import get_settings
 

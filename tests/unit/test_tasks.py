@@ -69,12 +69,13 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
 CONFIG_ON_REDIS = """
 import json, celeryconfig
+from tasks.base import FcsyncTask
 from worker.settings import get_settings
 s = get_settings()
 print(json.dumps({
     "broker_url": celeryconfig.broker_url,
     "transport_options": celeryconfig.broker_transport_options,
-    "task_time_limit": celeryconfig.task_time_limit,
+    "task_time_limit": FcsyncTask.time_limit,
     "max_countdown_s": s.fcsync_max_countdown_s,
     "poll_max_s": s.fcsync_poll_max_s,
 }))

@@ -15,9 +15,10 @@ from sqlalchemy.exc import DataError
 
 from emulator import signature_header
 from models import WebhookEvent
-from tests.unit.conftest import MAX_BODY, SECRET
+from tests.unit.conftest import MAX_BODY, SECRET, inbox_session
 from worker import db, repository
 from worker.records import Followup
+from worker.runtime import Runtime
 
 REFRESHED = "financial_connections.account.refreshed_transactions"
 
@@ -125,8 +126,8 @@ BAD_BODIES: dict[str, Callable[[], bytes]] = {
 }
 
 
-def stored() -> list[WebhookEvent]:
-    with db.session_scope() as session:
+def stored(client: FlaskClient) -> list[WebhookEvent]:
+    with inbox_session(client) as session:
         return list(session.scalars(select(WebhookEvent)))
 
 
@@ -147,7 +148,7 @@ def test_envelope_signed_bad_body_is_400_with_a_reason_and_nothing_stored(
     response = post(client, body, signature_header(body, SECRET))
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["error"]
-    assert stored() == [] and sent == []
+    assert stored(client) == [] and sent == []
 
 
 def test_envelope_non_ascii_signature_header_is_400(
@@ -158,7 +159,7 @@ def test_envelope_non_ascii_signature_header_is_400(
     response = post(client, body, signature_header(body, SECRET) + ",v1=\u00e9")
     assert response.status_code == 400
     assert response.get_json()["code"] == "signature_invalid"
-    assert stored() == [] and sent == []
+    assert stored(client) == [] and sent == []
 
 
 @pytest.mark.parametrize(
@@ -176,7 +177,7 @@ def test_envelope_event_without_work_is_acknowledged_and_not_stored(
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 200
     assert response.get_json()["ignored"]
-    assert stored() == [] and sent == []
+    assert stored(client) == [] and sent == []
 
 
 def test_envelope_fc_type_without_handler_is_stored_as_ignored_and_not_enqueued(
@@ -186,7 +187,7 @@ def test_envelope_fc_type_without_handler_is_stored_as_ignored_and_not_enqueued(
     payload = encoded(event_dict(type="financial_connections.account.upcoming_deactivation"))
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 200 and response.get_json()["ignored"]
-    (row,) = stored()
+    (row,) = stored(client)
     assert (row.id, row.outcome) == ("evt_1", "ignored") and row.processed_at is not None
     assert sent == []
 
@@ -198,19 +199,18 @@ def test_envelope_unknown_account_is_stored_and_enqueued_once(
     client, sent = receiver
     payload = with_account(id="fca_neverseen")
     assert post(client, payload, signature_header(payload, SECRET)).status_code == 200
-    (row,) = stored()
+    (row,) = stored(client)
     assert (row.account_id, row.processed_at) == ("fca_neverseen", None)
     assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
 
 
 def test_envelope_database_down_is_503_so_stripe_redelivers(
     receiver: tuple[FlaskClient, list[Followup]],
-    monkeypatch: pytest.MonkeyPatch,
+    receiver_runtime: Runtime,
     tmp_path: Path,
 ) -> None:
     client, sent = receiver
-    gone = db.make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
-    monkeypatch.setattr(db, "get_engine", lambda url_=None: gone)
+    receiver_runtime.engine = db.make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
     payload = encoded(event_dict())
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 503
@@ -230,4 +230,4 @@ def test_envelope_value_the_database_refuses_is_400(
     payload = encoded(event_dict())
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 400
-    assert stored() == [] and sent == []
+    assert stored(client) == [] and sent == []

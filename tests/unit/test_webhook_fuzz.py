@@ -23,10 +23,11 @@ from sqlalchemy import Engine, func, select
 
 from emulator import signature_header
 from models import WebhookEvent
-from tests.unit.conftest import MAX_BODY, OLD_SECRET, SECRET
+from tests.unit.conftest import MAX_BODY, OLD_SECRET, SECRET, inbox_session
 from worker import db, webhooks
 from worker.http import create_app
 from worker.records import Followup
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 FC = "financial_connections.account."
@@ -192,8 +193,8 @@ def mutated(event: dict[str, Any], path: tuple[str, ...], value: Any, delete: bo
 # -- the receiver as the properties see it --------------------------------------------------
 
 
-def inbox() -> dict[str, WebhookEvent]:
-    with db.session_scope() as session:
+def inbox(client: FlaskClient) -> dict[str, WebhookEvent]:
+    with inbox_session(client) as session:
         return {row.id: row for row in session.scalars(select(WebhookEvent))}
 
 
@@ -208,10 +209,10 @@ def deliver_signed(
     """POST one well-signed body; the answer, and what the inbox and the queue gained."""
     client, sent = receiver
     body = raw if raw is not None else json.dumps(event).encode()
-    before, queued = inbox(), len(sent)
+    before, queued = inbox(client), len(sent)
     response = post(client, body, signature_header(body, SECRET))
     assert response.status_code < 500, response.get_data(as_text=True)
-    after = inbox()
+    after = inbox(client)
     added = [row for key, row in after.items() if key not in before]
     return response.status_code, response.get_json() or {}, added, sent[queued:]
 
@@ -333,10 +334,10 @@ def test_fuzz_signatures_only_a_configured_fresh_one_stores(
         )
     else:
         header, verifies = signature, False
-    before, queued = inbox(), len(sent)
+    before, queued = inbox(client), len(sent)
     response = post(client, payload, header)
     assert response.status_code < 500
-    added = [key for key in inbox() if key not in before]
+    added = [key for key in inbox(client) if key not in before]
     if valid and verifies:
         assert response.status_code == 200 and added == [event["id"]] and len(sent) == queued + 1
     else:
@@ -389,12 +390,11 @@ def test_fuzz_types_accounts_and_modes_get_what_they_deserve(
 
 @pytest.fixture
 def served(
-    receiver_engine: Engine, receiver_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    receiver_engine: Engine, receiver_settings: Settings
 ) -> Iterator[tuple[str, list[Followup]]]:
     """The receiver under waitress on a free port, as `fcsync webhooks` serves it."""
     import waitress.server
 
-    monkeypatch.setattr(db, "get_engine", lambda url_=None: receiver_engine)
     sent: list[Followup] = []
     lock = threading.Lock()
 
@@ -402,7 +402,7 @@ def served(
         with lock:
             sent.append(followup)
 
-    app = create_app(receiver_settings, dispatch=dispatch)
+    app = create_app(Runtime(receiver_settings, send=dispatch, engine=receiver_engine))
     server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=8)
     stop = threading.Event()
 
@@ -421,7 +421,7 @@ def served(
 
 
 def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
-    served: tuple[str, list[Followup]],
+    served: tuple[str, list[Followup]], receiver_engine: Engine
 ) -> None:
     url, sent = served
     events = [json.dumps(valid_event(fresh_id())).encode() for _ in range(3)]
@@ -442,12 +442,14 @@ def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
         thread.join(timeout=60)
     assert statuses == [200] * len(deliveries)
     ids = sorted(json.loads(body)["id"] for body in events)
-    with db.session_scope() as session:
+    with db.session_scope(receiver_engine) as session:
         assert int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0) == 3
     assert sorted(f.kwargs["event_id"] for f in sent) == ids
 
 
-def test_fuzz_chunked_body_over_the_limit_is_413(served: tuple[str, list[Followup]]) -> None:
+def test_fuzz_chunked_body_over_the_limit_is_413(
+    served: tuple[str, list[Followup]], receiver_engine: Engine
+) -> None:
     """Without a Content-Length the limit still holds: the body is never read past it."""
     url, sent = served
     body = json.dumps(valid_event(fresh_id(), account="fca_" + "a" * 60)).encode()
@@ -461,4 +463,5 @@ def test_fuzz_chunked_body_over_the_limit_is_413(served: tuple[str, list[Followu
         url, data=chunks(), headers={"Stripe-Signature": signature_header(body, SECRET)}, timeout=30
     )
     assert response.status_code == 413
-    assert inbox() == {} and sent == []
+    with db.session_scope(receiver_engine) as session:
+        assert list(session.scalars(select(WebhookEvent))) == [] and sent == []

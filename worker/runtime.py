@@ -1,0 +1,234 @@
+"""What one process runs fcsync with: sessions on its database, the Stripe gateway, the clock and
+where follow-up work goes; `run` is one transaction, then its intents sent, after the commit."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any, Protocol, TypedDict, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import repository, sync
+from worker.clock import Clock
+from worker.db import get_engine, is_missing_table
+from worker.dispatch import followup_for
+from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
+from worker.intents import Intent, SyncDue
+from worker.ratelimit import limiter_for
+from worker.records import Followup
+from worker.redaction import redact
+from worker.settings import Settings
+from worker.stripe_gateway import StripeGateway, gateway_from_settings
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+Send = Callable[[Followup], None]
+Work = Callable[[Session, StripeGateway, datetime], R]
+
+
+class SyncReport(TypedDict):
+    account: str
+    outcome: str
+    pages: int
+    inserted: int
+    updated: int
+
+
+PageHook = Callable[[dict[str, Any]], None]
+
+
+class Now(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Runtime:
+    """Built once per process (and again after a fork, see `reset`): nothing below it reads the
+    global settings or engine, so a test or the CLI's --inline builds its own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        send: Send,
+        engine: Engine | None = None,
+        gateway: Callable[[], StripeGateway] | None = None,
+        clock: Now | None = None,
+        on_page: PageHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.send = send
+        self.engine = engine if engine is not None else get_engine(settings.database_url)
+        self._sessions = sessionmaker(expire_on_commit=False)
+        self._gateway_factory = gateway or self._default_gateway
+        self._gateway: StripeGateway | None = None
+        self.clock: Now = clock if clock is not None else Clock(settings.fcsync_clock_url)
+        # Who watches the pages of the syncs this runtime runs: the CLI's --inline progress.
+        self.on_page = on_page
+
+    def _default_gateway(self) -> StripeGateway:
+        # One request budget shared by every worker process (Redis), or this process alone.
+        limiter = limiter_for(self.settings.redis_url, self.settings.fcsync_requests_per_second)
+        return gateway_from_settings(self.settings, limiter=limiter)
+
+    @property
+    def gateway(self) -> StripeGateway:
+        if self._gateway is None:
+            self._gateway = self._gateway_factory()
+        return self._gateway
+
+    def watching_pages(self, on_page: PageHook) -> Runtime:
+        """This runtime (same sessions, gateway, clock and dispatch) with a page watcher."""
+        watched = copy.copy(self)
+        watched.on_page = on_page
+        return watched
+
+    def reset(self) -> None:
+        """Forget per-process resources (after a fork)."""
+        self._gateway = None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on any exception. A lost or refused
+        database connection is a TransientError (retried like a Stripe 5xx); a missing table
+        is not: it stays what it is, for the edge to name the migration it needs."""
+        session = self._sessions(bind=self.engine)
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            if is_missing_table(exc):
+                raise
+            raise TransientError(
+                f"database unavailable: {redact(str(exc.orig))}",
+                code=ErrorCode.DATABASE_UNAVAILABLE,
+            ) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def run(self, account_id: str | None, work: Work[R], *, record_unknown: bool = False) -> R:
+        """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
+
+        A permanent failure is recorded on the account; `record_unknown` gives an account
+        fcsync has no row for yet one (untracked), so `fcsync status` can say why it is missing."""
+        now = self.clock.now()
+        try:
+            with self.session() as session:
+                result = work(session, self.gateway, now)
+        except PermanentError as exc:
+            log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
+            # Our own misconfiguration says nothing about the account: keep its state true.
+            if account_id and not isinstance(exc, ConfigurationError):
+                self.record_failure(account_id, exc, create=record_unknown)
+            raise
+        for intent in getattr(result, "intents", ()):
+            self.dispatch(intent, now=now)
+        return result
+
+    def dispatch(self, intent: Intent, *, now: datetime | None = None) -> None:
+        """Send the task that carries out `intent` (timed from `now`, the work's clock reading)."""
+        followup = followup_for(intent, settings=self.settings, now=now or self.clock.now())
+        if followup is not None:
+            self.send(followup)
+
+    def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
+        now = self.clock.now()
+        with self.session() as session:
+            account = repository.get_account(session, account_id)
+            if account is None and create:
+                account = repository.save_unknown_account(session, account_id, now=now)
+            if account is not None:
+                repository.record_error(account, exc.code, str(exc), now=now)
+
+    def run_sync(self, account_id: str, *, full: bool, owner: str) -> SyncReport:
+        """Up to FCSYNC_PAGES_PER_RUN pages, each its own commit; `on_page` gets the run's report
+        after each committed page (pages, inserted and updated so far)."""
+        settings = self.settings
+        start = self.run(
+            account_id,
+            lambda s, gw, now: sync.start_sync(
+                s, account_id, full=full, owner=owner, now=now, settings=settings
+            ),
+        )
+        report: SyncReport = {
+            "account": account_id,
+            "outcome": start.outcome,
+            "pages": 0,
+            "inserted": 0,
+            "updated": 0,
+        }
+        if start.outcome in ("busy", "up_to_date"):
+            return report
+        seen: list[str] = []
+        try:
+            for _ in range(settings.fcsync_pages_per_run):
+                step = self.run(
+                    account_id,
+                    lambda s, gw, now: sync.sync_page(
+                        s,
+                        gw,
+                        account_id,
+                        owner=owner,
+                        now=now,
+                        settings=settings,
+                        seen_last_ids=seen,
+                    ),
+                )
+                if step.last_id is not None:
+                    seen.append(step.last_id)
+                report["pages"] += 1
+                report["inserted"] += step.inserted
+                report["updated"] += step.updated
+                if self.on_page is not None:
+                    self.on_page(dict(report))
+                if step.outcome != "page":
+                    report["outcome"] = step.outcome
+                    return report
+        except PermanentError:
+            self.run(
+                account_id,
+                lambda s, gw, now: sync.park_failed_run(
+                    s, account_id, owner, now=now, settings=settings
+                ),
+            )
+            raise
+        except BaseException:
+            self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
+            raise
+        # Bounded work per run: hand the lease back and continue in a fresh message, so one large
+        # backfill never hogs a worker slot or outlives the task time limit.
+        self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
+        self.dispatch(SyncDue(account_id))
+        report["outcome"] = "continued"
+        return report
+
+
+# The runtime bound to this context (a test, the CLI's --inline), else the process's own: a
+# ContextVar, so binding one never changes what another thread's tasks run with.
+_bound: ContextVar[Runtime | None] = ContextVar("fcsync_runtime", default=None)
+
+
+def bound_runtime() -> Runtime | None:
+    return _bound.get()
+
+
+@contextmanager
+def bound(runtime: Runtime) -> Iterator[Runtime]:
+    """Tasks called in this context run with `runtime`."""
+    token = _bound.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _bound.reset(token)
