@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from worker import contract
-from worker.cli_guards import (
+from worker.cli.guards import (
     account_id,
     after_cooldown,
     confirm_downgrade,
@@ -438,7 +438,7 @@ def status(account: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from worker.status_view import print_status
+    from worker.cli.status_view import print_status
 
     print_status(rows, terminal=sys.stdout.isatty())
 
