@@ -32,7 +32,8 @@ class UsageLine(click.ClickException):
         self.code = code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error [{self.code}]: {self.message}", err=True)
+        # The message quotes what the user typed, which may be a URL with a password in it.
+        click.echo(redact(f"error [{self.code}]: {self.message}"), err=True)
 
 
 def expected_errors(fn: F) -> F:
