@@ -6,14 +6,20 @@ import os
 import signal
 from pathlib import Path
 
-from tests.cli.conftest import FCSYNC, ProcessGroup, clean_environ, wait_for
+from tests.cli.conftest import API_KEY, FCSYNC, ProcessGroup, clean_environ, wait_for
 from tests.cli.test_services import alive, descendants
 
 
 def test_run_gives_its_celery_children_the_configured_log_level(
     tmp_path: Path, children: ProcessGroup
 ) -> None:
-    env = {**clean_environ(), "FCSYNC_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+    # `run` refuses to start without a Stripe key; it is never used here (no account is tracked).
+    env = {
+        **clean_environ(),
+        "STRIPE_API_KEY": API_KEY,
+        "FCSYNC_LOG_LEVEL": "DEBUG",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = children.start("run", [FCSYNC, "run", "--concurrency", "1", "--no-webhooks"], env=env)
     log = tmp_path / "run.log"
 

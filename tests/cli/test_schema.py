@@ -125,7 +125,8 @@ def test_run_migrates_before_it_starts_anything(workdir: Workdir) -> None:
         run = procs.start(
             "run",
             [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
-            env=workdir.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET),
+            # The worker logs at FCSYNC_LOG_LEVEL, and its "ready." banner line is INFO.
+            env=workdir.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, FCSYNC_LOG_LEVEL="INFO"),
         )
         log = workdir.path / "run.log"
         wait_for(

@@ -94,7 +94,7 @@ def test_run_without_the_webhook_secret_runs_without_the_receiver_and_says_so(
         run = procs.start(
             "run",
             [FCSYNC, "run", "--concurrency", "1", "--port", str(free_port())],
-            env=workdir.env(),
+            env=workdir.env(FCSYNC_LOG_LEVEL="INFO"),  # the worker's "ready." line is INFO
         )
         log = procs.log_dir / "run.log"
         wait_for(
