@@ -1,6 +1,7 @@
 """`fcsync emulator` / `python -m emulator`: serve the emulator until SIGINT or SIGTERM.
 
-worker/cli.py mounts `emulator_command`; every fault key is also a flag (dashes for underscores)."""
+worker/cli/serve.py mounts `emulator_command` (imported only when that command is used); every
+fault key is also a flag (dashes for underscores)."""
 
 from __future__ import annotations
 

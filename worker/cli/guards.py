@@ -9,10 +9,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from worker.cli.exits import EXIT_DECLINED, UsageLine
 from worker.errors import PermanentError, TransientError
 from worker.records import Followup
 from worker.redaction import mask_url, redact
@@ -20,24 +21,6 @@ from worker.settings import get_settings
 
 if TYPE_CHECKING:
     from models import Account
-
-EXIT_USAGE = 2
-EXIT_DECLINED = 1  # a question answered "no": nothing failed, nothing was done
-
-
-class UsageLine(click.ClickException):
-    """A usage error as one line, `error [code]: ...` like every other fcsync error (click's
-    own usage errors print the whole synopsis)."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error [{self.code}]: {self.message}", err=True)
-
 
 # What Stripe's FC account ids look like; the accounts.id column holds 64 characters.
 ACCOUNT_ID = re.compile(r"fca_[A-Za-z0-9]{1,60}")
@@ -53,6 +36,9 @@ def account_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
             code="bad_account_id",
         )
     return value
+
+
+account_argument = click.argument("account", callback=account_id)
 
 
 def known_account(account: str, command: str) -> Account:

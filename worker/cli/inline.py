@@ -1,0 +1,83 @@
+"""`--inline`: a task and the follow-ups a command accepts, run in this process (no broker, no
+worker), with their countdowns honoured and transient errors retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from worker.cli.progress import progress_report
+from worker.errors import PermanentError, TransientError
+from worker.records import Followup
+
+# Inline mode retries a transient failure this many times (FCSYNC_INLINE_RETRY_S doubling:
+# 1, 2, 4, 8 s by default, about as long as a 429 storm lasts) before exit 4.
+INLINE_RETRIES = 4
+# Outcomes the services record on the account instead of raising: permanent conditions that
+# retrying cannot change, so --inline exits 3 with the recorded error code.
+PERMANENT_OUTCOMES = {
+    "inactive": (
+        "account_inactive",
+        "the account is not active at Stripe (inactive or disconnected); Stripe refuses refreshes",
+    ),
+    "no_permission": (
+        "missing_permission",
+        "the account lacks the transactions permission; relink it with "
+        "permissions=['transactions']",
+    ),
+    "gone": (
+        "account_gone",
+        "Stripe no longer knows the account (404); fcsync stopped refreshing it",
+    ),
+}
+
+
+def run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[dict[str, Any]]:
+    """Run a task and the follow-ups `follow` accepts in this process (no broker, no worker),
+    honouring their countdowns and retrying transient errors with backoff."""
+    from worker.app import app
+    from worker.db import require_schema
+    from worker.runtime import Runtime, bound
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    require_schema()  # before the first Stripe call: its answer could not be stored anyway
+    # A permanent failure ends the command with its own one-line error: the runtime's log
+    # line for the same failure would only repeat it.
+    logging.getLogger("worker.runtime").setLevel(logging.CRITICAL)
+    app.loader.import_default_modules()  # the task modules named in celeryconfig.imports
+    queue: deque[Followup] = deque([first])
+    results: list[dict[str, Any]] = []
+    first_wait = settings.fcsync_inline_retry_s
+    with progress_report() as report:
+        # Follow-ups land in this queue instead of the broker; pages are shown as they commit.
+        inline = Runtime(settings, send=queue.append, on_page=report.page)
+        with bound(inline):
+            while queue:
+                item = queue.popleft()
+                if item is not first and (not item.task.startswith("fcsync.") or not follow(item)):
+                    continue
+                if item.countdown:
+                    report.waiting(item)
+                    time.sleep(item.countdown)
+                report.running(item)
+                for attempt in range(INLINE_RETRIES + 1):
+                    try:
+                        result = app.tasks[item.task].run(**item.kwargs)
+                        break
+                    except TransientError as exc:
+                        if attempt == INLINE_RETRIES:
+                            raise
+                        report.retrying(item, exc)
+                        time.sleep(first_wait * 2**attempt)
+                results.append(result)
+                report.finished(item, result)
+        report.done()
+    for result in results:
+        if result.get("outcome") in PERMANENT_OUTCOMES:
+            code, why = PERMANENT_OUTCOMES[result["outcome"]]
+            raise PermanentError(f"{result['account']}: {why}", code=code)
+    return results
