@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import requests
 from celery import Celery
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from emulator import EmulatorControl, signature_header
+from emulator import Emulator, EmulatorConfig, EmulatorControl, signature_header
 from tests.cli.conftest import FCSYNC, Supervisor, Workdir, free_port, wait_for
 from tests.processes import decode_message, start_redis
 
@@ -162,14 +162,25 @@ def leaks(where: str, text_: str) -> list[str]:
     return found
 
 
+@pytest.fixture
+def own_emulator() -> Iterator[Emulator]:
+    """An emulator of this test's own: the long flow must not depend on what earlier tests left
+    in the session's emulator (accounts, refreshes, webhook endpoints)."""
+    with Emulator(
+        EmulatorConfig(seed=11, refresh_delay_s=0.2, refresh_cooldown_s=0.0, transactions=50)
+    ) as emu:
+        yield emu
+
+
 def test_no_secret_appears_in_any_output_row_or_message(
     tmp_path: Path,
-    emulator: Any,
-    control: EmulatorControl,
+    own_emulator: Emulator,
     children: Supervisor,
     secret_redis: int,
     secret_postgres_url: str,
 ) -> None:
+    emulator = own_emulator
+    control = EmulatorControl(emulator.base_url)
     workdir = Workdir(tmp_path, emulator.base_url)
     redis_base = f"redis://:{REDIS_MARK}@127.0.0.1:{secret_redis}"
     env = workdir.env(
