@@ -1,4 +1,5 @@
-"""Database reads and writes for fcsync: upserts, cursors, leases and due queries; never commits."""
+"""Database reads and writes for fcsync: upserts, cursors, leases and due queries; never commits.
+The webhook inbox's table has its own module, worker/inbox.py."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
-from models import Account, Refresh, Transaction, WebhookEvent
+from models import Account, Refresh, Transaction
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 from worker.redaction import redact
 
 TERMINAL_REFRESH_STATUSES = frozenset({"succeeded", "failed"})
 
 
-def _insert(session: Session, table: Any) -> Any:
+def dialect_insert(session: Session, table: Any) -> Any:
     """The dialect's INSERT, which has `on_conflict_do_update` on PostgreSQL and SQLite alike."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -34,17 +35,9 @@ def save_account(
     """Mirror the account's descriptive fields (its refresh state goes through `apply_refresh`)."""
     account = session.get(Account, fc.id)
     if account is None:
-        account = Account(
-            id=fc.id,
-            tracked=True if tracked is None else tracked,
-            created_at=now,
-            updated_at=now,
-            sync_inserted=0,
-            sync_updated=0,
-            sync_requested=False,
-            sync_requested_full=False,
+        account = _new_account(
+            session, fc.id, tracked=True if tracked is None else tracked, now=now
         )
-        session.add(account)
     elif tracked is not None:
         account.tracked = tracked
     account.livemode = fc.livemode
@@ -66,10 +59,16 @@ def save_account(
 def save_unknown_account(session: Session, account_id: str, *, now: datetime) -> Account:
     """A row for an account Stripe never showed us (tracking it failed): untracked, status
     `unknown`, so nothing schedules it, until a successful track mirrors the real one."""
+    account = _new_account(session, account_id, tracked=False, now=now)
+    account.status = "unknown"
+    session.flush()
+    return account
+
+
+def _new_account(session: Session, account_id: str, *, tracked: bool, now: datetime) -> Account:
     account = Account(
         id=account_id,
-        status="unknown",
-        tracked=False,
+        tracked=tracked,
         created_at=now,
         updated_at=now,
         sync_inserted=0,
@@ -78,7 +77,6 @@ def save_unknown_account(session: Session, account_id: str, *, now: datetime) ->
         sync_requested_full=False,
     )
     session.add(account)
-    session.flush()
     return account
 
 
@@ -179,7 +177,7 @@ def upsert_transactions(
         }
         for t in transactions
     ]
-    stmt = _insert(session, Transaction).values(rows)
+    stmt = dialect_insert(session, Transaction).values(rows)
     excluded = stmt.excluded
     changing = (
         "amount",
@@ -345,69 +343,6 @@ def unsynced_account_ids(session: Session, *, now: datetime, limit: int) -> list
                 ),
             )
             .order_by(Account.id)
-            .limit(limit)
-        )
-    )
-
-
-def insert_webhook_event(
-    session: Session,
-    *,
-    event_id: str,
-    type: str,
-    account_id: str | None,
-    livemode: bool,
-    created: int,
-    payload: str,
-    now: datetime,
-    outcome: str | None = None,
-) -> bool:
-    """Store an event once (with an `outcome`, already processed); returns False when it was
-    already in the inbox."""
-    stmt = (
-        _insert(session, WebhookEvent)
-        .values(
-            id=event_id,
-            type=type,
-            account_id=account_id,
-            livemode=livemode,
-            created=created,
-            payload=payload,
-            received_at=now,
-            processed_at=None if outcome is None else now,
-            outcome=outcome,
-        )
-        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
-        # SQLAlchemy keeps rowcounts of UPDATE/DELETE only: without this an INSERT reports -1
-        # on PostgreSQL (psycopg), and every duplicate delivery would look newly stored.
-        .execution_options(preserve_rowcount=True)
-    )
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))
-
-
-def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
-    return session.get(WebhookEvent, event_id)
-
-
-def record_event_error(row: WebhookEvent, code: str, message: str) -> None:
-    row.error = redact(f"[{code}] {message}")
-
-
-def unhandled_webhook_events(
-    session: Session, *, received_before: datetime, now: datetime, limit: int
-) -> list[WebhookEvent]:
-    """Unprocessed inbox rows due for a sweep, never-swept ones first (payloads not loaded)."""
-    return list(
-        session.scalars(
-            select(WebhookEvent)
-            .options(load_only(WebhookEvent.id, WebhookEvent.sweeps, WebhookEvent.next_sweep_at))
-            .where(
-                WebhookEvent.processed_at.is_(None),
-                WebhookEvent.received_at <= received_before,
-                or_(WebhookEvent.next_sweep_at.is_(None), WebhookEvent.next_sweep_at <= now),
-            )
-            .order_by(WebhookEvent.sweeps, WebhookEvent.received_at, WebhookEvent.id)
             .limit(limit)
         )
     )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import repository
+from worker import inbox, repository
 from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
 from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
@@ -88,7 +88,7 @@ def receive_webhook(
     if not is_fc_event_type(event.type):
         return Receipt(200, event.id, ignored="not a Financial Connections account event")
     handled = event.type in HANDLERS
-    stored = repository.insert_webhook_event(
+    stored = inbox.insert_webhook_event(
         session,
         event_id=event.id,
         type=event.type,
@@ -187,7 +187,7 @@ def handle_event(
     settings: Settings,
 ) -> EventResult:
     """Process one inbox event once; unknown types are kept and marked ignored."""
-    row = repository.get_webhook_event(session, event_id)
+    row = inbox.get_webhook_event(session, event_id)
     if row is None:
         raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
     if row.processed_at is not None:
@@ -215,7 +215,7 @@ def handle_event(
 
 
 def _mark_failed(row: WebhookEvent, code: str, message: str, *, now: datetime) -> None:
-    repository.record_event_error(row, code, message)  # redacted: it may quote a Stripe answer
+    inbox.record_event_error(row, code, message)  # redacted: it may quote a Stripe answer
     log.warning("webhook event %r failed permanently and is kept as failed: %s", row.id, row.error)
     row.processed_at = now
     row.outcome = "failed"
@@ -235,7 +235,7 @@ def unhandled_events(session: Session, *, now: datetime, settings: Settings) -> 
     failing cannot crowd a lost event out of the batch."""
     stale = timedelta(seconds=settings.fcsync_stale_pending_s)
     intents: list[Intent] = []
-    for row in repository.unhandled_webhook_events(
+    for row in inbox.unhandled_webhook_events(
         session, received_before=now - stale, now=now, limit=settings.fcsync_sweep_batch
     ):
         if not is_event_id(row.id):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import repository, webhooks
+from worker import inbox, repository, webhooks
 from worker.errors import ConfigurationError
 from worker.intents import HandleEvent
 from worker.records import FCAccount
@@ -67,7 +67,7 @@ def event_json(event_id: str, **overrides: Any) -> str:
 
 def store(session: Session, row_id: str, payload: str, *, at: datetime) -> None:
     """A row as the receiver stored it (before envelopes were validated, for the bad ones)."""
-    assert repository.insert_webhook_event(
+    assert inbox.insert_webhook_event(
         session,
         event_id=row_id,
         type=REFRESHED,

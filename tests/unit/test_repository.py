@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Transaction, WebhookEvent
-from worker import repository
+from worker import inbox, repository
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -152,7 +152,5 @@ def test_repository_record_error_stores_no_secret(session: Session) -> None:
 
 def test_repository_record_event_error_stores_no_secret() -> None:
     row = WebhookEvent(id="evt_1", type="financial_connections.account.created")
-    repository.record_event_error(
-        row, "bad", "signed with whsec_abcdef123456 for postgres://u:pw@h/db"
-    )
+    inbox.record_event_error(row, "bad", "signed with whsec_abcdef123456 for postgres://u:pw@h/db")
     assert row.error == "[bad] signed with whsec_*** for postgres://u:***@h/db"

@@ -1,0 +1,76 @@
+"""The webhook inbox table: each event stored once, read back, marked failed, and picked for
+the sweep; never commits (the edge that starts the unit of work does)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, load_only
+
+from models import WebhookEvent
+from worker.redaction import redact
+from worker.repository import dialect_insert
+
+
+def insert_webhook_event(
+    session: Session,
+    *,
+    event_id: str,
+    type: str,
+    account_id: str | None,
+    livemode: bool,
+    created: int,
+    payload: str,
+    now: datetime,
+    outcome: str | None = None,
+) -> bool:
+    """Store an event once (with an `outcome`, already processed); returns False when it was
+    already in the inbox."""
+    stmt = (
+        dialect_insert(session, WebhookEvent)
+        .values(
+            id=event_id,
+            type=type,
+            account_id=account_id,
+            livemode=livemode,
+            created=created,
+            payload=payload,
+            received_at=now,
+            processed_at=None if outcome is None else now,
+            outcome=outcome,
+        )
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+        # SQLAlchemy keeps rowcounts of UPDATE/DELETE only: without this an INSERT reports -1
+        # on PostgreSQL (psycopg), and every duplicate delivery would look newly stored.
+        .execution_options(preserve_rowcount=True)
+    )
+    result = session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))
+
+
+def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
+    return session.get(WebhookEvent, event_id)
+
+
+def record_event_error(row: WebhookEvent, code: str, message: str) -> None:
+    row.error = redact(f"[{code}] {message}")
+
+
+def unhandled_webhook_events(
+    session: Session, *, received_before: datetime, now: datetime, limit: int
+) -> list[WebhookEvent]:
+    """Unprocessed inbox rows due for a sweep, never-swept ones first (payloads not loaded)."""
+    return list(
+        session.scalars(
+            select(WebhookEvent)
+            .options(load_only(WebhookEvent.id, WebhookEvent.sweeps, WebhookEvent.next_sweep_at))
+            .where(
+                WebhookEvent.processed_at.is_(None),
+                WebhookEvent.received_at <= received_before,
+                or_(WebhookEvent.next_sweep_at.is_(None), WebhookEvent.next_sweep_at <= now),
+            )
+            .order_by(WebhookEvent.sweeps, WebhookEvent.received_at, WebhookEvent.id)
+            .limit(limit)
+        )
+    )
