@@ -24,8 +24,9 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
+# Two workers, one per core; a file's tests stay on one worker (module fixtures, ports, order).
 test: lint typecheck contracts
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(BIN)/fcsync demo

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Transaction
+from worker.errors import ErrorCode
 
 
 def _unix(moment: datetime | None) -> int | None:
@@ -36,7 +37,7 @@ def stale_reason(a: Account, *, now: datetime) -> str | None:
         return "gone: Stripe no longer knows the account; `fcsync track` it to try again"
     if a.status != "active":
         return f"{a.status} at Stripe: no refresh possible until it is reactivated"
-    if a.last_error_code == "missing_permission" or (
+    if a.last_error_code == ErrorCode.MISSING_PERMISSION or (
         a.permissions and not a.has_transactions_permission
     ):
         return "no transactions permission: relink the account with it"

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError
 from emulator import signature_header
 from models import WebhookEvent
 from tests.unit.conftest import MAX_BODY, SECRET, inbox_session
-from worker import db, repository
+from worker import db, inbox
 from worker.records import Followup
 from worker.runtime import Runtime
 
@@ -226,7 +226,7 @@ def test_envelope_value_the_database_refuses_is_400(
         raise DataError("INSERT", {}, Exception("value too long for type character varying"))
 
     client, sent = receiver
-    monkeypatch.setattr(repository, "insert_webhook_event", refuse)
+    monkeypatch.setattr(inbox, "insert_webhook_event", refuse)
     payload = encoded(event_dict())
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 400

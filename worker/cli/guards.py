@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from worker.cli.exits import EXIT_DECLINED, UsageLine
-from worker.errors import PermanentError, TransientError
+from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
 from worker.redaction import mask_url, redact
 from worker.settings import get_settings
@@ -52,7 +52,7 @@ def known_account(account: str, command: str) -> Account:
         raise PermanentError(
             f"account {account} is not known to fcsync, so there is nothing to {command}: "
             f"run `fcsync track {account}` first",
-            code="unknown_account",
+            code=ErrorCode.UNKNOWN_ACCOUNT,
         )
     return row
 

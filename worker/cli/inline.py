@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.cli.progress import progress_report
-from worker.errors import PermanentError, TransientError
+from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
 
 # Inline mode retries a transient failure this many times (FCSYNC_INLINE_RETRY_S doubling:
@@ -20,16 +20,16 @@ INLINE_RETRIES = 4
 # retrying cannot change, so --inline exits 3 with the recorded error code.
 PERMANENT_OUTCOMES = {
     "inactive": (
-        "account_inactive",
+        ErrorCode.ACCOUNT_INACTIVE,
         "the account is not active at Stripe (inactive or disconnected); Stripe refuses refreshes",
     ),
     "no_permission": (
-        "missing_permission",
+        ErrorCode.MISSING_PERMISSION,
         "the account lacks the transactions permission; relink it with "
         "permissions=['transactions']",
     ),
     "gone": (
-        "account_gone",
+        ErrorCode.ACCOUNT_GONE,
         "Stripe no longer knows the account (404); fcsync stopped refreshing it",
     ),
 }

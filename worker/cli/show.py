@@ -12,7 +12,7 @@ import click
 
 from worker.cli.exits import expected_errors
 from worker.cli.guards import account_argument, account_id, known_account
-from worker.errors import PermanentError
+from worker.errors import ErrorCode, PermanentError
 from worker.settings import get_settings
 
 
@@ -31,7 +31,9 @@ def status(account: str | None, as_json: bool) -> None:
     with session_scope() as session:
         rows = account_status(session, account, now=Clock(get_settings().fcsync_clock_url).now())
     if account and not rows:
-        raise PermanentError(f"account {account} is not known to fcsync", code="unknown_account")
+        raise PermanentError(
+            f"account {account} is not known to fcsync", code=ErrorCode.UNKNOWN_ACCOUNT
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
