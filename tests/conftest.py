@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +51,32 @@ def _admin(statement: str) -> None:
         admin.dispose()
 
 
-def _fresh_database(prefix: str) -> Iterator[str]:
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for as long as the block runs (skipped locally, a
+    failure under CI=true, when PostgreSQL is not reachable)."""
     try:
         url = create_database(prefix)
     except Exception as exc:
         unavailable("PostgreSQL", exc)
-    yield url
-    drop_database(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway database on the local PostgreSQL, shared by the session's tests."""
-    yield from _fresh_database("fcsync_test")
+    with fresh_database("fcsync_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test (a stack migrates it itself)."""
-    yield from _fresh_database("fcsync_e2e")
+    with fresh_database("fcsync_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

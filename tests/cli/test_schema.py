@@ -9,14 +9,13 @@ import pty
 import select
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
 from tests.cli.conftest import FCSYNC, WEBHOOK_SECRET, Workdir, free_port, wait_for
-from tests.conftest import PG_ADMIN_URL, unavailable
+from tests.conftest import fresh_database
 from worker.supervisor import Supervisor, beat_argv, worker_argv
 
 PASSWORD = "S3cretDbPw"
@@ -28,23 +27,12 @@ def unmigrated(request: pytest.FixtureRequest, workdir: Workdir) -> Iterator[Wor
     if request.param == "sqlite":
         yield workdir
         return
-    name = f"fcsync_empty_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    url = make_url(PG_ADMIN_URL).set(database=name)
-    if not url.password:  # trust authentication ignores it; it is there to be masked
-        url = url.set(password=PASSWORD)
-    workdir.extra["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    try:
+    with fresh_database("fcsync_empty") as created:
+        url = make_url(created)
+        if not url.password:  # trust authentication ignores it; it is there to be masked
+            url = url.set(password=PASSWORD)
+        workdir.extra["DATABASE_URL"] = url.render_as_string(hide_password=False)
         yield workdir
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def schema_line(workdir: Workdir) -> str:

@@ -3,17 +3,16 @@ round-trip (upgrade -> downgrade -> upgrade) on both."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 
 from models import Base
-from tests.conftest import PG_ADMIN_URL, unavailable
+from tests.conftest import fresh_database
 from worker.db import downgrade_database, make_engine, upgrade_database
 
 TABLES = {"accounts", "transactions", "refreshes", "webhook_events"}
@@ -25,17 +24,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
-    name = f"fcsync_mig_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        unavailable("PostgreSQL", exc)
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("fcsync_mig") as url:
+        yield url
 
 
 def _tables(url: str) -> set[str]:
