@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
+from models import Base
+from worker import db
 from worker.db import make_engine, upgrade_database
 
 PG_ADMIN_URL = os.environ.get(
@@ -144,3 +146,28 @@ def migrated_sqlite(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'fcsync.db'}"
     upgrade_database(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    db.upgrade_database(postgres_url)
+    engine = db.make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database whose commits are real (task runs, concurrent sessions)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fcsync.db'}"
+        db.upgrade_database(url)
+        engine = db.make_engine(url)
+        yield engine
+        engine.dispose()
+        return
+    engine = request.getfixturevalue("postgres_engine")
+    yield engine
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} CASCADE"))

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from models import Base
 from tests.emulator.conftest import API_KEY, make_emulator
 from tests.service.harness import EmulatedFC
-from worker import db
 from worker.records import Followup
 from worker.runtime import Runtime, bound
 from worker.settings import Settings
@@ -49,31 +46,6 @@ def fc() -> Iterator[EmulatedFC]:
             yield EmulatedFC(emu, control, gateway_from_settings(settings), settings)
         finally:
             control.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_engine(postgres_url: str) -> Iterator[Engine]:
-    db.upgrade_database(postgres_url)
-    engine = db.make_engine(postgres_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated database whose commits are real (task runs, concurrent sessions)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fcsync.db'}"
-        db.upgrade_database(url)
-        engine = db.make_engine(url)
-        yield engine
-        engine.dispose()
-        return
-    engine = request.getfixturevalue("postgres_engine")
-    yield engine
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} CASCADE"))
 
 
 @pytest.fixture

@@ -390,7 +390,7 @@ def test_fuzz_types_accounts_and_modes_get_what_they_deserve(
 
 @pytest.fixture
 def served(
-    receiver_engine: Engine, receiver_settings: Settings
+    committed_engine: Engine, receiver_settings: Settings
 ) -> Iterator[tuple[str, list[Followup]]]:
     """The receiver under waitress on a free port, as `fcsync webhooks` serves it."""
     import waitress.server
@@ -402,7 +402,7 @@ def served(
         with lock:
             sent.append(followup)
 
-    app = create_app(Runtime(receiver_settings, send=dispatch, engine=receiver_engine))
+    app = create_app(Runtime(receiver_settings, send=dispatch, engine=committed_engine))
     server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=8)
     stop = threading.Event()
 
@@ -421,7 +421,7 @@ def served(
 
 
 def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
-    served: tuple[str, list[Followup]], receiver_engine: Engine
+    served: tuple[str, list[Followup]], committed_engine: Engine
 ) -> None:
     url, sent = served
     events = [json.dumps(valid_event(fresh_id())).encode() for _ in range(3)]
@@ -442,13 +442,13 @@ def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
         thread.join(timeout=60)
     assert statuses == [200] * len(deliveries)
     ids = sorted(json.loads(body)["id"] for body in events)
-    with db.session_scope(receiver_engine) as session:
+    with db.session_scope(committed_engine) as session:
         assert int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0) == 3
     assert sorted(f.kwargs["event_id"] for f in sent) == ids
 
 
 def test_fuzz_chunked_body_over_the_limit_is_413(
-    served: tuple[str, list[Followup]], receiver_engine: Engine
+    served: tuple[str, list[Followup]], committed_engine: Engine
 ) -> None:
     """Without a Content-Length the limit still holds: the body is never read past it."""
     url, sent = served
@@ -463,5 +463,5 @@ def test_fuzz_chunked_body_over_the_limit_is_413(
         url, data=chunks(), headers={"Stripe-Signature": signature_header(body, SECRET)}, timeout=30
     )
     assert response.status_code == 413
-    with db.session_scope(receiver_engine) as session:
+    with db.session_scope(committed_engine) as session:
         assert list(session.scalars(select(WebhookEvent))) == [] and sent == []
