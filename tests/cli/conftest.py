@@ -102,6 +102,20 @@ class Workdir:
             assert proc.returncode == expect, detail
         return proc
 
+    def start_and_exit(
+        self, argv: list[str], **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        """Start a long-running command (a worker, beat, the receiver, `run`) that is expected to
+        refuse and exit; the warning filter hides Celery's "running as root" banner."""
+        return subprocess.run(
+            argv,
+            cwd=self.path,
+            env=self.env(PYTHONWARNINGS="ignore", **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine = create_engine(self.db_url)
         try:

@@ -71,20 +71,6 @@ def test_commands_on_an_unmigrated_database_say_run_db_upgrade(
         assert secret not in result.stdout + result.stderr
 
 
-def started_and_exited(
-    argv: list[str], workdir: Workdir, **env: str
-) -> subprocess.CompletedProcess[str]:
-    # The warning filter hides Celery's "running as root" banner (containers run as root).
-    return subprocess.run(
-        argv,
-        cwd=workdir.path,
-        env=workdir.env(PYTHONWARNINGS="ignore", **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("process", ["worker", "beat", "webhooks"])
 def test_long_running_processes_refuse_to_start_on_an_unmigrated_database(
     unmigrated: Workdir, process: str
@@ -95,7 +81,7 @@ def test_long_running_processes_refuse_to_start_on_an_unmigrated_database(
         "webhooks": [FCSYNC, "webhooks", "--port", str(free_port())],
     }[process]
 
-    result = started_and_exited(argv, unmigrated, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    result = unmigrated.start_and_exit(argv, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
 
     assert result.returncode == 3, result.stdout + result.stderr
     # Beat logs "beat: Starting..." before its start-up signal; Celery's records open with "[".

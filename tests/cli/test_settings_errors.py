@@ -4,8 +4,6 @@ the settings it needs, naming them in one line."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from emulator import EmulatorControl
@@ -43,18 +41,6 @@ def test_a_missing_or_refused_api_key_is_never_recorded_on_an_account(
     assert row["last_error_code"] is None and row["tracked"]
 
 
-def start(argv: list[str], workdir: Workdir, **env: str | None) -> subprocess.CompletedProcess[str]:
-    # The warning filter hides Celery's "running as root" banner (containers run as root).
-    return subprocess.run(
-        argv,
-        cwd=workdir.path,
-        env=workdir.env(PYTHONWARNINGS="ignore", **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 MISSING_KEY = (
     "error [missing_setting]: STRIPE_API_KEY is not set: fcsync needs a Stripe secret or "
     "restricted key"
@@ -62,7 +48,7 @@ MISSING_KEY = (
 
 
 def test_a_worker_without_stripe_api_key_refuses_to_start(migrated: Workdir) -> None:
-    result = start(worker_argv(1, pool="solo"), migrated, STRIPE_API_KEY=None)
+    result = migrated.start_and_exit(worker_argv(1, pool="solo"), STRIPE_API_KEY=None)
 
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stderr.splitlines() == [MISSING_KEY]
@@ -70,7 +56,9 @@ def test_a_worker_without_stripe_api_key_refuses_to_start(migrated: Workdir) -> 
 
 
 def test_run_without_stripe_api_key_refuses_before_starting_anything(workdir: Workdir) -> None:
-    result = start([FCSYNC, "run", "--port", str(free_port())], workdir, STRIPE_API_KEY=None)
+    result = workdir.start_and_exit(
+        [FCSYNC, "run", "--port", str(free_port())], STRIPE_API_KEY=None
+    )
 
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stderr.splitlines() == [MISSING_KEY]
@@ -79,7 +67,7 @@ def test_run_without_stripe_api_key_refuses_before_starting_anything(workdir: Wo
 
 
 def test_webhooks_without_its_secret_refuses_to_start(migrated: Workdir) -> None:
-    result = start([FCSYNC, "webhooks", "--port", str(free_port())], migrated)
+    result = migrated.start_and_exit([FCSYNC, "webhooks", "--port", str(free_port())])
 
     assert result.returncode == 3, result.stdout + result.stderr
     (line,) = result.stderr.splitlines()

@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from emulator import Emulator, EmulatorControl
 from worker import refresh, reports, tracking
+from worker.errors import PermanentError
 from worker.intents import Intent, SyncDue
 from worker.playground.truth import diff_transactions
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
-from worker.sync import SyncStart, SyncStep, start_sync, sync_page
+from worker.sync import SyncStart, SyncStep, abandon_run, start_sync, sync_page
 
 REFRESH_POST = "POST /v1/financial_connections/accounts/{account}/refresh"
 RETRIEVE_ACCOUNT = "GET /v1/financial_connections/accounts/{account}"
@@ -94,6 +95,33 @@ class EmulatedFC:
         session.commit()
         self.advance(REFRESH_COOLDOWN_S)
         return polled
+
+    def interrupted_sync(self, session: Session, account_id: str, *, full: bool = False) -> None:
+        """Track, refresh, and start a sync whose worker dies before its first page (its lease
+        handed back, its target left for the failed-sync sweep)."""
+        self.track(session, account_id)
+        self.refresh(session, account_id)
+        started = start_sync(
+            session, account_id, full=full, owner="lost", now=self.now(), settings=self.settings
+        )
+        assert started.outcome == "started", started
+        abandon_run(session, account_id, "lost")
+
+    def store_failed_refresh(self, account_id: str, *, now: datetime) -> None:
+        """A refresh POST with fcsync's idempotency key fails after Stripe began executing it
+        (the account was inactive for a moment): Stripe keeps that answer under the key, as it
+        keeps a 500, and replays it within the key's window."""
+        window_s = self.settings.fcsync_failed_refresh_retry_s
+        key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
+        self.control.set_account_status(account_id, "inactive")
+        try:
+            self.gateway.refresh_transactions(account_id, idempotency_key=key)
+        except PermanentError:
+            pass
+        else:
+            raise AssertionError("the refresh of an inactive account did not fail")
+        finally:
+            self.control.set_account_status(account_id, "active")
 
     def sync(
         self, session: Session, account_id: str, *, owner: str = "owner-1", full: bool = False

@@ -179,14 +179,8 @@ def test_errors_task_permanent_error_fails_at_once_and_is_recorded(
     account_id = fc.create_account(transactions=5)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
-    now, window_s = fc.now(), fc.settings.fcsync_failed_refresh_retry_s
-    # Stripe keeps a failed answer under its idempotency key (a POST with fcsync's key ran
-    # while the account was inactive for a moment) and replays it within the key's window.
-    key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
-    fc.control.set_account_status(account_id, "inactive")
-    with pytest.raises(PermanentError):
-        fc.gateway.refresh_transactions(account_id, idempotency_key=key)
-    fc.control.set_account_status(account_id, "active")
+    now = fc.now()
+    fc.store_failed_refresh(account_id, now=now)
 
     with freeze_time(now):
         result = refresh_account_task.apply(kwargs={"account_id": account_id, "source": "manual"})

@@ -18,7 +18,7 @@ from tests.rows import account_row
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import accounts, contract, sync, webhooks
+from worker import accounts, contract, webhooks
 from worker.db import session_scope
 
 HOUR_S = 3_600
@@ -65,13 +65,7 @@ def test_gone_account_mid_sync_is_marked_by_the_sync_and_left_by_the_failed_sync
 ) -> None:
     account_id = fc.create_account(transactions=5)
     with session_scope(rig.engine) as session:
-        fc.track(session, account_id)
-        fc.refresh(session, account_id)
-        started = sync.start_sync(
-            session, account_id, full=False, owner="lost", now=fc.now(), settings=fc.settings
-        )
-        assert started.outcome == "started"
-        sync.abandon_run(session, account_id, "lost")  # its worker died before the first page
+        fc.interrupted_sync(session, account_id)
     fc.control.delete_account(account_id)
     before = beat.requests_by_account()[account_id]
 

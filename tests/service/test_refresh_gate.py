@@ -236,13 +236,7 @@ def test_refresh_gate_a_failure_stored_under_the_key_is_not_replayed_past_its_wi
 ) -> None:
     account_id = fc.create_account(transactions=20)
     now, window_s = fc.now(), fc.settings.fcsync_failed_refresh_retry_s
-    key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
-    # A refresh POST with fcsync's key fails after Stripe began executing it (the account was
-    # inactive for a moment); Stripe keeps that answer under the key, as it keeps a 500.
-    fc.control.set_account_status(account_id, "inactive")
-    with pytest.raises(PermanentError):
-        fc.gateway.refresh_transactions(account_id, idempotency_key=key)
-    fc.control.set_account_status(account_id, "active")
+    fc.store_failed_refresh(account_id, now=now)
 
     # Within the key's window the stored failure is what Stripe answers...
     with session_scope(committed_engine) as session, pytest.raises(PermanentError):

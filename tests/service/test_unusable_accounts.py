@@ -22,7 +22,7 @@ from tasks.tracking import track_account_task
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import contract, sync, webhooks
+from worker import contract, webhooks
 from worker.db import session_scope
 
 DAY_S = 86_400
@@ -204,17 +204,11 @@ def test_unusable_accounts_a_sync_that_fails_permanently_is_swept_again_once_a_d
 ) -> None:
     account_id = fc.create_account(transactions=30)
     with session_scope(rig.engine) as session:
-        fc.track(session, account_id)
-        fc.refresh(session, account_id)
-        started = sync.start_sync(
-            session, account_id, full=True, owner="lost", now=fc.now(), settings=fc.settings
-        )
-        assert started.outcome == "started"
+        fc.interrupted_sync(session, account_id, full=True)
         # A page cursor Stripe rejects (400 resource_missing): every run fails the same way.
         account = session.get(Account, account_id)
         assert account is not None
         account.sync_starting_after = "fctxn_1NotAnyTransactionOfThisAccount"
-        sync.abandon_run(session, account_id, "lost")
     per_day: list[int] = []
     for _ in range(2):
         before = beat.requests_by_account()[account_id]
