@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck contracts unit install clean bench
+.PHONY: test demo lint typecheck contracts unit install clean bench chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,21 @@ test: lint typecheck contracts
 demo: $(STAMP)
 	$(BIN)/fcsync demo
 
+# Every chaos scenario, CHAOS_SEEDS seeds on each broker, then the table and its JSON totals
+# (the last line). Long: `make test` runs one seed of each.
+CHAOS_SEEDS ?= 3
+CHAOS_BROKERS ?= redis,rabbitmq
+CHAOS_REPORT ?= chaos-report.jsonl
+chaos: $(STAMP)
+	rm -f $(CHAOS_REPORT)
+	FCSYNC_CHAOS_SEEDS=$(CHAOS_SEEDS) FCSYNC_CHAOS_BROKERS=$(CHAOS_BROKERS) \
+	FCSYNC_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+	$(BIN)/pytest -n 2 --dist load -m chaos tests/chaos -q; \
+	status=$$?; $(BIN)/python -m tests.chaos.report $(CHAOS_REPORT) || status=1; exit $$status
+
 bench: $(STAMP)
 	$(BIN)/python -m bench emulator_paging
 	$(BIN)/python -m bench steady_state
 
 clean:
-	rm -rf $(VENV) fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ transaction field, the cursor (only ever a synced, succeeded refresh) and Stripe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -14,15 +15,31 @@ from models import Account, Refresh
 from worker.reports import stored_transactions
 
 
-def diff_transactions(
-    stored: list[dict[str, Any]], truth: list[dict[str, Any]], *, limit: int = 5
-) -> list[str]:
-    """Differences between stored rows and Stripe's, both in Stripe's shape, in every field
-    fcsync stores (a field Stripe leaves out counts as null); `limit=0` lists them all."""
+@dataclass(frozen=True)
+class TransactionDiff:
+    """How stored rows differ from Stripe's: ids missing, ids Stripe does not hold for the
+    account, and per shared id the fields that differ."""
+
+    missing: list[str]
+    unexpected: list[str]
+    differing: dict[str, list[str]]
+
+    def lines(self, limit: int = 5) -> list[str]:
+        """One line per difference; `limit=0` lists them all."""
+        found = [f"missing {i}" for i in self.missing]
+        found += [f"unexpected {i}" for i in self.unexpected]
+        found += [line for lines in self.differing.values() for line in lines]
+        return found[:limit] if limit else found
+
+
+def compare_transactions(
+    stored: list[dict[str, Any]], truth: list[dict[str, Any]]
+) -> TransactionDiff:
+    """Stored rows against Stripe's, both in Stripe's shape, in every field fcsync stores (a
+    field Stripe leaves out counts as null)."""
     mine = {t["id"]: t for t in stored}
     theirs = {t["id"]: t for t in truth}
-    problems = [f"missing {i}" for i in sorted(theirs.keys() - mine.keys())]
-    problems += [f"unexpected {i}" for i in sorted(mine.keys() - theirs.keys())]
+    differing: dict[str, list[str]] = {}
     for txn_id in sorted(mine.keys() & theirs.keys()):
         a, b = mine[txn_id], theirs[txn_id]
         for name in sorted(a.keys() - {"id"}):
@@ -30,8 +47,21 @@ def diff_transactions(
             if name == "status_transitions":
                 expected = {k: (expected or {}).get(k) for k in ("posted_at", "void_at")}
             if a[name] != expected:
-                problems.append(f"{txn_id}.{name}: stored {a[name]!r} != {expected!r}")
-    return problems[:limit] if limit else problems
+                differing.setdefault(txn_id, []).append(
+                    f"{txn_id}.{name}: stored {a[name]!r} != {expected!r}"
+                )
+    return TransactionDiff(
+        missing=sorted(theirs.keys() - mine.keys()),
+        unexpected=sorted(mine.keys() - theirs.keys()),
+        differing=differing,
+    )
+
+
+def diff_transactions(
+    stored: list[dict[str, Any]], truth: list[dict[str, Any]], *, limit: int = 5
+) -> list[str]:
+    """Differences between stored rows and Stripe's as lines; `limit=0` lists them all."""
+    return compare_transactions(stored, truth).lines(limit)
 
 
 def row_problems(
@@ -78,6 +108,27 @@ def cursor_problems(
     return problems
 
 
+def problems_of_cursors(
+    session: Session,
+    accounts: Iterable[str],
+    *,
+    refreshes_at_stripe: Mapping[str, Mapping[str, str]],
+    cursors_seen: Mapping[str, Set[str]],
+) -> list[str]:
+    """`cursor_problems` for every account."""
+    stored_refreshes = {r.id: r for r in session.scalars(select(Refresh))}
+    found: list[str] = []
+    for account_id in accounts:
+        found += cursor_problems(
+            session,
+            account_id,
+            at_stripe=refreshes_at_stripe[account_id],
+            cursors_seen=cursors_seen.get(account_id, frozenset()),
+            stored_refreshes=stored_refreshes,
+        )
+    return found
+
+
 def problems(
     session: Session,
     control: EmulatorControl,
@@ -87,18 +138,13 @@ def problems(
     cursors_seen: Mapping[str, Set[str]],
 ) -> list[str]:
     """Everything that differs from "the database equals Stripe and no rule was broken"."""
+    accounts = list(accounts)
     found: list[str] = []
     violations = control.stats()["gating_violations"]
     if violations:
         found.append(f"{violations} refreshes were requested too early")
-    stored_refreshes = {r.id: r for r in session.scalars(select(Refresh))}
     for account_id in accounts:
         found += row_problems(session, control, account_id)
-        found += cursor_problems(
-            session,
-            account_id,
-            at_stripe=refreshes_at_stripe[account_id],
-            cursors_seen=cursors_seen.get(account_id, frozenset()),
-            stored_refreshes=stored_refreshes,
-        )
-    return found
+    return found + problems_of_cursors(
+        session, accounts, refreshes_at_stripe=refreshes_at_stripe, cursors_seen=cursors_seen
+    )
