@@ -70,6 +70,8 @@ class Account:
     discovery_seq: int | None = None
     discovered_at: int = 0
     subscription_generation: int = 0
+    # The next this many transaction refreshes to complete fail, whatever `failure_rate` says.
+    fail_next_refreshes: int = 0
     balance: dict[str, Any] | None = None
     balance_refresh: RefreshState | None = None
     ownership: str | None = None

@@ -151,8 +151,11 @@ class Bank:
         refresh_delay_s: float | None = None,
         refresh_cooldown_s: float | None = None,
         failure_rate: float | None = None,
+        fail_next_refreshes: int | None = None,
     ) -> None:
         """Change how the account's refreshes behave from now on (not an API change)."""
+        if fail_next_refreshes is not None:
+            account.fail_next_refreshes = fail_next_refreshes
         if refresh_delay_s is not None:
             account.refresh_delay_s = refresh_delay_s
         if refresh_cooldown_s is not None:
@@ -163,7 +166,10 @@ class Bank:
     # -- refreshes ----------------------------------------------------------------------
 
     def refresh(self, account: Account, features: list[str]) -> None:
-        """Start what may start; a refresh asked too early starts nothing (a gating violation)."""
+        """Start what may start; a refresh asked too early starts nothing (a gating violation),
+        one asked of an account that is not active is refused (counted too)."""
+        if account.status != "active":
+            self._stats.inactive_refreshes += 1
         self._stats.gating_violations += self._refreshes.refresh(account, features)
 
     def subscribe(self, account: Account) -> None:

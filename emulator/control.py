@@ -48,7 +48,8 @@ class EmulatorControl:
 
     def update_account(self, account_id: str, **changes: Any) -> dict[str, Any]:
         """Keys: status (emits deactivated/reactivated/disconnected), refresh_delay_s,
-        refresh_cooldown_s, failure_rate."""
+        refresh_cooldown_s, failure_rate, fail_next_refreshes (the next n transaction refreshes
+        to complete fail)."""
         return dict(self._call("POST", f"/accounts/{account_id}", changes))
 
     def delete_account(self, account_id: str) -> None:

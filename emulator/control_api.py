@@ -91,9 +91,15 @@ def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
 
 def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
     account = _account(bank, args["account"])
-    _check(body, {"status": (str,), **TUNABLES})
+    _check(body, {"status": (str,), "fail_next_refreshes": (int,), **TUNABLES})
     _check_tunables(body)
-    bank.tune_account(account, **{key: float(body[key]) for key in TUNABLES if key in body})
+    if body.get("fail_next_refreshes", 0) < 0:
+        raise ControlRequestError(400, "fail_next_refreshes must be >= 0")
+    bank.tune_account(
+        account,
+        fail_next_refreshes=body.get("fail_next_refreshes"),
+        **{key: float(body[key]) for key in TUNABLES if key in body},
+    )
     if "status" in body:
         try:
             bank.set_status(account, body["status"])

@@ -155,7 +155,10 @@ class Refreshes:
         refresh = account.refreshes[seq - 1]
         seed = self._seed
         outcome = random.Random(f"{seed}/{account.id}/refresh/{seq}/outcome").random()
-        if account.status != "active" or outcome < account.failure_rate:
+        forced = account.fail_next_refreshes > 0
+        if forced:
+            account.fail_next_refreshes -= 1
+        if account.status != "active" or forced or outcome < account.failure_rate:
             refresh.status = "failed"
         else:
             refresh.status = "succeeded"

@@ -19,6 +19,8 @@ class Stats:
     server_errors: int = 0
     dropped_connections: int = 0
     gating_violations: int = 0
+    # Refreshes asked of an inactive or disconnected account (Stripe answers them 400).
+    inactive_refreshes: int = 0
 
     def count_request(self, template: str, account_id: str | None) -> None:
         self.requests[template] += 1
@@ -41,5 +43,6 @@ class Stats:
             "server_errors": self.server_errors,
             "dropped_connections": self.dropped_connections,
             "gating_violations": self.gating_violations,
+            "inactive_refreshes": self.inactive_refreshes,
             "webhooks": webhooks,
         }

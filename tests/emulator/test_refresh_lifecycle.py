@@ -1,5 +1,6 @@
-"""Refreshes in emulator time: pending then succeeded/failed, gating, settlement in place,
-transaction_refresh[after], daily subscription refreshes, inactive and disconnected accounts."""
+"""Refreshes in emulator time: pending then succeeded/failed (forced failures too), gating,
+settlement in place, transaction_refresh[after], daily subscription refreshes, inactive and
+disconnected accounts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import stripe
 
-from emulator import Emulator
+from emulator import ControlError, Emulator
 from tests.emulator.conftest import API_KEY, START, Schemas, eventually, make_emulator
 
 TRANSACTIONS = ["transactions"]
@@ -297,3 +298,37 @@ def test_rows_discovered_after_a_failed_refresh_count_as_changed_after_it(
     assert (
         list_all(client, {"account": account_id, "transaction_refresh": {"after": failed}}) == truth
     )
+
+
+def test_fail_next_refreshes_fails_that_many_then_the_failure_rate_rules(
+    emulator: Emulator, client: stripe.StripeClient
+) -> None:
+    control = emulator.control
+    account_id = control.create_account(transactions=20, refresh_cooldown_s=0)["id"]
+    control.update_account(account_id, fail_next_refreshes=2)
+    outcomes = []
+    for _ in range(3):
+        refresh(client, account_id)
+        control.advance(5)
+        outcomes.append(current_refresh(client, account_id).status)
+    assert outcomes == ["failed", "failed", "succeeded"]
+    assert len(control.transactions(account_id)) >= 20
+
+    with pytest.raises(ControlError) as exc:
+        control.update_account(account_id, fail_next_refreshes=-1)
+    assert exc.value.status == 400
+
+
+def test_refreshes_asked_of_accounts_that_are_not_active_are_counted(
+    emulator: Emulator, client: stripe.StripeClient
+) -> None:
+    control = emulator.control
+    inactive = control.create_account(transactions=5, status="inactive")["id"]
+    active = control.create_account(transactions=5)["id"]
+    with pytest.raises(stripe.InvalidRequestError):
+        refresh(client, inactive)
+    refresh(client, active)
+    control.set_account_status(active, "disconnected")
+    with pytest.raises(stripe.InvalidRequestError):
+        refresh(client, active)
+    assert control.stats()["inactive_refreshes"] == 2
