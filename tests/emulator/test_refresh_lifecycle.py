@@ -332,3 +332,30 @@ def test_refreshes_asked_of_accounts_that_are_not_active_are_counted(
     with pytest.raises(stripe.InvalidRequestError):
         refresh(client, active)
     assert control.stats()["inactive_refreshes"] == 2
+
+
+def test_a_cooldown_of_hours_set_on_one_account_gates_from_its_next_refresh_on(
+    emulator: Emulator, client: stripe.StripeClient
+) -> None:
+    control = emulator.control
+    account_id = control.create_account(transactions=10)["id"]
+    other = control.create_account(transactions=10)["id"]
+    refresh(client, account_id)
+    control.advance(5)
+    control.update_account(account_id, refresh_cooldown_s=36 * 3_600)
+    assert current_refresh(client, account_id).next_refresh_available_at == START + 5 + 60
+
+    control.advance(60)
+    second = refresh(client, account_id).transaction_refresh
+    refresh(client, other)
+    control.advance(5)
+    done = current_refresh(client, account_id)
+    assert (done.id, done.status) == (second.id, "succeeded")
+    assert done.next_refresh_available_at == START + 70 + 36 * 3_600
+    assert current_refresh(client, other).next_refresh_available_at == START + 70 + 60
+
+    control.advance(35 * 3_600)
+    assert refresh(client, account_id).transaction_refresh.id == second.id
+    assert control.stats()["gating_violations"] == 1
+    control.advance(3_600)
+    assert refresh(client, account_id).transaction_refresh.id != second.id
