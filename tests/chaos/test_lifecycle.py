@@ -101,6 +101,9 @@ def script(run: Run) -> None:
     stack.converge("backfill", timeout_s=60)
 
     if run.faulty:
+        # A few 429s on top (after the backfill, where they would only cost time): a refused
+        # request never counts as a refresh, let alone a synced one.
+        ctl.set_faults(rate_limit_rate=0.1, seed=run.seed)
         ctl.update_account(flaky, fail_next_refreshes=1)
         ctl.update_account(cooling, refresh_cooldown_s=LONG_COOLDOWN_S)
         ctl.set_account_status(paused, "inactive")
@@ -169,8 +172,6 @@ LIFECYCLE = Scenario(
     name="lifecycle",
     accounts=accounts,
     script=script,
-    # A few 429s on top: a refused request never counts as a refresh, let alone a synced one.
-    faults={"rate_limit_rate": 0.05},
     # The 429s' retries, the retry of the failed refresh, the reactivated account's refresh and
     # the webhook handlers' reads, against the refreshes the disconnected and the paused account
     # never ask for: measured 1.15x without 429s.
