@@ -35,6 +35,9 @@ def stale_reason(a: Account, *, now: datetime) -> str | None:
         return "not tracked"
     if a.gone_at is not None:
         return "gone: Stripe no longer knows the account; `fcsync track` it to try again"
+    if a.status == "disconnected":
+        # Final at Stripe: relinking creates a new account with a new id.
+        return "disconnected at Stripe: final; the user must link the account again"
     if a.status != "active":
         return f"{a.status} at Stripe: no refresh possible until it is reactivated"
     if a.last_error_code == ErrorCode.MISSING_PERMISSION or (

@@ -61,7 +61,7 @@ DAY_OLD = {"cursor_refresh_at": NOW_TS - 25 * HOUR, "refresh_last_attempted_at":
         ),
         (
             {"status": "disconnected"},
-            "disconnected at Stripe: no refresh possible until it is reactivated",
+            "disconnected at Stripe: final; the user must link the account again",
         ),
         (
             {"permissions": ["balances"], "last_error_code": "missing_permission"},
