@@ -11,7 +11,7 @@ from typing import Any
 from emulator.accounts import Account, AccountBook
 from emulator.clock import Clock
 from emulator.config import EmulatorConfig, FaultSettings
-from emulator.events import Events, Origin
+from emulator.events import ACCOUNT_EVENT_TYPES, Events, Origin
 from emulator.faults import FaultInjector, Outcome
 from emulator.identifiers import IdSource
 from emulator.refreshes import Refreshes
@@ -84,6 +84,8 @@ class Bank:
 
     def process_due(self, now: float) -> None:
         self._refreshes.process_due(now)
+        # After the refreshes: a delivery delayed until a refresh's end goes out after its event.
+        self._webhooks.release_due(now)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -237,6 +239,19 @@ class Bank:
 
     def event(self, event_id: str, livemode: bool) -> dict[str, Any]:
         return self._events.get(event_id, livemode)
+
+    def trigger_event(self, type_: str, account: Account) -> dict[str, Any]:
+        """Emit `type_` for the account as it is now, changing nothing else (like `stripe
+        trigger`): delivered as any event, webhook faults included. ValueError for a type the
+        emulator never emits."""
+        if type_ not in ACCOUNT_EVENT_TYPES:
+            raise ValueError(f"type must be one of {', '.join(sorted(ACCOUNT_EVENT_TYPES))}")
+        return self._events.emit(type_, account, self._clock.now())
+
+    def resend_event(self, event_id: str) -> int | None:
+        """Send a stored event (of either mode) again to every endpoint, outside the webhook
+        faults; how many endpoints it is due to reach, None for an unknown event."""
+        return self._events.resend(event_id)
 
     def start_webhooks(self) -> None:
         """Start the background sender; events emitted before are delivered once it runs."""

@@ -64,8 +64,20 @@ NON_NEGATIVE = click.FloatRange(0)
 @click.option("--latency-ms", default=FAULTS.latency_ms, type=NON_NEGATIVE)
 @click.option("--webhook-drop-rate", default=FAULTS.webhook_drop_rate, type=RATE)
 @click.option("--webhook-duplicate-rate", default=FAULTS.webhook_duplicate_rate, type=RATE)
+@click.option(
+    "--webhook-duplicate-copies",
+    default=FAULTS.webhook_duplicate_copies,
+    type=click.IntRange(2),
+    help="Deliveries of a duplicated event in all.",
+)
 @click.option("--webhook-reorder/--no-webhook-reorder", default=FAULTS.webhook_reorder)
-@click.option("--webhook-delay-s", default=FAULTS.webhook_delay_s, type=NON_NEGATIVE)
+@click.option(
+    "--webhook-delay-s",
+    default=FAULTS.webhook_delay_s,
+    type=NON_NEGATIVE,
+    help="Delay in emulator seconds (advancing the clock delivers them).",
+)
+@click.option("--webhook-delay-rate", default=FAULTS.webhook_delay_rate, type=RATE)
 def emulator_command(
     host: str,
     port: int,

@@ -20,8 +20,13 @@ class FaultSettings:
     latency_ms: float = 0.0
     webhook_drop_rate: float = 0.0
     webhook_duplicate_rate: float = 0.0
+    # How many deliveries a duplicated event gets in all (2: the event and one copy).
+    webhook_duplicate_copies: int = 2
     webhook_reorder: bool = False
+    # Emulator seconds: advancing the clock a day delivers what was delayed by less than that.
     webhook_delay_s: float = 0.0
+    # The fraction of deliveries `webhook_delay_s` applies to (all of them by default).
+    webhook_delay_rate: float = 1.0
     seed: int = 0
 
     def merged(self, updates: dict[str, Any]) -> FaultSettings:
@@ -34,9 +39,11 @@ class FaultSettings:
             if key == "webhook_reorder":
                 if not isinstance(value, bool):
                     raise ValueError("webhook_reorder must be a boolean")
-            elif key == "seed":
+            elif key in ("seed", "webhook_duplicate_copies"):
                 if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError("seed must be an integer")
+                    raise ValueError(f"{key} must be an integer")
+                if key == "webhook_duplicate_copies" and value < 2:
+                    raise ValueError("webhook_duplicate_copies must be >= 2")
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{key} must be a number")

@@ -79,6 +79,16 @@ class EmulatorControl:
     def add_webhook_endpoint(self, url: str, secret: str) -> dict[str, Any]:
         return dict(self._call("POST", "/webhook_endpoints", {"url": url, "secret": secret}))
 
+    def trigger_event(self, type_: str, account_id: str) -> dict[str, Any]:
+        """Emit an account event of `type_` for the account as it is now (nothing else
+        changes), delivered like any event; returns the event."""
+        return dict(self._call("POST", "/events", {"type": type_, "account": account_id}))
+
+    def resend_event(self, event_id: str) -> int:
+        """Send a stored event again, as first emitted, to every endpoint now (outside the
+        webhook faults); returns how many endpoints it goes to."""
+        return int(self._call("POST", f"/events/{event_id}/resend")["endpoints"])
+
     def complete_session(self, session_id: str, accounts: int = 1) -> dict[str, Any]:
         """Link `accounts` new accounts to a Session, as if the user finished the flow."""
         return dict(self._call("POST", f"/sessions/{session_id}/complete", {"accounts": accounts}))

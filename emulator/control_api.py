@@ -1,7 +1,7 @@
 """The control API under /_emulator/: JSON in and out, no auth, never subject to faults.
 
 Tests, benchmarks and the demo use it to seed and list accounts, read the ground truth, move the
-clock, inject faults, register webhook endpoints and read stats."""
+clock, inject faults, register webhook endpoints, trigger and resend events and read stats."""
 
 from __future__ import annotations
 
@@ -162,6 +162,20 @@ def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
     return [{"url": e.url, "secret": e.secret} for e in bank.webhook_endpoints()]
 
 
+def _trigger_event(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    _check(body, {"type": (str,), "account": (str,)})
+    if "type" not in body or "account" not in body:
+        raise ControlRequestError(400, "type and account are required")
+    return bank.trigger_event(body["type"], _account(bank, body["account"]))
+
+
+def _resend_event(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
+    endpoints = bank.resend_event(args["event"])
+    if endpoints is None:
+        raise ControlRequestError(404, f"no such event: {args['event']}")
+    return {"id": args["event"], "endpoints": endpoints}
+
+
 def _complete_session(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
     _check(body, {"accounts": (int,)})
     session = bank.find_session(args["session"])
@@ -197,6 +211,8 @@ ROUTES = Map(
         Rule("/_emulator/faults", endpoint=_faults, methods=["GET"]),
         Rule("/_emulator/webhook_endpoints", endpoint=_add_endpoint, methods=["POST"]),
         Rule("/_emulator/webhook_endpoints", endpoint=_endpoints, methods=["GET"]),
+        Rule("/_emulator/events", endpoint=_trigger_event, methods=["POST"]),
+        Rule("/_emulator/events/<event>/resend", endpoint=_resend_event, methods=["POST"]),
         Rule(
             "/_emulator/sessions/<session>/complete", endpoint=_complete_session, methods=["POST"]
         ),

@@ -1,5 +1,5 @@
-"""Events: each change to an account as Stripe records it, kept 30 days for GET /v1/events and
-published to the webhook endpoints the moment it is emitted."""
+"""Events: each change to an account as Stripe records it, kept 30 days for GET /v1/events,
+published to the webhook endpoints the moment it is emitted and resent on request."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ from emulator.paging import list_object, page_by_id
 from emulator.webhooks import WebhookDispatcher
 
 EVENT_RETENTION_S = 30 * DAY_S
+# The account events the emulator emits (and the control API may trigger).
+ACCOUNT_EVENT_TYPES = frozenset(
+    f"financial_connections.account.{kind}"
+    for kind in (
+        "created",
+        "deactivated",
+        "reactivated",
+        "disconnected",
+        "refreshed_balance",
+        "refreshed_ownership",
+        "refreshed_transactions",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class Events:
         at: float,
         origin: Origin | None = None,
         previous: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Record `type_` with the account as it is now, and queue it for every endpoint."""
         data: dict[str, Any] = {"object": account.render()}
         if previous is not None:
@@ -76,7 +89,20 @@ class Events:
         self._position[event["id"]] = len(self._events)
         self._events.append(event)
         body = json.dumps(event, indent=2).encode()
-        self._webhooks.publish(event["id"], body, self._faults.settings)
+        self._webhooks.publish(event["id"], body, self._faults.settings, at=at)
+        return event
+
+    def resend(self, event_id: str) -> int | None:
+        """Send a stored event once more to every endpoint (as it was emitted, so its account
+        may be long out of date); how many endpoints it is due to reach, None if unknown."""
+        position = self._position.get(event_id)
+        if position is None:
+            return None
+        event = self._events[position]
+        body = json.dumps(event, indent=2).encode()
+        endpoints = self._webhooks.resend(event_id, body)
+        event["pending_webhooks"] += endpoints
+        return endpoints
 
     def delivered(self, event_id: str) -> None:
         """One endpoint took the event: one fewer pending webhook."""

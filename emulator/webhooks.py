@@ -1,5 +1,5 @@
 """Webhook endpoints and delivery: Stripe's v1 signature, one background sender with bounded
-retries, and the webhook faults (drop, duplicate, reorder, delay)."""
+retries, the webhook faults (drop, duplicate, reorder, delay) and manual resends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import requests
 
@@ -50,10 +50,15 @@ class Delivery:
     body: bytes
     attempt: int
     generation: int
+    # Wall seconds after its release: the copies of a duplicated event go out a little apart.
+    gap_s: float = 0.0
+    # Whether it goes through the reordering window (the setting when the event was emitted).
+    reorder: bool = False
 
 
 class WebhookDispatcher:
-    """Sends on its own thread, never inside the request that produced the event."""
+    """Sends on its own thread, never inside the request that produced the event. Delayed
+    deliveries wait for the emulator's clock (`release_due`), the rest for wall time."""
 
     def __init__(
         self, *, attempts: int, backoff_s: float, seed: int, on_delivered: Callable[[str], None]
@@ -63,13 +68,17 @@ class WebhookDispatcher:
         self._on_delivered = on_delivered
         self._cond = threading.Condition()
         self._queue: list[tuple[float, int, Delivery]] = []
-        self._held: list[tuple[Delivery, float]] = []
+        self._waiting: list[tuple[float, int, Delivery]] = []
+        self._held: list[Delivery] = []
         self._held_until: float | None = None
+        self._sending = 0
         self._order = itertools.count()
         self._endpoints: list[Endpoint] = []
         self._generation = 0
         self._rng = random.Random(f"{seed}/webhooks")
-        self._counts = {"sent": 0, "failed": 0, "dropped": 0}
+        self._counts = dict.fromkeys(
+            ("sent", "failed", "dropped", "duplicated", "delayed", "reordered", "resent"), 0
+        )
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._http = requests.Session()
@@ -97,8 +106,12 @@ class WebhookDispatcher:
             return list(self._endpoints)
 
     def counts(self) -> dict[str, int]:
+        """What happened to deliveries so far, and two gauges: `queued` (due on wall time:
+        waiting to be sent, held for reordering, backing off or being sent) and `waiting`
+        (delayed until the emulator's clock reaches their time)."""
         with self._cond:
-            return dict(self._counts)
+            queued = len(self._queue) + len(self._held) + self._sending
+            return {**self._counts, "queued": queued, "waiting": len(self._waiting)}
 
     def reseed(self, seed: int) -> None:
         with self._cond:
@@ -109,33 +122,75 @@ class WebhookDispatcher:
             self._generation += 1
             self._endpoints.clear()
             self._queue.clear()
+            self._waiting.clear()
             self._held.clear()
             self._held_until = None
             self._counts = dict.fromkeys(self._counts, 0)
             self._rng = random.Random(f"{seed}/webhooks")
 
-    def publish(self, event_id: str, body: bytes, faults: FaultSettings) -> int:
-        """Queue `body` for every endpoint; returns how many endpoints it is due to reach."""
+    def publish(self, event_id: str, body: bytes, faults: FaultSettings, *, at: float) -> int:
+        """Queue `body` (an event emitted at emulator time `at`) for every endpoint, through
+        the webhook faults; returns how many endpoints it is due to reach."""
         now = time.monotonic()
         with self._cond:
             for endpoint in self._endpoints:
-                # Both rolls are always drawn so one fault's rate never shifts another's stream.
+                # Every roll is always drawn so one fault's rate never shifts another's stream.
                 drop = self._rng.random() < faults.webhook_drop_rate
-                copies = 2 if self._rng.random() < faults.webhook_duplicate_rate else 1
+                duplicate = self._rng.random() < faults.webhook_duplicate_rate
+                delay = self._rng.random() < faults.webhook_delay_rate
                 if drop:
                     self._counts["dropped"] += 1
                     continue
+                copies = faults.webhook_duplicate_copies if duplicate else 1
+                self._counts["duplicated"] += copies - 1
+                delayed = delay and faults.webhook_delay_s > 0
                 for copy in range(copies):
-                    delivery = Delivery(endpoint, event_id, body, 1, self._generation)
-                    delay = faults.webhook_delay_s + copy * DUPLICATE_GAP_S
-                    if faults.webhook_reorder:
-                        self._held.append((delivery, delay))
-                        if self._held_until is None:
-                            self._held_until = now + REORDER_WINDOW_S
+                    delivery = Delivery(
+                        endpoint,
+                        event_id,
+                        body,
+                        1,
+                        self._generation,
+                        gap_s=copy * DUPLICATE_GAP_S,
+                        reorder=faults.webhook_reorder,
+                    )
+                    if delayed:
+                        self._counts["delayed"] += 1
+                        due = at + faults.webhook_delay_s
+                        heapq.heappush(self._waiting, (due, next(self._order), delivery))
                     else:
-                        self._push(now + delay, delivery)
+                        self._admit(delivery, now)
             self._cond.notify_all()
             return len(self._endpoints)
+
+    def release_due(self, now: float) -> None:
+        """Hand the delayed deliveries due by emulator time `now` to the sender, oldest first."""
+        with self._cond:
+            if not self._waiting or self._waiting[0][0] > now:
+                return
+            started = time.monotonic()
+            while self._waiting and self._waiting[0][0] <= now:
+                self._admit(heapq.heappop(self._waiting)[2], started)
+            self._cond.notify_all()
+
+    def resend(self, event_id: str, body: bytes) -> int:
+        """Send `body` once more to every endpoint now, as a manual resend does: outside the
+        webhook faults. Returns how many endpoints it is due to reach."""
+        now = time.monotonic()
+        with self._cond:
+            for endpoint in self._endpoints:
+                self._counts["resent"] += 1
+                self._push(now, Delivery(endpoint, event_id, body, 1, self._generation))
+            self._cond.notify_all()
+            return len(self._endpoints)
+
+    def _admit(self, delivery: Delivery, now: float) -> None:
+        if delivery.reorder:
+            self._held.append(delivery)
+            if self._held_until is None:
+                self._held_until = now + REORDER_WINDOW_S
+        else:
+            self._push(now + delivery.gap_s, delivery)
 
     def _push(self, due: float, delivery: Delivery) -> None:
         heapq.heappush(self._queue, (due, next(self._order), delivery))
@@ -146,9 +201,10 @@ class WebhookDispatcher:
         if len(order) > 1 and order == sorted(order):
             # A shuffle may come out in order; reordering is what was asked for, so rotate.
             order = order[1:] + order[:1]
+        self._counts["reordered"] += sum(1 for at, index in enumerate(order) if at != index)
         for index in order:
-            delivery, delay = self._held[index]
-            self._push(now + delay, delivery)
+            delivery = self._held[index]
+            self._push(now + delivery.gap_s, delivery)
         self._held.clear()
         self._held_until = None
 
@@ -159,6 +215,7 @@ class WebhookDispatcher:
                 if self._held_until is not None and self._held_until <= now:
                     self._flush_held(now)
                 if self._queue and self._queue[0][0] <= now:
+                    self._sending += 1
                     return heapq.heappop(self._queue)[2]
                 wakeups = [self._queue[0][0]] if self._queue else []
                 if self._held_until is not None:
@@ -171,19 +228,14 @@ class WebhookDispatcher:
             failure = self._send(delivery)
             ok = failure is None
             with self._cond:
+                self._sending -= 1
                 if delivery.generation != self._generation:
                     continue
                 self._counts["sent" if ok else "failed"] += 1
                 retrying = not ok and delivery.attempt < self._attempts
                 backoff = self._backoff_s * 2 ** (delivery.attempt - 1)
                 if retrying:
-                    retry = Delivery(
-                        delivery.endpoint,
-                        delivery.event_id,
-                        delivery.body,
-                        delivery.attempt + 1,
-                        delivery.generation,
-                    )
+                    retry = replace(delivery, attempt=delivery.attempt + 1)
                     self._push(time.monotonic() + backoff, retry)
             if failure is not None:
                 # Whoever runs a receiver against the emulator needs to see why it got nothing.

@@ -96,6 +96,7 @@ def emulator_faults(stats: Mapping[str, Any]) -> Counter[str]:
         webhooks_dropped=webhooks.get("dropped", 0),
         webhooks_duplicated=webhooks.get("duplicated", 0),
         webhooks_delayed=webhooks.get("delayed", 0),
+        webhooks_reordered=webhooks.get("reordered", 0),
         latency_spikes=stats.get("latency_spikes", 0),
     )
     return +counts

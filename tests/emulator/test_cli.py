@@ -12,6 +12,7 @@ from pathlib import Path
 import stripe
 from click.testing import CliRunner
 
+from emulator import EmulatorControl
 from emulator.cli import emulator_command
 from worker.playground.emulator_env import free_port
 
@@ -23,7 +24,7 @@ def test_serves_seeded_accounts_and_stops_on_sigterm() -> None:
     command = [
         sys.executable, "-m", "emulator", "--port", str(port), "--seed", "3",
         "--accounts", "2", "--transactions", "25", "--requests-per-second", "100",
-        "--no-webhook-reorder",
+        "--no-webhook-reorder", "--webhook-duplicate-copies", "3", "--webhook-delay-rate", "0.5",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
@@ -34,6 +35,8 @@ def test_serves_seeded_accounts_and_stops_on_sigterm() -> None:
         assert match, line
         client = stripe.StripeClient("sk_test_cli", base_addresses={"api": match.group(1)})
         assert len(client.v1.financial_connections.accounts.list().data) == 2
+        faults = EmulatorControl(match.group(1)).faults()
+        assert (faults["webhook_duplicate_copies"], faults["webhook_delay_rate"]) == (3, 0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -128,6 +128,9 @@ def test_fault_settings_merge_and_validate(emulator: Emulator) -> None:
         {"rate_limit_rate": "high"},
         {"server_error_rate": 2},
         {"webhook_reorder": 1},
+        {"webhook_duplicate_copies": 1},
+        {"webhook_duplicate_copies": 2.5},
+        {"webhook_delay_rate": 1.5},
     ):
         with pytest.raises(ControlError) as exc:
             control.set_faults(**bad)

@@ -1,5 +1,5 @@
 """Webhooks: Stripe's signature (stripe.Webhook.construct_event accepts it), retries of failed
-deliveries, and the webhook faults (drop, duplicate, reorder, delay)."""
+deliveries, and the webhook faults (drop, duplicate, reorder, delay in emulator time)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import stripe
 
 from emulator import Emulator
-from tests.emulator.conftest import Received, Receiver, Schemas, eventually
+from tests.emulator.conftest import API_KEY, Received, Receiver, Schemas, eventually
 
 SECRET = "whsec_emulator_test"
+DAY_S = 86_400
 
 
 def event_ids(received: list[Received]) -> list[str]:
@@ -50,7 +51,9 @@ def test_failed_deliveries_are_retried(emulator: Emulator, receiver: Receiver) -
     stripe.Webhook.construct_event(
         delivery.body.decode(), delivery.headers["Stripe-Signature"], SECRET
     )
-    assert emulator.control.stats()["webhooks"] == {"sent": 1, "failed": 2, "dropped": 0}
+    counts = emulator.control.stats()["webhooks"]
+    assert (counts["sent"], counts["failed"], counts["dropped"]) == (1, 2, 0)
+    assert (counts["queued"], counts["waiting"]) == (0, 0)
     event_id = json.loads(delivery.body)["id"]
     client = stripe.StripeClient("sk_test_x", base_addresses={"api": emulator.base_url})
     assert client.v1.events.retrieve(event_id).pending_webhooks == 0
@@ -73,10 +76,17 @@ def test_duplicated_and_dropped_webhooks(emulator: Emulator, receiver: Receiver)
     received = receiver.wait_for(2)
     assert len(received) == 2 and len(set(event_ids(received))) == 1
 
+    emulator.control.set_faults(webhook_duplicate_copies=3)
+    emulator.control.create_account(transactions=1)
+    received = receiver.wait_for(5)
+    time.sleep(0.2)
+    assert len(receiver.received) == 5 and len(set(event_ids(received[2:]))) == 1
+    assert emulator.control.stats()["webhooks"]["duplicated"] == 1 + 2
+
     emulator.control.set_faults(webhook_duplicate_rate=0.0, webhook_drop_rate=1.0)
     emulator.control.create_account(transactions=1)
     time.sleep(0.3)
-    assert len(receiver.received) == 2
+    assert len(receiver.received) == 5
     assert emulator.control.stats()["webhooks"]["dropped"] == 1
 
 
@@ -95,12 +105,60 @@ def test_reordered_and_delayed_webhooks(emulator: Emulator, receiver: Receiver) 
     created = [e.id for e in reversed(client.v1.events.list().data)]
     received = event_ids(receiver.wait_for(5))
     assert sorted(received) == sorted(created) and received != created
+    assert control.stats()["webhooks"]["reordered"] > 0
 
-    control.set_faults(webhook_reorder=False, webhook_delay_s=0.6)
+    # The delay is in emulator seconds: on this frozen clock only advancing it delivers.
+    control.set_faults(webhook_reorder=False, webhook_delay_s=600)
     control.create_account(transactions=1)
     time.sleep(0.3)
     assert len(receiver.received) == 5
+    counts = control.stats()["webhooks"]
+    assert (counts["delayed"], counts["waiting"]) == (1, 1)
+    control.advance(599)
+    time.sleep(0.3)
+    assert len(receiver.received) == 5
+    control.advance(1)
     assert len(receiver.wait_for(6)) == 6
+    assert control.stats()["webhooks"]["waiting"] == 0
+
+
+def test_only_the_delay_rate_of_deliveries_is_delayed(
+    emulator: Emulator, receiver: Receiver
+) -> None:
+    control = emulator.control
+    control.add_webhook_endpoint(receiver.url, SECRET)
+    control.set_faults(webhook_delay_s=60, webhook_delay_rate=0.5)
+    for _ in range(20):
+        control.create_account(transactions=1)
+    delayed = control.stats()["webhooks"]["delayed"]
+    assert 0 < delayed < 20
+    assert len(receiver.wait_for(20 - delayed)) == 20 - delayed
+    control.advance(60)
+    assert len(receiver.wait_for(20)) == 20
+
+
+def test_an_event_delayed_a_day_arrives_after_the_next_refresh(
+    emulator: Emulator, receiver: Receiver
+) -> None:
+    control = emulator.control
+    control.add_webhook_endpoint(receiver.url, SECRET)
+    client = stripe.StripeClient(API_KEY, base_addresses={"api": emulator.base_url})
+    account_id = control.create_account(transactions=5)["id"]
+    client.v1.financial_connections.accounts.subscribe(account_id, {"features": ["transactions"]})
+    control.set_faults(webhook_delay_s=DAY_S)
+    control.advance(5)  # the first refresh ends; its event waits a day
+    control.set_faults(webhook_delay_s=0)
+    control.advance(DAY_S)  # Stripe's daily refresh runs and ends: its event goes out at once
+    received = [json.loads(r.body) for r in receiver.wait_for(3)]
+    refreshes = [
+        e["data"]["object"]["transaction_refresh"]
+        for e in received
+        if e["type"] == "financial_connections.account.refreshed_transactions"
+    ]
+    # In arrival order: the daily refresh's event, then the first refresh's, a day late.
+    now = control.now()
+    assert [r["last_attempted_at"] for r in refreshes] == [now - 5, now - DAY_S - 5]
+    assert refreshes[0]["id"] == control.account(account_id)["transaction_refresh"]["id"]
 
 
 def test_failed_deliveries_are_logged_one_line_each_with_endpoint_event_and_reason(

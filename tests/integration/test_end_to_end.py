@@ -104,7 +104,7 @@ def test_end_to_end_poll_only_reaches_the_same_state(options: StackOptions) -> N
         assert_gate_exercised(stack)
         assert failed_refreshes(stack) > 0
         stats = stack.ctl.stats()
-        assert stats["webhooks"] == {"sent": 0, "failed": 0, "dropped": 0}
+        assert not any(stats["webhooks"].values()), stats["webhooks"]
 
 
 def test_end_to_end_duplicated_reordered_webhooks_sync_each_refresh_once(
