@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from models import Refresh
+from tests.brokers import on_brokers
 from worker.playground.measures import PAGE, requests_between
 from worker.playground.stack import Phase, Stack, StackOptions
 
@@ -74,6 +75,7 @@ def failed_refreshes(stack: Stack) -> int:
     )
 
 
+@pytest.mark.parametrize("broker", on_brokers())
 def test_end_to_end_with_webhooks_keeps_50_accounts_equal_to_stripe(
     options: StackOptions,
 ) -> None:
