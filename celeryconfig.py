@@ -12,11 +12,12 @@ broker_connection_retry_on_startup = True
 # Longest countdown fcsync schedules is FCSYNC_MAX_COUNTDOWN_S (1 h by default); Redis
 # redelivers unacked messages after visibility_timeout, so it must be larger than any ETA
 # (celery/celery#4766) and any task's run time. Anything further out goes through beat.
-# The embedded (SQLAlchemy) transport hands every transport option to create_engine(), and
-# has no visibility timeout to tune, so it gets none.
+# RabbitMQ has no visibility timeout: its consumer timeout bounds the countdown instead
+# (Settings.longest_countdown_s). The embedded (SQLAlchemy) transport hands every transport
+# option to create_engine(), and has no visibility timeout to tune: neither gets one.
 broker_transport_options = (
     {}
-    if _settings.uses_embedded_broker
+    if _settings.uses_embedded_broker or _settings.uses_amqp_broker
     else {"visibility_timeout": max(4 * _settings.fcsync_max_countdown_s, 7_200)}
 )
 

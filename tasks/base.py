@@ -17,7 +17,12 @@ from tasks.consumer import checked_strategy
 from worker.app import app, runtime
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.runtime import Runtime
-from worker.settings import get_settings
+from worker.settings import (
+    TASK_RETRY_BACKOFF_MAX_S,
+    TASK_SOFT_TIME_LIMIT_S,
+    TASK_TIME_LIMIT_S,
+    get_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +35,12 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
     autoretry_for = (TransientError, OperationalError)
     max_retries = get_settings().fcsync_max_retries
     retry_backoff = 2
-    retry_backoff_max = 600
+    retry_backoff_max = TASK_RETRY_BACKOFF_MAX_S
     retry_jitter = True
-    # Below the broker's visibility timeout (celeryconfig), so a slow task is never redelivered.
-    soft_time_limit = 540
-    time_limit = 600
+    # Within what the broker holds unacknowledged (Redis's visibility timeout, RabbitMQ's
+    # consumer timeout: worker.settings), so a slow task is never redelivered.
+    soft_time_limit = TASK_SOFT_TIME_LIMIT_S
+    time_limit = TASK_TIME_LIMIT_S
 
     @property
     def runtime(self) -> Runtime:

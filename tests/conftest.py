@@ -1,6 +1,6 @@
 """Shared fixtures: real databases (SQLite and PostgreSQL), Redis, the emulator.
 
-A missing PostgreSQL or Redis skips its tests locally and fails them under CI=true."""
+A missing PostgreSQL, Redis or RabbitMQ skips its tests locally and fails them under CI=true."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ PG_ADMIN_URL = os.environ.get(
     "FCSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_TEST_URL = os.environ.get("FCSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The machine's RabbitMQ: a stack on it gets a vhost of its own (tests/brokers.py).
+RABBITMQ_TEST_URL = os.environ.get(
+    "FCSYNC_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

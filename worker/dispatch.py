@@ -68,15 +68,16 @@ def followup_for(intent: Intent, *, settings: Settings, now: datetime) -> Follow
         case RefreshDue(account_id):
             return Followup(contract.REFRESH_ACCOUNT, {"account_id": account_id, "source": "beat"})
         case RetryRefreshAt(account_id, source, at):
-            wait_s = (at - now).total_seconds()
-            # A countdown past the broker's visibility timeout would run twice: beat picks
-            # the account up at its due time instead.
-            if wait_s > settings.fcsync_max_countdown_s:
+            # A second past the cooldown, so Stripe never sees the refresh early.
+            countdown = (at - now).total_seconds() + 1
+            # A countdown longer than the broker can hold (a second run on Redis, a closed
+            # channel on RabbitMQ): beat picks the account up at its due time instead.
+            if countdown > settings.longest_countdown_s:
                 return None
             return Followup(
                 contract.REFRESH_ACCOUNT,
                 {"account_id": account_id, "source": source},
-                countdown=wait_s + 1,
+                countdown=countdown,
             )
         case NotifySynced(account_id, refresh_id, inserted, updated):
             if not settings.fcsync_on_synced_task:

@@ -5,12 +5,23 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Every task's time limits and retry backoff cap (declared on the task base, tasks/base.py): how
+# long a broker may have to hold a message unacknowledged depends on them.
+TASK_SOFT_TIME_LIMIT_S = 540
+TASK_TIME_LIMIT_S = 600
+TASK_RETRY_BACKOFF_MAX_S = 600
+# Broker URL schemes of RabbitMQ (kombu's py-amqp transport).
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+# With acks_late a worker acknowledges an ETA message only after its run, and it may first wait
+# for a pool process that is running out another task's time limit: two time limits on top of
+# the countdown itself.
+AMQP_ACK_MARGIN_S = 2 * TASK_TIME_LIMIT_S
 # The Stripe API version this code is written against (stripe-python 15.3.x pins the same one).
 STRIPE_API_VERSION = "2026-06-24.dahlia"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
@@ -46,8 +57,11 @@ class Settings(BaseSettings):
     # often, so a lost `reactivated` webhook still ends its pause: one Stripe request per period.
     # A sync that failed permanently is retried by the failed-sync sweep as often.
     fcsync_unusable_recheck_s: int = Field(default=86_400, ge=60)
-    # Countdowns longer than this go through beat instead (see celeryconfig visibility_timeout).
+    # Countdowns longer than this go through beat instead (see longest_countdown_s).
     fcsync_max_countdown_s: int = Field(default=3_600, ge=1)
+    # RabbitMQ's `consumer_timeout` (its rabbitmq.conf, in ms there; 30 min by default): the
+    # server closes a channel whose delivery stays unacknowledged longer than this.
+    fcsync_broker_consumer_timeout_s: int = Field(default=1_800, ge=1)
     fcsync_sweep_batch: int = Field(default=200, ge=1)
     fcsync_max_retries: int = Field(default=8, ge=0)
     fcsync_on_synced_task: str | None = None
@@ -76,6 +90,20 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
+    @model_validator(mode="after")
+    def _countdowns_fit_the_broker(self) -> Settings:
+        # A poll's backoff and a task's retry cannot be left to beat: the broker must hold them.
+        needed = max(self.fcsync_poll_max_s, TASK_RETRY_BACKOFF_MAX_S)
+        if self.uses_amqp_broker and self.consumer_timeout_room_s < needed:
+            room = max(0, self.consumer_timeout_room_s)
+            raise ValueError(
+                f"FCSYNC_BROKER_CONSUMER_TIMEOUT_S={self.fcsync_broker_consumer_timeout_s} "
+                f"leaves room for countdowns of {room} s on RabbitMQ, less than the {needed:g} s "
+                "a poll or a retry may wait: raise RabbitMQ's consumer_timeout (and this "
+                f"setting) to at least {needed + AMQP_ACK_MARGIN_S:g} s, or lower FCSYNC_POLL_MAX_S"
+            )
+        return self
+
     @property
     def broker_url(self) -> str:
         if self.celery_broker_url:
@@ -87,6 +115,26 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
+
+    @property
+    def uses_amqp_broker(self) -> bool:
+        return self.broker_url.split("://", 1)[0].lower() in AMQP_SCHEMES
+
+    @property
+    def longest_countdown_s(self) -> int:
+        """The longest countdown fcsync gives a message; later work is left to beat. A worker
+        holds an ETA message unacknowledged through its countdown and its run: Redis would
+        deliver it again after its visibility timeout (celeryconfig sets that past this), and
+        RabbitMQ closes the worker's channel once its consumer timeout passes
+        (celery/celery#6760), so on RabbitMQ the countdown ends well within that timeout."""
+        if not self.uses_amqp_broker:
+            return self.fcsync_max_countdown_s
+        return min(self.fcsync_max_countdown_s, self.consumer_timeout_room_s)
+
+    @property
+    def consumer_timeout_room_s(self) -> int:
+        """The longest countdown RabbitMQ's consumer timeout leaves room for."""
+        return self.fcsync_broker_consumer_timeout_s - AMQP_ACK_MARGIN_S
 
     def require_api_key(self) -> str:
         if self.stripe_api_key is None or not self.stripe_api_key.get_secret_value():

@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import pytest
+
+from tests.brokers import broker_marks
 from tests.chaos.invariants import CursorWatch, Verdict, judge
 from worker.playground.stack import Stack, StackOptions
 
@@ -185,8 +188,10 @@ def brokers(default: Sequence[str] = ("redis",)) -> list[str]:
     return [b.strip() for b in wanted.split(",") if b.strip()] if wanted else list(default)
 
 
-def matrix(
-    default_seeds: Sequence[int], default_brokers: Sequence[str] = ("redis",)
-) -> list[tuple[str, int]]:
-    """(broker, seed) pairs a scenario's test is parametrized with."""
-    return [(b, s) for b in brokers(default_brokers) for s in seeds(default_seeds)]
+def matrix(default_seeds: Sequence[int], default_brokers: Sequence[str] = ("redis",)) -> list[Any]:
+    """(broker, seed) parameters a scenario's test is parametrized with (marked by broker)."""
+    return [
+        pytest.param(b, s, marks=broker_marks(b), id=f"{b}-{s}")
+        for b in brokers(default_brokers)
+        for s in seeds(default_seeds)
+    ]

@@ -51,7 +51,7 @@ STRIPE_FAULTS = Scenario(
 )
 
 
-@pytest.mark.parametrize(("broker", "seed"), matrix([2]))
+@pytest.mark.parametrize(("broker", "seed"), matrix([2], ("redis", "rabbitmq")))
 def test_chaos_stripe_faults_end_equal_to_truth(
     new_options: NewOptions, broker: str, seed: int
 ) -> None:

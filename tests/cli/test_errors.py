@@ -68,6 +68,16 @@ def test_a_malformed_setting_exits_3_naming_the_variable(workdir: Workdir) -> No
     assert "[invalid_setting]: FCSYNC_PAGES_PER_RUN" in result.stderr
 
 
+def test_settings_that_do_not_fit_together_exit_3_naming_them(workdir: Workdir) -> None:
+    result = workdir.run(
+        "status",
+        expect=3,
+        CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//",
+        FCSYNC_BROKER_CONSUMER_TIMEOUT_S="900",
+    )
+    assert "[invalid_setting]: Value error, FCSYNC_BROKER_CONSUMER_TIMEOUT_S=900" in result.stderr
+
+
 def test_an_unreachable_database_exits_4(workdir: Workdir) -> None:
     missing = workdir.path / "no-such-folder" / "fcsync.db"
     result = workdir.run("status", expect=4, DATABASE_URL=f"sqlite:///{missing}")

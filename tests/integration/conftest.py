@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import stack_broker
 from tests.conftest import unavailable
 from tests.processes import ROOT, start_redis
 from worker.playground.convergence import wait_for
@@ -75,11 +76,21 @@ def stack_redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def stack_options(fresh_postgres_url: str, stack_redis_url: str, tmp_path: Path) -> StackOptions:
-    """A stack on Redis (broker and shared request budget) and a fresh PostgreSQL database."""
-    return StackOptions(
-        db_url=fresh_postgres_url,
-        broker_url=stack_redis_url,
-        redis_url=stack_redis_url,
-        workdir=tmp_path,
-    )
+def broker() -> str:
+    """The broker a test's stack runs on; `parametrize("broker", on_brokers())` runs it on each."""
+    return "redis"
+
+
+@pytest.fixture
+def stack_options(
+    fresh_postgres_url: str, stack_redis_url: str, broker: str, tmp_path: Path
+) -> Iterator[StackOptions]:
+    """A stack on `broker` (the test's own Redis, or a RabbitMQ vhost of its own), the shared
+    request budget on that Redis, and a fresh PostgreSQL database."""
+    with stack_broker(broker, stack_redis_url, "fcsync_e2e") as broker_url:
+        yield StackOptions(
+            db_url=fresh_postgres_url,
+            broker_url=broker_url,
+            redis_url=stack_redis_url,
+            workdir=tmp_path,
+        )

@@ -1,8 +1,9 @@
-"""Acceptance of the sync engine: real `celery worker` and `celery beat` processes on Redis and
-PostgreSQL, driven by the emulator's clock through three days of Stripe's daily refreshes, keep
-every account's `transactions` equal to Stripe's truth without ever refreshing too early or
-moving a cursor to a failed refresh — with webhooks, without them, and with duplicated and
-reordered webhooks — at about one Stripe request per account per day once backfilled."""
+"""Acceptance of the sync engine: real `celery worker` and `celery beat` processes on Redis (the
+first test on RabbitMQ too) and PostgreSQL, driven by the emulator's clock through three days of
+Stripe's daily refreshes, keep every account's `transactions` equal to Stripe's truth without
+ever refreshing too early or moving a cursor to a failed refresh — with webhooks, without them,
+and with duplicated and reordered webhooks — at about one Stripe request per account per day
+once backfilled."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from models import Refresh
+from tests.brokers import on_brokers
 from worker.playground.measures import PAGE, requests_between
 from worker.playground.stack import Phase, Stack, StackOptions
 
@@ -74,6 +76,7 @@ def failed_refreshes(stack: Stack) -> int:
     )
 
 
+@pytest.mark.parametrize("broker", on_brokers())
 def test_end_to_end_with_webhooks_keeps_50_accounts_equal_to_stripe(
     options: StackOptions,
 ) -> None:

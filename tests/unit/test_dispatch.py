@@ -79,10 +79,26 @@ def test_dispatch_later_polls_back_off_within_the_bounds_and_never_pass_the_atte
 
 
 def test_dispatch_a_cooldown_longer_than_the_broker_holds_is_left_to_beat() -> None:
-    far = NOW + timedelta(seconds=SETTINGS.fcsync_max_countdown_s + 1)
+    far = NOW + timedelta(seconds=SETTINGS.fcsync_max_countdown_s)
     assert followup_for(RetryRefreshAt("fca_1", "manual", far), settings=SETTINGS, now=NOW) is None
-    near = NOW + timedelta(seconds=SETTINGS.fcsync_max_countdown_s)
-    assert followup_for(RetryRefreshAt("fca_1", "manual", near), settings=SETTINGS, now=NOW)
+    # The refresh goes a second after the cooldown ends.
+    near = NOW + timedelta(seconds=SETTINGS.fcsync_max_countdown_s - 1)
+    followup = followup_for(RetryRefreshAt("fca_1", "manual", near), settings=SETTINGS, now=NOW)
+    assert followup is not None and followup.countdown == SETTINGS.fcsync_max_countdown_s
+
+
+def test_dispatch_on_rabbitmq_leaves_to_beat_what_its_consumer_timeout_cannot_hold() -> None:
+    rabbitmq = SETTINGS.model_copy(update={"celery_broker_url": "amqp://guest:guest@mq:5672//"})
+    # 30 min of consumer timeout leave 10 min of countdown (settings: AMQP_ACK_MARGIN_S).
+    assert rabbitmq.fcsync_broker_consumer_timeout_s == 1_800
+    assert rabbitmq.longest_countdown_s == 600 < SETTINGS.longest_countdown_s
+    within = RetryRefreshAt("fca_1", "manual", NOW + timedelta(seconds=599))
+    followup = followup_for(within, settings=rabbitmq, now=NOW)
+    assert followup is not None and followup.countdown == 600
+    beyond = RetryRefreshAt("fca_1", "manual", NOW + timedelta(seconds=600))
+    assert followup_for(beyond, settings=rabbitmq, now=NOW) is None
+    # Redis holds it (its visibility timeout is set past FCSYNC_MAX_COUNTDOWN_S).
+    assert followup_for(beyond, settings=SETTINGS, now=NOW) is not None
 
 
 def test_dispatch_notifies_the_on_synced_task_only_when_one_is_configured() -> None:

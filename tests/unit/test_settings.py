@@ -1,11 +1,15 @@
-"""Settings: defaults, broker choice, secrets hidden, missing secrets named."""
+"""Settings: defaults, broker choice, secrets hidden, missing secrets named, countdowns that fit
+the broker."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from worker.errors import ConfigurationError
 from worker.settings import Settings
+
+RABBITMQ = "amqp://guest:guest@mq:5672//"
 
 
 def make(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -55,3 +59,34 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FCSYNC_PAGES_PER_RUN", "0")
     with pytest.raises(ValueError, match="fcsync_pages_per_run"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "amqp"),
+    [
+        (RABBITMQ, True),
+        ("amqps://u:p@mq:5671/fcsync", True),
+        ("pyamqp://mq//", True),
+        ("redis://h:6379/0", False),
+        ("sqla+sqlite:///broker.sqlite", False),
+    ],
+)
+def test_settings_tell_rabbitmq_by_its_url(
+    monkeypatch: pytest.MonkeyPatch, url: str, amqp: bool
+) -> None:
+    assert make(monkeypatch, CELERY_BROKER_URL=url).uses_amqp_broker is amqp
+
+
+def test_settings_refuse_a_consumer_timeout_too_short_for_a_retry_or_a_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RabbitMQ 3.8.15's 15 min: a retry's 10 min backoff and two task runs do not fit.
+    with pytest.raises(ValidationError, match=r"CONSUMER_TIMEOUT_S=900 .* at least 1800 s"):
+        make(monkeypatch, CELERY_BROKER_URL=RABBITMQ, FCSYNC_BROKER_CONSUMER_TIMEOUT_S="900")
+    # RabbitMQ's default of 30 min leaves 10 min of countdown, too short for a longer poll cap.
+    default = {"CELERY_BROKER_URL": RABBITMQ, "FCSYNC_BROKER_CONSUMER_TIMEOUT_S": "1800"}
+    assert make(monkeypatch, **default).longest_countdown_s == 600
+    with pytest.raises(ValidationError, match=r"at least 2200 s, or lower FCSYNC_POLL_MAX_S"):
+        make(monkeypatch, **default, FCSYNC_POLL_MAX_S="1000")
+    # Other brokers have no consumer timeout.
+    make(monkeypatch, REDIS_URL="redis://h:6379/0", FCSYNC_BROKER_CONSUMER_TIMEOUT_S="900")

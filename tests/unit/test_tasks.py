@@ -17,6 +17,7 @@ from tasks import refresh, sync, tracking, webhooks
 from tasks.base import FcsyncTask
 from worker.app import app
 from worker.errors import PermanentError, TransientError
+from worker.settings import Settings
 
 PINNED = {
     "fcsync.track_account": tracking.track_account_task,
@@ -67,7 +68,8 @@ def test_tasks_config_is_json_only_and_acks_late() -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
-CONFIG_ON_REDIS = """
+RABBITMQ_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+CONFIG_ON_BROKER = """
 import json, celeryconfig
 from tasks.base import FcsyncTask
 from worker.settings import get_settings
@@ -82,16 +84,16 @@ print(json.dumps({
 """
 
 
-def celeryconfig_on_redis(**env: str) -> dict[str, Any]:
-    """celeryconfig as a worker on Redis builds it: imported afresh, in a process of its own
+def celeryconfig_on(broker: str, **env: str) -> dict[str, Any]:
+    """celeryconfig as a worker on `broker` builds it: imported afresh, in a process of its own
     (this one's settings are cached, and `make test` runs on the embedded broker)."""
     clean = {
         k: v for k, v in os.environ.items() if not k.upper().startswith(("FCSYNC_", "CELERY_"))
     }
     clean.pop("REDIS_URL", None)
     done = subprocess.run(
-        [sys.executable, "-c", CONFIG_ON_REDIS],
-        env={**clean, "REDIS_URL": REDIS_BROKER, **env},
+        [sys.executable, "-c", CONFIG_ON_BROKER],
+        env={**clean, "CELERY_BROKER_URL": broker, **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -103,16 +105,48 @@ def celeryconfig_on_redis(**env: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("env", [{}, {"FCSYNC_MAX_COUNTDOWN_S": "20000"}])
 def test_tasks_redis_visibility_timeout_outlasts_the_longest_countdown(env: dict[str, str]) -> None:
-    config = celeryconfig_on_redis(**env)
+    config = celeryconfig_on(REDIS_BROKER, **env)
     assert config["broker_url"] == REDIS_BROKER
     timeout = config["transport_options"]["visibility_timeout"]
     # With acks_late a worker holds an ETA message unacknowledged through its countdown and its
     # run; Redis redelivers it (a second run) once the visibility timeout passes
-    # (celery/celery#4766). A refresh cooldown is scheduled up to 1 s past the max countdown.
-    countdown = max(config["max_countdown_s"] + 1, config["poll_max_s"])
+    # (celery/celery#4766).
+    countdown = max(config["max_countdown_s"], config["poll_max_s"])
     assert timeout > countdown + config["task_time_limit"]
     for task in PINNED.values():
         assert timeout > task.retry_backoff_max + task.time_limit, task.name
+
+
+def test_tasks_rabbitmq_gets_no_visibility_timeout() -> None:
+    # RabbitMQ has none: its consumer timeout bounds fcsync's countdowns instead (below).
+    config = celeryconfig_on(RABBITMQ_BROKER)
+    assert config["broker_url"] == RABBITMQ_BROKER
+    assert "visibility_timeout" not in config["transport_options"]
+
+
+@pytest.mark.parametrize("consumer_timeout_s", [1_800, 3_600, 86_400])
+@pytest.mark.parametrize("max_countdown_s", [60, 3_600, 200_000])
+def test_tasks_rabbitmq_consumer_timeout_outlasts_every_countdown_and_run(
+    consumer_timeout_s: int, max_countdown_s: int
+) -> None:
+    settings = Settings(
+        celery_broker_url=RABBITMQ_BROKER,
+        fcsync_broker_consumer_timeout_s=consumer_timeout_s,
+        fcsync_max_countdown_s=max_countdown_s,
+    )
+    # With acks_late a worker holds an ETA message unacknowledged through its countdown, a wait
+    # for a pool process that may be running out another task's time limit, and its own run:
+    # RabbitMQ closes the channel (the worker stops) once its consumer timeout passes
+    # (celery/celery#6760). The longest countdowns: a refresh retry (test_dispatch pins it to
+    # longest_countdown_s), the poll backoff's cap and each task's retry backoff cap.
+    runs = 2 * max(task.time_limit for task in PINNED.values())
+    countdowns = [settings.longest_countdown_s, settings.fcsync_poll_max_s]
+    countdowns += [task.retry_backoff_max for task in PINNED.values()]
+    for countdown in countdowns:
+        assert countdown + runs <= consumer_timeout_s, countdowns
+    # The rule shortens nothing the server can hold.
+    if max_countdown_s + runs <= consumer_timeout_s:
+        assert settings.longest_countdown_s == max_countdown_s
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,10 @@ def main() -> None:
         sys.exit(EXIT_PERMANENT)
     except ValidationError as exc:  # a malformed setting, read on first use
         for error in exc.errors():
+            # A rule across settings (a model validator) names them in its message instead.
             name = "_".join(str(part) for part in error["loc"]).upper()
-            click.echo(redact(f"error [invalid_setting]: {name}: {error['msg']}"), err=True)
+            where = f"{name}: " if name else ""
+            click.echo(redact(f"error [invalid_setting]: {where}{error['msg']}"), err=True)
         sys.exit(EXIT_PERMANENT)
     except OperationalError as exc:  # transient for the tasks too: they retry it
         click.echo(redact(f"error [database_unavailable] (transient): {exc.orig}"), err=True)
