@@ -11,9 +11,11 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     beat_init,
+    celeryd_init,
     worker_init,
     worker_process_init,
 )
+from celery.utils.log import get_multiprocessing_logger
 
 from worker import logs
 from worker.db import dispose_engines
@@ -78,11 +80,25 @@ def _after_fork(**_: Any) -> None:
         _process_runtime.reset()
 
 
+@celeryd_init.connect
+def _log_json_from_the_start(**_: Any) -> None:
+    # A worker warns (running as root) before Celery sets up its logging: with JSON logs, that
+    # warning is a JSON line too. Celery replaces these handlers with its own, filtered below.
+    settings = get_settings()
+    if settings.fcsync_log_format == "json":
+        logs.configure_logging(settings.fcsync_log_level, "json")
+
+
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _redact_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
-    # Worker and beat log through Celery's handlers: the same redaction and quiet stripe logger.
-    logs.install(logger, loglevel)
+def _install_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
+    # Worker and beat log through Celery's handlers: the same format, filters and quiet stripe
+    # logger as every other fcsync process; so does the pool's (billiard's) own logger, which
+    # Celery gives a handler of its own.
+    log_format = get_settings().fcsync_log_format
+    for each in (logger, get_multiprocessing_logger()):
+        if each is not None:
+            logs.install(each, loglevel, log_format)
 
 
 def _refuse_to_start(*, needs_api_key: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 # The Stripe API version this code is written against (stripe-python 15.3.x pins the same one).
 STRIPE_API_VERSION = "2026-06-24.dahlia"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
@@ -57,6 +60,8 @@ class Settings(BaseSettings):
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
+    # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
+    fcsync_log_format: LogFormat = "text"
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
@@ -75,6 +80,13 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("fcsync_log_format", mode="before")
+    @classmethod
+    def _known_format(cls, value: object) -> object:
+        if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+        return value.lower()
 
     @property
     def broker_url(self) -> str:

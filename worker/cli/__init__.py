@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from worker import log_context
 from worker.cli import accounts, schema, serve, show
 from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
@@ -27,7 +28,11 @@ from worker.settings import LOG_LEVELS, get_settings
 )
 def cli(log_level: str | None) -> None:
     """fcsync keeps Stripe Financial Connections transactions synced into your database."""
-    configure_logging(log_level or get_settings().fcsync_log_level)
+    settings = get_settings()
+    configure_logging(log_level or settings.fcsync_log_level, settings.fcsync_log_format)
+    # Each command is a unit of work: its account (and the Stripe requests it makes, with
+    # --inline) goes on its log lines.
+    click.get_current_context().with_resource(log_context.bound())
 
 
 cli.add_command(schema.db)

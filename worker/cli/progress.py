@@ -15,7 +15,7 @@ import click
 from worker import contract
 from worker.cli.guards import cooldown
 from worker.errors import TransientError
-from worker.logs import redacting
+from worker.logs import filtered
 from worker.records import Followup
 
 
@@ -155,7 +155,7 @@ def progress_report() -> Iterator[InlineReport]:
     # Log records would tear the live bar: print them above it through the same console.
     root = logging.getLogger()
     handlers = root.handlers[:]
-    root.handlers = [redacting(RichHandler(console=console, show_path=False))]
+    root.handlers = [filtered(RichHandler(console=console, show_path=False))]
     try:
         with progress:
             yield BarReport(progress)
