@@ -16,6 +16,7 @@ from celery.signals import (
     worker_process_init,
 )
 from celery.utils.log import get_multiprocessing_logger
+from pydantic import ValidationError
 
 from worker import logs
 from worker.db import dispose_engines
@@ -23,8 +24,22 @@ from worker.errors import PermanentError
 from worker.records import Followup
 from worker.redaction import redact
 from worker.runtime import Runtime, bound_runtime
-from worker.settings import get_settings
+from worker.settings import get_settings, invalid_settings
 from worker.toplevel import claim
+
+
+def _refuse_malformed_settings() -> None:
+    """A worker or beat with a malformed setting stops here, with one line naming each, as the
+    CLI says it: every process reads the settings on import, and pydantic's traceback is long."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for line in invalid_settings(exc):
+            print(redact(line), file=sys.__stderr__, flush=True)
+        raise SystemExit(3) from None  # the CLI's exit code for permanent errors
+
+
+_refuse_malformed_settings()
 
 # Every task's base (Celery's per-process resources pattern): retry policy, time limits and the
 # process's runtime. By name, because the task layer sits above this module.

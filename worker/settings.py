@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
@@ -129,6 +129,16 @@ class Settings(BaseSettings):
             return None
         key = self.stripe_api_key.get_secret_value()
         return "_live_" in key
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per malformed setting, naming its variable: what a process refusing to start
+    says instead of pydantic's traceback."""
+    return [
+        f"error [invalid_setting]: {'_'.join(str(part) for part in error['loc']).upper()}: "
+        f"{error['msg']}"
+        for error in exc.errors()
+    ]
 
 
 @lru_cache(maxsize=1)

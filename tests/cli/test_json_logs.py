@@ -2,7 +2,8 @@
 refresh and sync an account of the emulator, fail on one Stripe does not know and refuse messages
 whose arguments are secrets. Every line they log is one JSON object; every line of a unit of work
 names its task and account (and, once Stripe has answered, the refresh and Stripe's request id);
-no secret appears in any output, not even in Celery's own lines, which quote the arguments."""
+no secret appears in any output, not even in Celery's own lines, which quote the arguments.
+A malformed FCSYNC_LOG_FORMAT stops every process with one line naming it."""
 
 from __future__ import annotations
 
@@ -21,12 +22,10 @@ from celery import Celery
 from sqlalchemy import make_url
 
 from emulator import Emulator, EmulatorControl
-from tests.cli.conftest import Workdir, wait_for
+from tests.cli.conftest import FCSYNC, Workdir, wait_for
 from worker.db import upgrade_database
 from worker.playground.truth import diff_transactions
-from worker.supervisor import worker_argv
-
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+from worker.supervisor import beat_argv, worker_argv
 
 KEY_MARK = "JsonKeyMarkT4wQ9z"
 HOOK_MARK = "JsonHookMarkP2vX7k"
@@ -116,6 +115,8 @@ def run_worker_until(workdir: Workdir, done: Any) -> tuple[str, str]:
     return out.read_text(), err.read_text()
 
 
+@pytest.mark.integration
+@pytest.mark.postgres
 def test_json_logs_name_the_unit_of_work_on_every_line_and_never_a_secret(
     json_workdir: Workdir, control: EmulatorControl
 ) -> None:
@@ -197,3 +198,22 @@ def test_json_logs_name_the_unit_of_work_on_every_line_and_never_a_secret(
 
     everything = stdout + stderr + track.stdout + track.stderr
     assert not [mark for mark in MARKERS if mark in everything]
+
+
+BAD_FORMAT = "error [invalid_setting]: FCSYNC_LOG_FORMAT: Value error, must be one of text, json"
+
+
+@pytest.mark.parametrize("process", ["fcsync", "worker", "beat"])
+def test_a_malformed_log_format_stops_every_process_with_one_line(
+    workdir: Workdir, process: str
+) -> None:
+    argv = {
+        "fcsync": [FCSYNC, "status"],
+        "worker": worker_argv(1, pool="solo"),
+        "beat": beat_argv(workdir.path / "celerybeat-schedule"),
+    }[process]
+
+    result = workdir.start_and_exit(argv, FCSYNC_LOG_FORMAT="yaml")
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [BAD_FORMAT]

@@ -15,7 +15,7 @@ from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
 from worker.logs import configure_logging
 from worker.redaction import redact
-from worker.settings import LOG_LEVELS, get_settings
+from worker.settings import LOG_LEVELS, get_settings, invalid_settings
 
 
 @click.group()
@@ -76,9 +76,8 @@ def main() -> None:
         click.echo(redact(f"error [{exc.code}]: {exc}"), err=True)
         sys.exit(EXIT_PERMANENT)
     except ValidationError as exc:  # a malformed setting, read on first use
-        for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"]).upper()
-            click.echo(redact(f"error [invalid_setting]: {name}: {error['msg']}"), err=True)
+        for line in invalid_settings(exc):
+            click.echo(redact(line), err=True)
         sys.exit(EXIT_PERMANENT)
     except OperationalError as exc:  # transient for the tasks too: they retry it
         click.echo(redact(f"error [database_unavailable] (transient): {exc.orig}"), err=True)
