@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from emulator import signature_header
 from tests.stripe_http import Answer, CannedHTTPClient
 from tests.unit.conftest import SECRET
 from tests.unit.test_http_webhooks import event, post
-from worker import log_context
+from worker import log_context, webhooks
 from worker.errors import PermanentError, TransientError
 from worker.http import create_app
 from worker.logs import JsonLines, install
@@ -237,3 +238,13 @@ def test_the_receiver_s_lines_for_an_event_name_it_and_its_account(
     assert post(client, body, signature_header(body, SECRET)).status_code == 200
     assert contexts_at_dispatch == [{"event_id": "evt_logged", "account_id": "fca_1"}]
     assert log_context.current() == {}
+    # The handle_event task knows only the event: its account comes from the inbox row.
+    with log_context.bound(event_id="evt_logged"), receiver_runtime.session() as session:
+        webhooks.handle_event(
+            session,
+            StripeGateway(None),  # an event about an untracked account asks Stripe nothing
+            "evt_logged",
+            now=datetime.now(UTC),
+            settings=receiver_runtime.settings,
+        )
+        assert log_context.current() == {"event_id": "evt_logged", "account_id": "fca_1"}
