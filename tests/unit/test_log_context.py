@@ -25,7 +25,7 @@ from tests.unit.test_http_webhooks import event, post
 from worker import log_context, webhooks
 from worker.errors import PermanentError, TransientError
 from worker.http import create_app
-from worker.logs import JsonLines, install
+from worker.logs import JsonLines, install, log_uncaught
 from worker.records import Followup
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -108,6 +108,23 @@ def test_json_lines_carry_the_context_and_mask_message_exception_and_extras(
     assert failed["data"] == {"kwargs": "{'key': 'sk_***'}"}
     assert failed["time"].endswith("+00:00")
     assert not {"task_id", "account_id", "stripe_request_id"} & after.keys()
+
+
+def test_an_uncaught_exception_is_one_more_json_line(
+    json_out: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = json_out
+    fcsync = logging.getLogger("fcsync")  # where log_uncaught writes
+    fcsync.addHandler(logger.handlers[0])
+    try:
+        raise OSError(f"Error connecting to {URL}")
+    except OSError as exc:
+        log_uncaught(type(exc), exc, exc.__traceback__)
+    finally:
+        fcsync.removeHandler(logger.handlers[0])
+    (line,) = lines(out)
+    assert line["level"] == "CRITICAL" and line["message"] == "uncaught exception"
+    assert "OSError: Error connecting to postgresql://fcsync:***@db" in line["exc_info"]
 
 
 def test_celery_handlers_write_json_lines_when_the_format_is_json(
