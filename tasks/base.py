@@ -7,13 +7,16 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from celery import Task
+from celery.signals import task_postrun, task_prerun
 from sqlalchemy.exc import OperationalError
 
-from tasks.arguments import bad_argument
+from tasks.arguments import ACCOUNT_ID_MAX, EVENT_ID_MAX, bad_argument, stripe_id
 from tasks.consumer import checked_strategy
+from worker import log_context
 from worker.app import app, runtime
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.runtime import Runtime
@@ -119,6 +122,45 @@ class _FcsyncFailureLoggedOnce(logging.Filter):
 _trace_log = logging.getLogger("celery.app.trace")
 if not any(isinstance(f, _FcsyncFailureLoggedOnce) for f in _trace_log.filters):
     _trace_log.addFilter(_FcsyncFailureLoggedOnce())
+
+
+# Each running task's log context, entered before it starts and left after Celery has logged
+# its outcome, so Celery's own "succeeded", "retry" and "raised" lines carry its ids too.
+_task_log_contexts: dict[str, AbstractContextManager[None]] = {}
+
+
+def _logged_id(value: Any, prefix: str, max_length: int) -> str | None:
+    """An id argument for the log lines; one the task will refuse stays out of them (the
+    refusal names it, shortened)."""
+    try:
+        return stripe_id(value, prefix, max_length=max_length)
+    except PermanentError:
+        return None
+
+
+@task_prerun.connect
+def _enter_task_log_context(
+    task_id: str,
+    task: Task,  # type: ignore[type-arg]
+    kwargs: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    context = log_context.bound(
+        task_id=task_id,
+        task_name=task.name,
+        account_id=_logged_id(kwargs.get("account_id"), "fca_", ACCOUNT_ID_MAX),
+        event_id=_logged_id(kwargs.get("event_id"), "evt_", EVENT_ID_MAX),
+    )
+    context.__enter__()
+    _task_log_contexts[task_id] = context
+
+
+@task_postrun.connect
+def _leave_task_log_context(task_id: str, **_: Any) -> None:
+    context = _task_log_contexts.pop(task_id, None)
+    if context is not None:
+        context.__exit__(None, None, None)
 
 
 def fcsync_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], FcsyncTask]:

@@ -11,9 +11,12 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     beat_init,
+    celeryd_init,
     worker_init,
     worker_process_init,
 )
+from celery.utils.log import get_multiprocessing_logger
+from pydantic import ValidationError
 
 from worker import logs
 from worker.db import dispose_engines
@@ -21,8 +24,22 @@ from worker.errors import PermanentError
 from worker.records import Followup
 from worker.redaction import redact
 from worker.runtime import Runtime, bound_runtime
-from worker.settings import get_settings
+from worker.settings import get_settings, invalid_settings
 from worker.toplevel import claim
+
+
+def _refuse_malformed_settings() -> None:
+    """A worker or beat with a malformed setting stops here, with one line naming each, as the
+    CLI says it: every process reads the settings on import, and pydantic's traceback is long."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for line in invalid_settings(exc):
+            print(redact(line), file=sys.__stderr__, flush=True)
+        raise SystemExit(3) from None  # the CLI's exit code for permanent errors
+
+
+_refuse_malformed_settings()
 
 # Every task's base (Celery's per-process resources pattern): retry policy, time limits and the
 # process's runtime. By name, because the task layer sits above this module.
@@ -78,11 +95,25 @@ def _after_fork(**_: Any) -> None:
         _process_runtime.reset()
 
 
+@celeryd_init.connect
+def _log_json_from_the_start(**_: Any) -> None:
+    # A worker warns (running as root) before Celery sets up its logging: with JSON logs, that
+    # warning is a JSON line too. Celery replaces these handlers with its own, filtered below.
+    settings = get_settings()
+    if settings.fcsync_log_format == "json":
+        logs.configure_logging(settings.fcsync_log_level, "json")
+
+
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _redact_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
-    # Worker and beat log through Celery's handlers: the same redaction and quiet stripe logger.
-    logs.install(logger, loglevel)
+def _install_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
+    # Worker and beat log through Celery's handlers: the same format, filters and quiet stripe
+    # logger as every other fcsync process; so does the pool's (billiard's) own logger, which
+    # Celery gives a handler of its own.
+    log_format = get_settings().fcsync_log_format
+    for each in (logger, get_multiprocessing_logger()):
+        if each is not None:
+            logs.install(each, loglevel, log_format)
 
 
 def _refuse_to_start(*, needs_api_key: bool) -> None:

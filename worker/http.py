@@ -4,18 +4,20 @@ served by waitress (a production WSGI server)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import webhooks
+from worker import log_context, webhooks
 from worker.db import require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
 from worker.runtime import Runtime
 from worker.settings import get_settings
+from worker.webhooks import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +61,9 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
             # The database refused a value the envelope checks let through: the body's fault.
             log.exception("webhook refused by the database; answering 400")
             return jsonify(error="event holds a value the inbox cannot store"), 400
-        if receipt.status != 200:
-            log.warning("rejected webhook: [%s] %s", receipt.code, receipt.error)
-            return jsonify(error=receipt.error, code=receipt.code), receipt.status
-        if receipt.enqueue and receipt.event_id:
-            try:
-                runtime.dispatch(HandleEvent(receipt.event_id), now=now)
-            except Exception:
-                # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
-                log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
-        answer = {"received": True, "id": receipt.event_id, "duplicate": receipt.duplicate}
-        if receipt.ignored:
-            log.info("acknowledged webhook %s without work: %s", receipt.event_id, receipt.ignored)
-            answer["ignored"] = receipt.ignored
-        return jsonify(answer), 200
+        # The rest of this event's lines name it, and its account.
+        with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
+            return _answer(runtime, receipt, now=now)
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
@@ -88,6 +79,24 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
         return jsonify(status="ok"), 200
 
     return app
+
+
+def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Response, int]:
+    """Stripe's answer for a verified (or refused) event; a new one is enqueued first."""
+    if receipt.status != 200:
+        log.warning("rejected webhook: [%s] %s", receipt.code, receipt.error)
+        return jsonify(error=receipt.error, code=receipt.code), receipt.status
+    if receipt.enqueue and receipt.event_id:
+        try:
+            runtime.dispatch(HandleEvent(receipt.event_id), now=now)
+        except Exception:
+            # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
+            log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
+    answer = {"received": True, "id": receipt.event_id, "duplicate": receipt.duplicate}
+    if receipt.ignored:
+        log.info("acknowledged webhook %s without work: %s", receipt.event_id, receipt.ignored)
+        answer["ignored"] = receipt.ignored
+    return jsonify(answer), 200
 
 
 def serve(host: str, port: int, *, path: str = DEFAULT_PATH, threads: int = 8) -> None:

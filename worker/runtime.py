@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import repository, sync
+from worker import log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
@@ -122,7 +122,10 @@ class Runtime:
         """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
 
         A permanent failure is recorded on the account; `record_unknown` gives an account
-        fcsync has no row for yet one (untracked), so `fcsync status` can say why it is missing."""
+        fcsync has no row for yet one (untracked), so `fcsync status` can say why it is missing.
+        The account goes on the log lines of the unit of work (task, command) this runs in."""
+        if account_id:
+            log_context.note(account_id=account_id)
         now = self.clock.now()
         try:
             with self.session() as session:
@@ -162,6 +165,8 @@ class Runtime:
                 s, account_id, full=full, owner=owner, now=now, settings=settings
             ),
         )
+        # The refresh this sync stores the rows of.
+        log_context.note(refresh_id=start.target_refresh_id)
         report: SyncReport = {
             "account": account_id,
             "outcome": start.outcome,

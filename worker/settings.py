@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
@@ -22,6 +23,8 @@ AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 # for a pool process that is running out another task's time limit: two time limits on top of
 # the countdown itself.
 AMQP_ACK_MARGIN_S = 2 * TASK_TIME_LIMIT_S
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 # The Stripe API version this code is written against (stripe-python 15.3.x pins the same one).
 STRIPE_API_VERSION = "2026-06-24.dahlia"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
@@ -71,6 +74,8 @@ class Settings(BaseSettings):
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
+    # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
+    fcsync_log_format: LogFormat = "text"
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
@@ -103,6 +108,13 @@ class Settings(BaseSettings):
                 f"setting) to at least {needed + AMQP_ACK_MARGIN_S:g} s, or lower FCSYNC_POLL_MAX_S"
             )
         return self
+
+    @field_validator("fcsync_log_format", mode="before")
+    @classmethod
+    def _known_format(cls, value: object) -> object:
+        if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+        return value.lower()
 
     @property
     def broker_url(self) -> str:
@@ -165,6 +177,18 @@ class Settings(BaseSettings):
             return None
         key = self.stripe_api_key.get_secret_value()
         return "_live_" in key
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per malformed setting, naming its variable (a rule across settings, a model
+    validator, names them in its message instead): what a process refusing to start says
+    instead of pydantic's traceback."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        where = f"{name}: " if name else ""
+        lines.append(f"error [invalid_setting]: {where}{error['msg']}")
+    return lines
 
 
 @lru_cache(maxsize=1)

@@ -6,12 +6,12 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import stripe
 
+from worker import log_context
 from worker.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
 from worker.event_envelope import (
     InvalidEventError,
@@ -125,13 +125,18 @@ class StripeGateway:
     def _fc(self) -> Any:
         return self._client.v1.financial_connections
 
-    @contextmanager
-    def _call(self) -> Iterator[None]:
+    def _request(self, call: Callable[[], Any]) -> Any:
+        """One Stripe request within the shared budget: what Stripe sent as plain JSON, Stripe's
+        errors mapped; its request id (what Stripe's support asks for) goes on the rest of the
+        unit of work's log lines."""
         if self._limiter is not None:
             self._limiter.acquire()
+        # Until Stripe answers, no line may name the previous request as this one.
+        log_context.forget("stripe_request_id")
         try:
-            yield
+            obj = call()
         except stripe.StripeError as exc:
+            log_context.note(stripe_request_id=exc.request_id)
             raise map_stripe_error(exc) from exc
         except AttributeError as exc:
             # The SDK reads an error body's `error` as Stripe's error object (or an OAuth code):
@@ -139,30 +144,40 @@ class StripeGateway:
             raise TransientError(
                 f"Stripe's error answer cannot be read: {exc}", code="unreadable_error"
             ) from exc
+        response = getattr(obj, "last_response", None)
+        log_context.note(stripe_request_id=getattr(response, "request_id", None))
+        return _payload(obj)
+
+    def _account(self, account_id: str, call: Callable[[], Any]) -> FCAccount:
+        account = parse_account_answer(self._request(call), account_id)
+        refresh = account.transaction_refresh
+        log_context.note(refresh_id=refresh.id if refresh is not None else None)
+        return account
 
     def retrieve_account(self, account_id: str) -> FCAccount:
-        with self._call():
-            obj = self._fc.accounts.retrieve(account_id)
-        return parse_account_answer(_payload(obj), account_id)
+        return self._account(account_id, lambda: self._fc.accounts.retrieve(account_id))
 
     def refresh_transactions(self, account_id: str, *, idempotency_key: str) -> FCAccount:
-        with self._call():
-            obj = self._fc.accounts.refresh(
+        return self._account(
+            account_id,
+            lambda: self._fc.accounts.refresh(
                 account_id,
                 {"features": ["transactions"]},
                 {"idempotency_key": idempotency_key},
-            )
-        return parse_account_answer(_payload(obj), account_id)
+            ),
+        )
 
     def subscribe_transactions(self, account_id: str) -> FCAccount:
-        with self._call():
-            obj = self._fc.accounts.subscribe(account_id, {"features": ["transactions"]})
-        return parse_account_answer(_payload(obj), account_id)
+        return self._account(
+            account_id,
+            lambda: self._fc.accounts.subscribe(account_id, {"features": ["transactions"]}),
+        )
 
     def unsubscribe_transactions(self, account_id: str) -> FCAccount:
-        with self._call():
-            obj = self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]})
-        return parse_account_answer(_payload(obj), account_id)
+        return self._account(
+            account_id,
+            lambda: self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]}),
+        )
 
     def list_transactions_page(
         self,
@@ -177,9 +192,7 @@ class StripeGateway:
             params["transaction_refresh"] = {"after": after_refresh}
         if starting_after:
             params["starting_after"] = starting_after
-        with self._call():
-            page = self._fc.transactions.list(params)
-        return parse_transactions_page(_payload(page))
+        return parse_transactions_page(self._request(lambda: self._fc.transactions.list(params)))
 
 
 def gateway_from_settings(

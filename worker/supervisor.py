@@ -31,14 +31,25 @@ class Child:
     argv: Sequence[str]
 
 
+def _celery(*, quiet: bool) -> list[str]:
+    """`celery -A worker.app`; `quiet` leaves out the startup banner, which is no log line (the
+    one thing in a worker's or beat's output that JSON logs could not make a JSON object of)."""
+    return [str(Path(sys.executable).parent / "celery"), "-A", "worker.app"] + (
+        ["--quiet"] if quiet else []
+    )
+
+
 def worker_argv(
-    concurrency: int, *, name: str | None = None, pool: str | None = None, log_level: str = "INFO"
+    concurrency: int,
+    *,
+    name: str | None = None,
+    pool: str | None = None,
+    log_level: str = "INFO",
+    quiet: bool = False,
 ) -> list[str]:
     """`celery worker` on the fcsync queue (name: the node name, to tell several apart)."""
     argv = [
-        str(Path(sys.executable).parent / "celery"),
-        "-A",
-        "worker.app",
+        *_celery(quiet=quiet),
         "worker",
         "-Q",
         "fcsync",
@@ -54,12 +65,9 @@ def worker_argv(
     return argv
 
 
-def beat_argv(schedule: Path, *, log_level: str = "INFO") -> list[str]:
-    celery = str(Path(sys.executable).parent / "celery")
+def beat_argv(schedule: Path, *, log_level: str = "INFO", quiet: bool = False) -> list[str]:
     return [
-        celery,
-        "-A",
-        "worker.app",
+        *_celery(quiet=quiet),
         "beat",
         f"--loglevel={log_level}",
         "--schedule",
@@ -91,13 +99,16 @@ def stack_children(
     path: str,
     schedule: Path,
     log_level: str,
+    log_format: str = "text",
 ) -> list[Child]:
     """The stack's processes; the webhook receiver reads FCSYNC_LOG_LEVEL itself, Celery's
-    processes are told `log_level` on their command line."""
+    processes are told `log_level` on their command line (and, for JSON logs, to print no
+    banner). Every one of them reads FCSYNC_LOG_FORMAT from the environment it inherits."""
+    quiet = log_format == "json"
     # Exactly one beat: two would double every sweep.
     children = [
-        Child("worker", worker_argv(concurrency, log_level=log_level)),
-        Child("beat", beat_argv(schedule, log_level=log_level)),
+        Child("worker", worker_argv(concurrency, log_level=log_level, quiet=quiet)),
+        Child("beat", beat_argv(schedule, log_level=log_level, quiet=quiet)),
     ]
     if webhooks:
         children.append(Child("webhooks", webhooks_argv(host, port, path)))

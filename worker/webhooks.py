@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import inbox, repository
+from worker import inbox, log_context, repository
 from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
 from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
@@ -41,6 +41,7 @@ class Receipt:
 
     status: int
     event_id: str | None = None
+    account_id: str | None = None
     duplicate: bool = False
     error: str | None = None
     code: str | None = None
@@ -88,11 +89,12 @@ def receive_webhook(
     if not is_fc_event_type(event.type):
         return Receipt(200, event.id, ignored="not a Financial Connections account event")
     handled = event.type in HANDLERS
+    account_id = event.account.id if event.account else None
     stored = inbox.insert_webhook_event(
         session,
         event_id=event.id,
         type=event.type,
-        account_id=event.account.id if event.account else None,
+        account_id=account_id,
         livemode=event.livemode,
         created=event.created,
         payload=payload.decode("utf-8"),
@@ -103,6 +105,7 @@ def receive_webhook(
     return Receipt(
         200,
         event.id,
+        account_id,
         duplicate=not stored,
         ignored=None if handled else "no handler for this event type",
         enqueue=stored and handled,
@@ -190,6 +193,7 @@ def handle_event(
     row = inbox.get_webhook_event(session, event_id)
     if row is None:
         raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
+    log_context.note(account_id=row.account_id)
     if row.processed_at is not None:
         return EventResult("duplicate")
     try:

@@ -9,12 +9,13 @@ import sys
 
 import click
 
+from worker import log_context
 from worker.cli import accounts, schema, serve, show
 from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
 from worker.logs import configure_logging
 from worker.redaction import redact
-from worker.settings import LOG_LEVELS, get_settings
+from worker.settings import LOG_LEVELS, get_settings, invalid_settings
 
 
 @click.group()
@@ -27,7 +28,11 @@ from worker.settings import LOG_LEVELS, get_settings
 )
 def cli(log_level: str | None) -> None:
     """fcsync keeps Stripe Financial Connections transactions synced into your database."""
-    configure_logging(log_level or get_settings().fcsync_log_level)
+    settings = get_settings()
+    configure_logging(log_level or settings.fcsync_log_level, settings.fcsync_log_format)
+    # Each command is a unit of work: its account (and the Stripe requests it makes, with
+    # --inline) goes on its log lines.
+    click.get_current_context().with_resource(log_context.bound())
 
 
 cli.add_command(schema.db)
@@ -71,11 +76,8 @@ def main() -> None:
         click.echo(redact(f"error [{exc.code}]: {exc}"), err=True)
         sys.exit(EXIT_PERMANENT)
     except ValidationError as exc:  # a malformed setting, read on first use
-        for error in exc.errors():
-            # A rule across settings (a model validator) names them in its message instead.
-            name = "_".join(str(part) for part in error["loc"]).upper()
-            where = f"{name}: " if name else ""
-            click.echo(redact(f"error [invalid_setting]: {where}{error['msg']}"), err=True)
+        for line in invalid_settings(exc):
+            click.echo(redact(line), err=True)
         sys.exit(EXIT_PERMANENT)
     except OperationalError as exc:  # transient for the tasks too: they retry it
         click.echo(redact(f"error [database_unavailable] (transient): {exc.orig}"), err=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from worker import log_context
 from worker.cli.exits import EXIT_DECLINED, UsageLine
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
@@ -28,13 +29,14 @@ ACCOUNT_ID = re.compile(r"fca_[A-Za-z0-9]{1,60}")
 
 def account_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """A click callback: checked before anything is enqueued, since a worker could only log
-    a bad id and drop the task."""
+    a bad id and drop the task. A good one goes on the command's log lines."""
     if value is not None and not ACCOUNT_ID.fullmatch(value):
         raise UsageLine(
             f"{value!r} is not a Financial Connections account id: those look like "
             "fca_1Abc... (the `id` of a financial_connections.account, not an acct_ id)",
             code="bad_account_id",
         )
+    log_context.note(account_id=value)
     return value
 
 

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from worker import log_context
 from worker.cli.progress import progress_report
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
@@ -66,7 +67,9 @@ def run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[d
                 report.running(item)
                 for attempt in range(INLINE_RETRIES + 1):
                     try:
-                        result = app.tasks[item.task].run(**item.kwargs)
+                        # Each task a unit of work of its own, as in a worker.
+                        with log_context.bound(task_name=item.task):
+                            result = app.tasks[item.task].run(**item.kwargs)
                         break
                     except TransientError as exc:
                         if attempt == INLINE_RETRIES:

@@ -15,8 +15,9 @@ import click
 from worker import contract
 from worker.cli.guards import cooldown
 from worker.errors import TransientError
-from worker.logs import redacting
+from worker.logs import filtered
 from worker.records import Followup
+from worker.settings import get_settings
 
 
 def _echo(line: str) -> None:
@@ -127,11 +128,14 @@ class BarReport:
 
 @contextmanager
 def progress_report() -> Iterator[InlineReport]:
-    """A bar when stdout is a terminal; plain lines (the log-friendly format) otherwise."""
+    """A bar when stdout is a terminal and logs are text; plain lines (the log-friendly format)
+    otherwise."""
     from rich.console import Console
 
     console = Console()
-    if not (sys.stdout.isatty() and console.is_interactive):
+    # The bar prints log records above itself, as text: JSON logs keep their own handlers.
+    json_logs = get_settings().fcsync_log_format == "json"
+    if json_logs or not (sys.stdout.isatty() and console.is_interactive):
         yield PlainReport()
         return
     from rich.logging import RichHandler
@@ -155,7 +159,7 @@ def progress_report() -> Iterator[InlineReport]:
     # Log records would tear the live bar: print them above it through the same console.
     root = logging.getLogger()
     handlers = root.handlers[:]
-    root.handlers = [redacting(RichHandler(console=console, show_path=False))]
+    root.handlers = [filtered(RichHandler(console=console, show_path=False))]
     try:
         with progress:
             yield BarReport(progress)

@@ -61,6 +61,7 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
         path=path,
         schedule=Path(settings.fcsync_embedded_broker_path).with_name("celerybeat-schedule"),
         log_level=settings.fcsync_log_level,
+        log_format=settings.fcsync_log_format,
     )
     sys.exit(Supervisor(children).run())
 
