@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     fcsync_unusable_recheck_s: int = Field(default=86_400, ge=60)
     # Countdowns longer than this go through beat instead (see celeryconfig visibility_timeout).
     fcsync_max_countdown_s: int = Field(default=3_600, ge=1)
+    # Redis redelivers a message not acknowledged this long after delivery; None = derived
+    # from the longest countdown (broker_visibility_timeout_s).
+    fcsync_broker_visibility_timeout_s: int | None = Field(default=None, ge=1)
     fcsync_sweep_batch: int = Field(default=200, ge=1)
     fcsync_max_retries: int = Field(default=8, ge=0)
     fcsync_on_synced_task: str | None = None
@@ -75,6 +78,38 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_countdowns(self) -> Settings:
+        """A message scheduled further ahead than the visibility timeout would be delivered a
+        second time before it is due (celery/celery#4766): refuse such a configuration."""
+        timeout = self.fcsync_broker_visibility_timeout_s
+        if timeout is None:
+            return self
+        longer = [
+            f"{name.upper()}={value:g}"
+            for name, value in (
+                ("fcsync_max_countdown_s", self.fcsync_max_countdown_s),
+                ("fcsync_poll_max_s", self.fcsync_poll_max_s),
+            )
+            if value >= timeout
+        ]
+        if longer:
+            raise ConfigurationError(
+                f"FCSYNC_BROKER_VISIBILITY_TIMEOUT_S={timeout} must be longer than the longest "
+                f"countdown fcsync schedules ({', '.join(longer)}): Redis would deliver such a "
+                "task again before it is due. Lower those settings too, or raise the timeout",
+                code="invalid_setting",
+            )
+        return self
+
+    @property
+    def broker_visibility_timeout_s(self) -> int:
+        """The one set, else 4x the longest countdown and at least 2 h: well past any task's
+        countdown plus its run time (its hard time limit is 10 min)."""
+        if self.fcsync_broker_visibility_timeout_s is not None:
+            return self.fcsync_broker_visibility_timeout_s
+        return max(4 * self.fcsync_max_countdown_s, 7_200)
 
     @property
     def broker_url(self) -> str:

@@ -68,6 +68,15 @@ def test_a_malformed_setting_exits_3_naming_the_variable(workdir: Workdir) -> No
     assert "[invalid_setting]: FCSYNC_PAGES_PER_RUN" in result.stderr
 
 
+def test_a_visibility_timeout_below_a_countdown_exits_3_naming_both(workdir: Workdir) -> None:
+    result = workdir.run("status", expect=3, FCSYNC_BROKER_VISIBILITY_TIMEOUT_S="600")
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "error [invalid_setting]: FCSYNC_BROKER_VISIBILITY_TIMEOUT_S=600 must be longer than "
+    )
+    assert "FCSYNC_MAX_COUNTDOWN_S=3600" in line
+
+
 def test_an_unreachable_database_exits_4(workdir: Workdir) -> None:
     missing = workdir.path / "no-such-folder" / "fcsync.db"
     result = workdir.run("status", expect=4, DATABASE_URL=f"sqlite:///{missing}")
