@@ -32,7 +32,8 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
     retry_backoff = 2
     retry_backoff_max = 600
     retry_jitter = True
-    # Below the broker's visibility timeout (celeryconfig), so a slow task is never redelivered.
+    # Below the broker's default visibility timeout (celeryconfig), so a slow task is never
+    # redelivered unless FCSYNC_BROKER_VISIBILITY_TIMEOUT_S is set shorter.
     soft_time_limit = 540
     time_limit = 600
 

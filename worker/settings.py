@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_visibility_timeout_s(self) -> int:
-        """The one set, else 4x the longest countdown and at least 2 h: well past any task's
+        """The one configured, else 4x the longest countdown and at least 2 h: well past any task's
         countdown plus its run time (its hard time limit is 10 min)."""
         if self.fcsync_broker_visibility_timeout_s is not None:
             return self.fcsync_broker_visibility_timeout_s
