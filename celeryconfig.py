@@ -9,16 +9,23 @@ _settings = get_settings()
 
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
-# Longest countdown fcsync schedules is FCSYNC_MAX_COUNTDOWN_S (1 h by default); Redis
-# redelivers unacked messages after visibility_timeout, so it must be larger than any ETA
-# (celery/celery#4766) and any task's run time. Anything further out goes through beat.
+# Redis redelivers a message not acknowledged within visibility_timeout, so it must be larger
+# than any ETA (celery/celery#4766) and any task's run time; FCSYNC_BROKER_VISIBILITY_TIMEOUT_S
+# is checked against the longest countdown (worker/settings.py), and anything further out goes
+# through beat. kombu looks for such messages only about every 100 s (a 10 s timer, scanning on
+# every 10th tick): a shorter timeout gets a tick of a fortieth of it (at least 0.1 s), so a
+# message (say, a crashed worker's task) comes back at most a quarter of the timeout late.
 # RabbitMQ has no visibility timeout: its consumer timeout bounds the countdown instead
 # (Settings.longest_countdown_s). The embedded (SQLAlchemy) transport hands every transport
 # option to create_engine(), and has no visibility timeout to tune: neither gets one.
+_visibility_timeout = _settings.broker_visibility_timeout_s
 broker_transport_options = (
     {}
     if _settings.uses_embedded_broker or _settings.uses_amqp_broker
-    else {"visibility_timeout": max(4 * _settings.fcsync_max_countdown_s, 7_200)}
+    else {
+        "visibility_timeout": _visibility_timeout,
+        "unacked_restore_interval": min(10.0, max(0.1, _visibility_timeout / 40)),
+    }
 )
 
 task_serializer = "json"

@@ -41,7 +41,8 @@ class FcsyncTask(Task):  # type: ignore[type-arg]
     retry_backoff_max = TASK_RETRY_BACKOFF_MAX_S
     retry_jitter = True
     # Within what the broker holds unacknowledged (Redis's visibility timeout, RabbitMQ's
-    # consumer timeout: worker.settings), so a slow task is never redelivered.
+    # consumer timeout: worker.settings), so a slow task is never redelivered
+    # (unless FCSYNC_BROKER_VISIBILITY_TIMEOUT_S is set shorter, as the chaos tests do).
     soft_time_limit = TASK_SOFT_TIME_LIMIT_S
     time_limit = TASK_TIME_LIMIT_S
 

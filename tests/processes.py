@@ -20,30 +20,60 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def start_redis(supervisor: Supervisor, folder: Path, *, password: str | None = None) -> int:
-    """A `redis-server` under `supervisor` on a free port, nothing saved to disk; returns the
-    port once it answers. A test's own server: no other run on the machine reaches its data."""
-    import redis
+class RedisServer:
+    """A `redis-server` of a test's own under `supervisor`, on a free port, nothing saved to
+    disk: no other run on the machine reaches its data. `restart()` kills it and starts it
+    again on the same port, empty (every message it held is lost)."""
 
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
-    if password is not None:
-        argv += ["--requirepass", password]
-    supervisor.spawn("redis", argv)
-    client = redis.Redis(port=port, password=password, socket_connect_timeout=1)
+    def __init__(self, supervisor: Supervisor, folder: Path, *, password: str | None = None):
+        self.supervisor = supervisor
+        self.folder = folder
+        self.password = password
+        self.port = free_port()
+        self.restarts = 0
 
-    def pong() -> bool:
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start it and return once it answers."""
+        import redis
+
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        # A log of its own per start: the first one's stays readable after a restart.
+        self.supervisor.spawn(self._name, argv)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
+
+        def pong() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
         try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
+            wait_for(pong, timeout=10, what=f"redis-server\n{self.supervisor.logs()}")
+        finally:
+            client.close()
+        return self
 
-    try:
-        wait_for(pong, timeout=10, what=f"redis-server\n{supervisor.logs()}")
-    finally:
-        client.close()
-    return port
+    def restart(self) -> None:
+        """SIGKILL, then the same server again on the same port, with nothing in it."""
+        self.supervisor.kill(self._name)
+        self.restarts += 1
+        self.start()
+
+    @property
+    def _name(self) -> str:
+        return "redis" if self.restarts == 0 else f"redis-{self.restarts + 1}"
+
+
+def start_redis(supervisor: Supervisor, folder: Path, *, password: str | None = None) -> int:
+    """A RedisServer under `supervisor`, started; returns its port once it answers."""
+    return RedisServer(supervisor, folder, password=password).start().port
 
 
 def embedded_queue(broker_file: Path, queue: str = "fcsync") -> list[dict[str, Any]]:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # RabbitMQ's `consumer_timeout` (its rabbitmq.conf, in ms there; 30 min by default): the
     # server closes a channel whose delivery stays unacknowledged longer than this.
     fcsync_broker_consumer_timeout_s: int = Field(default=1_800, ge=1)
+    # Redis redelivers a message not acknowledged this long after delivery; None = derived
+    # from the longest countdown (broker_visibility_timeout_s).
+    fcsync_broker_visibility_timeout_s: int | None = Field(default=None, ge=1)
     fcsync_sweep_batch: int = Field(default=200, ge=1)
     fcsync_max_retries: int = Field(default=8, ge=0)
     fcsync_on_synced_task: str | None = None
@@ -97,6 +100,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _countdowns_fit_the_broker(self) -> Settings:
+        """Every countdown fcsync schedules must be held by the broker until it is due: within
+        Redis's visibility timeout (else it is delivered twice, celery/celery#4766) and, on
+        RabbitMQ, within the consumer timeout (else the channel is closed)."""
+        timeout = self.fcsync_broker_visibility_timeout_s
+        longer = [
+            f"{name.upper()}={value:g}"
+            for name, value in (
+                ("fcsync_max_countdown_s", self.fcsync_max_countdown_s),
+                ("fcsync_poll_max_s", self.fcsync_poll_max_s),
+            )
+            if timeout is not None and value >= timeout
+        ]
+        if longer:
+            raise ValueError(
+                f"FCSYNC_BROKER_VISIBILITY_TIMEOUT_S={timeout} must be longer than the longest "
+                f"countdown fcsync schedules ({', '.join(longer)}): Redis would deliver such a "
+                "task again before it is due. Lower those settings too, or raise the timeout"
+            )
         # A poll's backoff and a task's retry cannot be left to beat: the broker must hold them.
         needed = max(self.fcsync_poll_max_s, TASK_RETRY_BACKOFF_MAX_S)
         if self.uses_amqp_broker and self.consumer_timeout_room_s < needed:
@@ -115,6 +136,14 @@ class Settings(BaseSettings):
         if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
             raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
         return value.lower()
+
+    @property
+    def broker_visibility_timeout_s(self) -> int:
+        """The one configured, else 4x the longest countdown and at least 2 h: well past any task's
+        countdown plus its run time (its hard time limit is 10 min)."""
+        if self.fcsync_broker_visibility_timeout_s is not None:
+            return self.fcsync_broker_visibility_timeout_s
+        return max(4 * self.fcsync_max_countdown_s, 7_200)
 
     @property
     def broker_url(self) -> str:
@@ -187,7 +216,9 @@ def invalid_settings(exc: ValidationError) -> list[str]:
     for error in exc.errors():
         name = "_".join(str(part) for part in error["loc"]).upper()
         where = f"{name}: " if name else ""
-        lines.append(f"error [invalid_setting]: {where}{error['msg']}")
+        # pydantic words a validator's own message "Value error, ..."; the message is enough.
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"error [invalid_setting]: {where}{message}")
     return lines
 
 

@@ -14,17 +14,18 @@ import pytest
 
 from tests.brokers import stack_broker
 from tests.conftest import fresh_database
-from tests.integration.conftest import stack_redis_url
+from tests.integration.conftest import stack_redis
+from tests.processes import RedisServer
 from worker.playground.stack import StackOptions
 
-__all__ = ["NewOptions", "new_options", "stack_redis_url"]
+__all__ = ["NewOptions", "new_options", "stack_redis"]
 
 NewOptions = Callable[[str], StackOptions]
 
 
 @pytest.fixture
 def new_options(
-    stack_redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    stack_redis: RedisServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[NewOptions]:
     """`new_options(label)` for the broker the test is parametrized with (`broker`)."""
     broker = request.getfixturevalue("broker")
@@ -33,7 +34,7 @@ def new_options(
 
         def make(label: str) -> StackOptions:
             db_url = cleanup.enter_context(fresh_database(f"fcsync_chaos_{label}"))
-            redis_url = stack_redis_url.rsplit("/", 1)[0] + f"/{next(numbers)}"
+            redis_url = stack_redis.url.rsplit("/", 1)[0] + f"/{next(numbers)}"
             broker_url = cleanup.enter_context(
                 stack_broker(broker, redis_url, f"fcsync_chaos_{label}")
             )

@@ -75,7 +75,16 @@ def test_settings_that_do_not_fit_together_exit_3_naming_them(workdir: Workdir) 
         CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//",
         FCSYNC_BROKER_CONSUMER_TIMEOUT_S="900",
     )
-    assert "[invalid_setting]: Value error, FCSYNC_BROKER_CONSUMER_TIMEOUT_S=900" in result.stderr
+    assert "[invalid_setting]: FCSYNC_BROKER_CONSUMER_TIMEOUT_S=900" in result.stderr
+
+
+def test_a_visibility_timeout_below_a_countdown_exits_3_naming_both(workdir: Workdir) -> None:
+    result = workdir.run("status", expect=3, FCSYNC_BROKER_VISIBILITY_TIMEOUT_S="600")
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "error [invalid_setting]: FCSYNC_BROKER_VISIBILITY_TIMEOUT_S=600 must be longer than "
+    )
+    assert "FCSYNC_MAX_COUNTDOWN_S=3600" in line
 
 
 def test_an_unreachable_database_exits_4(workdir: Workdir) -> None:

@@ -200,7 +200,7 @@ def test_json_logs_name_the_unit_of_work_on_every_line_and_never_a_secret(
     assert not [mark for mark in MARKERS if mark in everything]
 
 
-BAD_FORMAT = "error [invalid_setting]: FCSYNC_LOG_FORMAT: Value error, must be one of text, json"
+BAD_FORMAT = "error [invalid_setting]: FCSYNC_LOG_FORMAT: must be one of text, json"
 
 
 @pytest.mark.parametrize("process", ["fcsync", "worker", "beat"])

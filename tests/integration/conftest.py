@@ -12,7 +12,7 @@ import pytest
 
 from tests.brokers import stack_broker
 from tests.conftest import unavailable
-from tests.processes import ROOT, start_redis
+from tests.processes import ROOT, RedisServer
 from worker.playground.convergence import wait_for
 from worker.playground.stack import StackOptions
 from worker.supervisor import Supervisor, beat_argv, worker_argv
@@ -63,14 +63,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture
-def stack_redis_url(tmp_path: Path) -> Iterator[str]:
+def stack_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of the stack's own: no message, rate-limit bucket or flush from another
-    run on this machine (or an earlier test) can reach it."""
+    run on this machine (or an earlier test) can reach it, and a test may restart it."""
     if shutil.which("redis-server") is None:
         unavailable("Redis", "no redis-server on PATH")
     server = Supervisor(log_dir=tmp_path)
     try:
-        yield f"redis://127.0.0.1:{start_redis(server, tmp_path)}/0"
+        yield RedisServer(server, tmp_path).start()
     finally:
         server.stop()
 
@@ -79,6 +79,11 @@ def stack_redis_url(tmp_path: Path) -> Iterator[str]:
 def broker() -> str:
     """The broker a test's stack runs on; `parametrize("broker", on_brokers())` runs it on each."""
     return "redis"
+
+
+@pytest.fixture
+def stack_redis_url(stack_redis: RedisServer) -> str:
+    return stack_redis.url
 
 
 @pytest.fixture

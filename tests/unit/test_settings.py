@@ -90,3 +90,34 @@ def test_settings_refuse_a_consumer_timeout_too_short_for_a_retry_or_a_poll(
         make(monkeypatch, **default, FCSYNC_POLL_MAX_S="1000")
     # Other brokers have no consumer timeout.
     make(monkeypatch, REDIS_URL="redis://h:6379/0", FCSYNC_BROKER_CONSUMER_TIMEOUT_S="900")
+
+
+def test_settings_visibility_timeout_is_the_setting_else_four_max_countdowns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert make(monkeypatch).broker_visibility_timeout_s == 14_400
+    s = make(monkeypatch, FCSYNC_MAX_COUNTDOWN_S="20000")
+    assert s.broker_visibility_timeout_s == 80_000
+    s = make(monkeypatch, FCSYNC_MAX_COUNTDOWN_S="60", FCSYNC_BROKER_VISIBILITY_TIMEOUT_S="301")
+    assert s.broker_visibility_timeout_s == 301
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"FCSYNC_BROKER_VISIBILITY_TIMEOUT_S": "600"}, "FCSYNC_MAX_COUNTDOWN_S=3600"),
+        (
+            {"FCSYNC_BROKER_VISIBILITY_TIMEOUT_S": "60", "FCSYNC_MAX_COUNTDOWN_S": "60"},
+            "FCSYNC_MAX_COUNTDOWN_S=60",
+        ),
+        (
+            {"FCSYNC_BROKER_VISIBILITY_TIMEOUT_S": "10", "FCSYNC_MAX_COUNTDOWN_S": "5"},
+            "FCSYNC_POLL_MAX_S=300",
+        ),
+    ],
+)
+def test_settings_visibility_timeout_must_outlast_every_countdown(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        make(monkeypatch, **env)

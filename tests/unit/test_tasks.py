@@ -115,6 +115,21 @@ def test_tasks_redis_visibility_timeout_outlasts_the_longest_countdown(env: dict
     assert timeout > countdown + config["task_time_limit"]
     for task in PINNED.values():
         assert timeout > task.retry_backoff_max + task.time_limit, task.name
+    # kombu's own sweep for overdue messages (every 10th tick of this timer).
+    assert config["transport_options"]["unacked_restore_interval"] == 10
+
+
+def test_tasks_a_short_visibility_timeout_is_swept_for_in_time() -> None:
+    config = celeryconfig_on(
+        REDIS_BROKER,
+        FCSYNC_BROKER_VISIBILITY_TIMEOUT_S="40",
+        FCSYNC_MAX_COUNTDOWN_S="30",
+        FCSYNC_POLL_MAX_S="30",
+    )
+    options = config["transport_options"]
+    assert options["visibility_timeout"] == 40
+    # A sweep every 10th tick: an overdue message waits at most a quarter of the timeout more.
+    assert 10 * options["unacked_restore_interval"] <= 40 / 4
 
 
 def test_tasks_rabbitmq_gets_no_visibility_timeout() -> None:
