@@ -20,8 +20,11 @@ from worker.stripe_gateway import StripeGateway
 def sync_transactions_task(self: FcsyncTask, account_id: str, full: bool = False) -> SyncReport:
     account_id = stripe_id(account_id, "fca_")
     full = flag(full, "full")
-    # A retried task keeps its id, so it re-takes its own lease instead of waiting it out.
-    owner = self.request.id or f"inline-{uuid.uuid4()}"
+    # One owner per execution, not per task id: a broker redelivers a message (a visibility
+    # timeout passed, a connection dropped) with its id while the first copy may still run, and
+    # two copies sharing a lease would page side by side and report the sync twice. A retry or a
+    # crashed run's redelivery finds the lease released (every failure hands it back) or expired.
+    owner = f"{self.request.id or 'inline'}/{uuid.uuid4().hex[:12]}"
     return self.runtime.run_sync(account_id, full=full, owner=owner)
 
 

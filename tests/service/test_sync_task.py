@@ -81,3 +81,29 @@ def test_sync_task_reports_each_committed_page_to_the_page_hook(
     assert seen == [(1, 100, 100), (2, 200, 200), (3, total, total)]
     # Unset, nothing is called (a worker's syncs have no watcher).
     assert bound_runtime() is rig.runtime and rig.runtime.on_page is None
+
+
+def test_sync_task_redelivered_copy_never_shares_the_running_copy_s_lease(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    # A broker redelivers a message with its task id while the first copy still runs (Redis's
+    # visibility timeout passed): the copy must find the sync busy, not page beside it.
+    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
+    account_id = fc.create_account(transactions=250)
+    with session_scope(rig.engine) as session:
+        fc.track(session, account_id)
+        assert fc.refresh(session, account_id).outcome == "succeeded"
+    copies: list[dict[str, Any]] = []
+
+    def on_page(progress: dict[str, Any]) -> None:
+        if progress["pages"] == 1:
+            copy = sync_transactions_task.apply(kwargs={"account_id": account_id}, task_id="t-1")
+            copies.append(copy.get())
+
+    with bound(rig.runtime.watching_pages(on_page)):
+        first = sync_transactions_task.apply(kwargs={"account_id": account_id}, task_id="t-1")
+
+    assert first.get()["outcome"] == "done"
+    assert [(c["outcome"], c["pages"]) for c in copies] == [("busy", 0)]
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
