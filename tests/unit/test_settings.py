@@ -55,3 +55,11 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FCSYNC_PAGES_PER_RUN", "0")
     with pytest.raises(ValueError, match="fcsync_pages_per_run"):
         Settings()
+
+
+def test_settings_reject_unknown_failpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FCSYNC_FAILPOINTS", "sync.after_pgae=0.1")
+    with pytest.raises(ValueError, match=r"unknown failpoint 'sync\.after_pgae'"):
+        Settings()
+    monkeypatch.setenv("FCSYNC_FAILPOINTS", "sync.after_page=0.1, refresh.after_post")
+    assert Settings().armed_failpoints == {"sync.after_page": 0.1, "refresh.after_post": 1.0}
