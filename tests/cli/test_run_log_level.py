@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from tests.cli.conftest import FCSYNC, Supervisor, clean_environ, wait_for
-from tests.cli.test_services import alive, descendants
+from tests.processes import alive, descendants
 
 
 def test_run_gives_its_celery_children_the_configured_log_level(
