@@ -37,7 +37,8 @@ class Scenario:
     """`accounts(rng)` gives the emulator's account specs; `script(run)` tracks, injects faults
     (only when `run.faulty`) and converges. `factor` is the stated bound on Stripe requests
     against the same seed's fault-free run. `faults` are emulator faults set for the faulty run
-    after the stack starts (their seed is the run's); `env` applies to both runs' processes."""
+    after the stack starts (their seed is the run's); `env` applies to both runs' processes,
+    `faulty_env` on top of it to the faulty run's only (failpoints, say)."""
 
     name: str
     accounts: Callable[[random.Random], list[dict[str, Any]]]
@@ -45,6 +46,7 @@ class Scenario:
     factor: float
     faults: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    faulty_env: Mapping[str, str] = field(default_factory=dict)
     concurrency: int = 2
 
 
@@ -111,7 +113,7 @@ class Played:
 
 def play(scenario: Scenario, options: StackOptions, seed: int, *, faulty: bool) -> Played:
     """One run of the scenario on a fresh stack, stopped when it returns."""
-    env = {**options.env, **scenario.env}
+    env = {**options.env, **scenario.env, **(scenario.faulty_env if faulty else {})}
     stack_options = replace(options, seed=seed, env=env, concurrency=scenario.concurrency)
     rng = random.Random(f"{scenario.name}/{seed}")
     specs = scenario.accounts(rng)
