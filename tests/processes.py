@@ -114,12 +114,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def age_s(pid: int) -> float:
-    """Seconds since the process started (0 when it is gone)."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds the process has used (user and system; 0 when it is gone)."""
     try:
         stat = (Path("/proc") / str(pid) / "stat").read_text()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
     except OSError:
         return 0.0
-    started = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime, in clock ticks
-    return uptime - started / os.sysconf("SC_CLK_TCK")
+    fields = stat.rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

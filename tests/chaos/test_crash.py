@@ -23,7 +23,7 @@ from models import Account
 from tests.chaos.conftest import NewOptions
 from tests.chaos.scenario import Run, Scenario, matrix, run_scenario
 from tests.cli.conftest import FCSYNC, clean_environ
-from tests.processes import age_s, alive, descendants
+from tests.processes import alive, cpu_s, descendants
 from worker.failpoints import KILL_LINE
 from worker.playground.convergence import wait_for
 from worker.playground.emulator_env import free_port
@@ -44,10 +44,10 @@ MIN_KILLS = 20
 # `make chaos` (FCSYNC_CHAOS_SEEDS set) kills more: the day also loses its whole worker.
 CHAOS = bool(os.environ.get("FCSYNC_CHAOS_SEEDS"))
 # Pool kills are cheap (the master forks a replacement at once): one every this many seconds,
-# of a pool process this old at least (time to run a task or two), this many at most per run (past
-# them the stack converges in peace, however slow the machine).
+# of a pool process that has used this much CPU (a task or a few: work, not the wall clock, so
+# a slow machine is not killed into a standstill), this many at most per run.
 POOL_KILL_GAP_S = (0.0, 0.3)
-POOL_MIN_AGE_S = 1.0
+POOL_MIN_CPU_S = 0.1
 POOL_KILLS = 60 if CHAOS else 24
 # A whole worker costs a new worker's start (seconds): once per run, in the backfill (the
 # longest phase), this many polls after every account is tracked.
@@ -112,11 +112,11 @@ class Killer:
         if not self.started():
             return
         pool = descendants(self.run.stack.procs.procs[self.worker].pid)
-        old = sorted(pid for pid in pool if age_s(pid) >= POOL_MIN_AGE_S)
-        if not old:
+        worked = sorted(pid for pid in pool if cpu_s(pid) >= POOL_MIN_CPU_S)
+        if not worked:
             return
         try:
-            os.kill(self.run.rng.choice(old), signal.SIGKILL)
+            os.kill(self.run.rng.choice(worked), signal.SIGKILL)
         except ProcessLookupError:
             return
         self.run.injected["pool_kills"] += 1
@@ -210,9 +210,10 @@ CRASH = Scenario(
         ),
     },
     concurrency=CONCURRENCY,
-    # Each kill repeats at most the request in flight (a page, an account read) and a killed
-    # worker's lost messages come back through the sweeps' few reads: ~1 request per kill.
-    factor=2.0,
+    # A kill repeats about the one request in flight (a page, an account read; a killed
+    # worker's lost polls come back through the sweeps): 25-40 kills (up to ~80 with
+    # FCSYNC_CHAOS_SEEDS) over a ~70-request fault-free run.
+    factor=2.5,
 )
 
 
