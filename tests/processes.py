@@ -1,11 +1,12 @@
 """What only tests need around their subprocesses (which worker.supervisor runs): where the
-repository and its console scripts are, a Redis server of a test's own, and a look at what
-waits on the embedded broker."""
+repository and its console scripts are, a Redis server of a test's own, a look at what waits on
+the embedded broker, and the process tree below a pid (read from /proc)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,49 @@ def decode_message(message: dict[str, Any]) -> dict[str, Any]:
     args, kwargs, _ = json.loads(body)
     headers = message["headers"]
     return {"task": headers["task"], "headers": headers, "args": args, "kwargs": kwargs}
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below PID (children, grandchildren, ...) with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    cmd = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                found[child] = cmd.replace(b"\0", b" ").decode(errors="replace")
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is dead, only not reaped yet)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds the process has used (user and system; 0 when it is gone)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from worker import pacing, repository
+from worker import failpoints, pacing, repository
 from worker.accounts import (
     from_ts,
     observe_account,
@@ -116,6 +116,7 @@ def request_refresh(
             window_s=settings.fcsync_failed_refresh_retry_s,
         ),
     )
+    failpoints.failpoint("refresh.after_post")
     obs = observe_account(
         session, started, now=now, settings=settings, source=source, requested=True
     )

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import log_context, repository, sync
+from worker import failpoints, log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
@@ -73,6 +73,7 @@ class Runtime:
         self.clock: Now = clock if clock is not None else Clock(settings.fcsync_clock_url)
         # Who watches the pages of the syncs this runtime runs: the CLI's --inline progress.
         self.on_page = on_page
+        failpoints.arm(settings.armed_failpoints)
 
     def _default_gateway(self) -> StripeGateway:
         # One request budget shared by every worker process (Redis), or this process alone.
@@ -201,6 +202,7 @@ class Runtime:
                 if step.outcome != "page":
                     report["outcome"] = step.outcome
                     return report
+                failpoints.failpoint("sync.after_page")
         except PermanentError:
             self.run(
                 account_id,

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker import failpoints
 from worker.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -83,9 +84,16 @@ class Settings(BaseSettings):
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
     fcsync_clock_url: str | None = None
+    # Fault testing only: `name=probability,...` of the failpoints this process crashes at.
+    fcsync_failpoints: str | None = None
 
     @field_validator(
-        "redis_url", "celery_broker_url", "fcsync_on_synced_task", "fcsync_clock_url", mode="before"
+        "redis_url",
+        "celery_broker_url",
+        "fcsync_on_synced_task",
+        "fcsync_clock_url",
+        "fcsync_failpoints",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -144,6 +152,16 @@ class Settings(BaseSettings):
         if self.fcsync_broker_visibility_timeout_s is not None:
             return self.fcsync_broker_visibility_timeout_s
         return max(4 * self.fcsync_max_countdown_s, 7_200)
+
+    @field_validator("fcsync_failpoints")
+    @classmethod
+    def _known_failpoints(cls, value: str | None) -> str | None:
+        failpoints.parse(value or "")
+        return value
+
+    @property
+    def armed_failpoints(self) -> dict[str, float]:
+        return failpoints.parse(self.fcsync_failpoints or "")
 
     @property
     def broker_url(self) -> str:

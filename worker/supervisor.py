@@ -3,7 +3,8 @@ child the playground's stacks and the tests start.
 
 Each child leads its own process group, so a terminal's Ctrl-C reaches only us; SIGINT, SIGTERM,
 SIGHUP (or any child dying) stop them all in order, SIGKILL to the group after a grace period,
-so nothing is left behind (not even a worker's pool processes)."""
+so nothing is left behind (not even a worker's pool processes). If we die without stopping them
+(SIGKILL, the OOM killer), the kernel SIGKILLs every child too (see worker/parent_death.py)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,16 @@ def stack_children(
     return children
 
 
+def dying_with_us(argv: Sequence[str]) -> list[str]:
+    """`argv` started so that the kernel SIGKILLs it when this process dies (on Linux). The
+    signal comes when the thread that started the child ends: spawn from a lasting thread.
+    SIGKILL, not SIGTERM: with nobody left to stop what hangs, the children die the way we
+    did, and a worker's pool processes follow their master (Celery sets the same signal)."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-m", "worker.parent_death", str(os.getpid()), *argv]
+
+
 class Supervisor:
     """Named children, each leading its own process group; `stop()` (or `kill()`) signals a
     group before its leader is reaped, so a reused pid is never signalled."""
@@ -150,15 +161,16 @@ class Supervisor:
         """Start one more child (its log, with a log folder: `<name>.log` there)."""
         env = dict(env if env is not None else self.env)
         cwd = cwd or self.cwd
+        argv = dying_with_us(argv)
         # process_group=0: the child leads a new group (see the module docstring).
         if self.log_dir is None:
-            proc = subprocess.Popen(list(argv), env=env, cwd=cwd, process_group=0)
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, process_group=0)
         else:
             # Unbuffered, so a log read while the child runs is complete up to now.
             env["PYTHONUNBUFFERED"] = "1"
             with (self.log_dir / f"{name}.log").open("ab") as out:
                 proc = subprocess.Popen(
-                    list(argv),
+                    argv,
                     env=env,
                     cwd=cwd,
                     stdout=out,

@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import repository
+from worker import failpoints, repository
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
@@ -170,6 +170,7 @@ def _finish(
         intents.append(SyncDue(account_id, full=account.sync_requested_full))
     intents.append(NotifySynced(account_id, target_id, total_inserted, total_updated))
     repository.release_sync_lease(session, account_id, owner)
+    failpoints.failpoint("sync.before_cursor_commit")
     return SyncStep("done", inserted, updated, tuple(intents))
 
 

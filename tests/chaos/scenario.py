@@ -41,7 +41,7 @@ class Scenario:
     (only when `run.faulty`) and converges. `factor` is the stated bound on Stripe requests
     against the same seed's fault-free run. `faults` are emulator faults set for the faulty run
     after the stack starts (their seed is the run's); `env` applies to both runs' processes,
-    `faulty_env` to the faulty run's only (a fault that is a setting)."""
+    `faulty_env` on top of it to the faulty run's only (failpoints, say)."""
 
     name: str
     accounts: Callable[[random.Random], list[dict[str, Any]]]

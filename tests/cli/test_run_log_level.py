@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import FCSYNC, Supervisor, clean_environ, wait_for
-from tests.cli.test_services import alive, descendants
+from tests.processes import alive, descendants
 
 # What a worker told DEBUG writes (its bootsteps), in each format.
 DEBUG_LINE = {"text": "DEBUG/MainProcess", "json": '"level": "DEBUG", "logger": "celery.'}

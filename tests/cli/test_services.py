@@ -23,6 +23,7 @@ from tests.cli.conftest import (
     free_port,
     wait_for,
 )
+from tests.processes import alive, descendants
 
 
 def get(url: str, **kwargs: object) -> requests.Response | None:
@@ -71,40 +72,6 @@ def test_webhooks_serves_healthz_and_stores_a_signed_event(
     assert migrated.queued() == [
         {"task": "fcsync.handle_event", "args": [], "kwargs": {"event_id": event["id"]}}
     ]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below PID (children, grandchildren, ...) with its command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                try:
-                    cmd = (Path("/proc") / str(child) / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                found[child] = cmd.replace(b"\0", b" ").decode(errors="replace")
-                frontier.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])

@@ -121,3 +121,11 @@ def test_settings_visibility_timeout_must_outlast_every_countdown(
 ) -> None:
     with pytest.raises(ValidationError, match=named):
         make(monkeypatch, **env)
+
+
+def test_settings_reject_unknown_failpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FCSYNC_FAILPOINTS", "sync.after_pgae=0.1")
+    with pytest.raises(ValueError, match=r"unknown failpoint 'sync\.after_pgae'"):
+        Settings()
+    monkeypatch.setenv("FCSYNC_FAILPOINTS", "sync.after_page=0.1, refresh.after_post")
+    assert Settings().armed_failpoints == {"sync.after_page": 0.1, "refresh.after_post": 1.0}

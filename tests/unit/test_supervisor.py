@@ -1,10 +1,13 @@
 """The one process supervisor: a child that died on its own is reported without being reaped,
 so stopping still clears whatever it left in its process group (and never signals a pid the
-system may have handed to someone else)."""
+system may have handed to someone else); and if it is killed outright, its children die too."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,3 +78,29 @@ def test_supervisor_kill_takes_the_whole_group_and_is_no_exit(tmp_path: Path) ->
         assert _gone(left)
     finally:
         supervisor.stop()
+
+
+# A supervisor in a process of its own: it starts a `sleep`, says its pid, and waits.
+SUPERVISES_A_SLEEP = """
+import sys, time
+from worker.supervisor import Supervisor
+print(Supervisor().spawn("sleep", ["sleep", "60"]).pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_supervisor_children_die_with_it_when_it_is_killed(tmp_path: Path) -> None:
+    # SIGKILL runs no handler and no `finally`: only the kernel can stop the children then.
+    with subprocess.Popen(
+        [sys.executable, "-c", SUPERVISES_A_SLEEP], stdout=subprocess.PIPE, text=True
+    ) as supervisor:
+        assert supervisor.stdout is not None
+        child = int(supervisor.stdout.readline())
+        try:
+            assert _alive(child)
+            supervisor.kill()
+            supervisor.wait()
+            assert _gone(child), "the supervisor's child outlived it"
+        finally:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
