@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]+$")
 
+# An Idempotency-Key as stored: (livemode, key).
+StoredKey = tuple[bool, str]
+
 
 def _json(body: Any) -> bytes:
     # Stripe pretty-prints its JSON with two spaces.
@@ -78,13 +81,16 @@ class EmulatorApp:
         with bank.lock:
             template = operation.template if operation else f"{request.method} {request.path}"
             bank.count_request(template, args.get("account") or request.args.get("account"))
-        outcome = bank.faults.decide()
-        latency_ms = bank.faults.settings.latency_ms
-        if latency_ms > 0:
-            time.sleep(latency_ms / 1000)
-        if outcome in ("rate_limit", "server_error"):
+        decision = bank.faults.decide()
+        outcome = decision.outcome
+        if decision.delay_s > 0:
+            time.sleep(decision.delay_s)
+        if decision.spiked or outcome in ("rate_limit", "server_error"):
             with bank.lock:
-                bank.count_fault(outcome)
+                if decision.spiked:
+                    bank.count_latency_spike()
+                if outcome in ("rate_limit", "server_error"):
+                    bank.count_fault(outcome)
         if outcome == "rate_limit":
             return _error(
                 StripeError(
@@ -104,16 +110,21 @@ class EmulatorApp:
                 ),
                 headers,
             )
+        stored_under: StoredKey | None = None
         try:
             if operation is None:
                 raise errors.unrecognized_url(request.method, request.path)
-            response = self._execute(request, operation, args, request_id, api_version, headers)
+            response, stored_under = self._execute(
+                request, operation, args, request_id, api_version, headers
+            )
         except StripeError as exc:
             response = _error(exc, headers)
         if outcome == "drop":
             # The request ran; only its answer is lost, as when a network path fails mid-reply.
             with bank.lock:
                 bank.count_fault(outcome)
+                if stored_under is not None:
+                    self._idempotency.mark_lost(*stored_under)
             connection = environ.get("werkzeug.socket")
             if isinstance(connection, socket.socket):
                 connection.shutdown(socket.SHUT_RDWR)
@@ -127,7 +138,9 @@ class EmulatorApp:
         request_id: str,
         api_version: str,
         headers: dict[str, str],
-    ) -> Response:
+    ) -> tuple[Response, StoredKey | None]:
+        """The answer, and the key it is stored under when it is a keyed POST's (fresh or
+        replayed), for a dropped connection to mark lost."""
         livemode = _livemode(request)
         pairs = list(request.args.items(multi=True))
         if request.method == "POST":
@@ -146,7 +159,8 @@ class EmulatorApp:
             if key is not None:
                 stored = self._idempotency.replay(livemode, key, fingerprint)
                 if stored is not None:
-                    return _replay(stored, headers)
+                    bank.count_replay(operation.template, lost=stored.lost)
+                    return _replay(stored, headers), (livemode, key)
             try:
                 status, body = 200, _json(operation.handler(bank, call, params, args))
             except StripeError as exc:
@@ -155,7 +169,8 @@ class EmulatorApp:
                 self._idempotency.store(
                     livemode, key, StoredResponse(fingerprint, status, body, request_id)
                 )
-        return Response(body, status, headers, content_type="application/json")
+        response = Response(body, status, headers, content_type="application/json")
+        return response, (livemode, key) if key is not None else None
 
 
 def _livemode(request: Request) -> bool:

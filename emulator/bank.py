@@ -285,5 +285,11 @@ class Bank:
     def count_fault(self, outcome: Outcome) -> None:
         self._stats.count_fault(outcome)
 
+    def count_latency_spike(self) -> None:
+        self._stats.count_latency_spike()
+
+    def count_replay(self, template: str, *, lost: bool) -> None:
+        self._stats.count_replay(template, lost=lost)
+
     def stats_json(self) -> dict[str, Any]:
         return self._stats.as_json(self._webhooks.counts())

@@ -62,6 +62,8 @@ NON_NEGATIVE = click.FloatRange(0)
 @click.option("--server-error-rate", default=FAULTS.server_error_rate, type=RATE)
 @click.option("--drop-connection-rate", default=FAULTS.drop_connection_rate, type=RATE)
 @click.option("--latency-ms", default=FAULTS.latency_ms, type=NON_NEGATIVE)
+@click.option("--latency-spike-rate", default=FAULTS.latency_spike_rate, type=RATE)
+@click.option("--latency-spike-ms", default=FAULTS.latency_spike_ms, type=NON_NEGATIVE)
 @click.option("--webhook-drop-rate", default=FAULTS.webhook_drop_rate, type=RATE)
 @click.option("--webhook-duplicate-rate", default=FAULTS.webhook_duplicate_rate, type=RATE)
 @click.option(

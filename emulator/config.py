@@ -18,6 +18,9 @@ class FaultSettings:
     server_error_rate: float = 0.0
     drop_connection_rate: float = 0.0
     latency_ms: float = 0.0
+    # A fraction of API requests waits latency_spike_ms more (on top of latency_ms).
+    latency_spike_rate: float = 0.0
+    latency_spike_ms: float = 0.0
     webhook_drop_rate: float = 0.0
     webhook_duplicate_rate: float = 0.0
     # How many deliveries a duplicated event gets in all (2: the event and one copy).

@@ -1,9 +1,10 @@
 """Idempotency-Keys, an HTTP-layer concern: a POST's answer kept under its key (per mode) and
-replayed for a retry with the same parameters; other parameters under that key are refused."""
+replayed for a retry with the same parameters; other parameters under that key are refused.
+A stored answer whose delivery was lost (a dropped connection) is marked so until replayed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from emulator import errors
 from emulator.errors import StripeError
@@ -19,6 +20,8 @@ class StoredResponse:
     status: int
     body: bytes
     request_id: str
+    # Its last delivery was lost to a dropped connection: the next replay is what recovers it.
+    lost: bool = False
 
 
 class IdempotencyKeys:
@@ -36,9 +39,12 @@ class IdempotencyKeys:
             )
 
     def replay(self, livemode: bool, key: str, fingerprint: str) -> StoredResponse | None:
-        """The answer stored under `key`, or None; refused if it was for other parameters."""
+        """The answer stored under `key` (as it stood before this replay delivers it), or None;
+        refused if it was for other parameters."""
         stored = self._stored.get((livemode, key))
-        if stored is not None and stored.fingerprint != fingerprint:
+        if stored is None:
+            return None
+        if stored.fingerprint != fingerprint:
             raise StripeError(
                 400,
                 "Keys for idempotent requests can only be used with the same parameters they "
@@ -46,10 +52,17 @@ class IdempotencyKeys:
                 "execute a different request.",
                 type_="idempotency_error",
             )
+        if stored.lost:
+            self._stored[(livemode, key)] = replace(stored, lost=False)
         return stored
 
     def store(self, livemode: bool, key: str, response: StoredResponse) -> None:
         self._stored[(livemode, key)] = response
+
+    def mark_lost(self, livemode: bool, key: str) -> None:
+        stored = self._stored.get((livemode, key))
+        if stored is not None:
+            self._stored[(livemode, key)] = replace(stored, lost=True)
 
     def clear(self) -> None:
         self._stored.clear()

@@ -1,5 +1,6 @@
 """What the emulator counts for the control API's /stats: API requests by route and by account,
-the faults it injected and the refreshes asked for too early."""
+the faults it injected, the POSTs answered from their Idempotency-Key and the refreshes asked
+for too early."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class Stats:
     rate_limited: int = 0
     server_errors: int = 0
     dropped_connections: int = 0
+    latency_spikes: int = 0
+    # POSTs answered with the answer stored under their Idempotency-Key, by route; the second
+    # counter holds those whose previous answer was lost to a dropped connection.
+    idempotent_replays: Counter[str] = field(default_factory=Counter)
+    replayed_lost_replies: Counter[str] = field(default_factory=Counter)
     gating_violations: int = 0
     # Refreshes asked of an inactive or disconnected account (Stripe answers them 400).
     inactive_refreshes: int = 0
@@ -35,6 +41,14 @@ class Stats:
         elif outcome == "drop":
             self.dropped_connections += 1
 
+    def count_latency_spike(self) -> None:
+        self.latency_spikes += 1
+
+    def count_replay(self, template: str, *, lost: bool) -> None:
+        self.idempotent_replays[template] += 1
+        if lost:
+            self.replayed_lost_replies[template] += 1
+
     def as_json(self, webhooks: dict[str, int]) -> dict[str, Any]:
         return {
             "requests": dict(sorted(self.requests.items())),
@@ -42,6 +56,9 @@ class Stats:
             "rate_limited": self.rate_limited,
             "server_errors": self.server_errors,
             "dropped_connections": self.dropped_connections,
+            "latency_spikes": self.latency_spikes,
+            "idempotent_replays": dict(sorted(self.idempotent_replays.items())),
+            "replayed_lost_replies": dict(sorted(self.replayed_lost_replies.items())),
             "gating_violations": self.gating_violations,
             "inactive_refreshes": self.inactive_refreshes,
             "webhooks": webhooks,

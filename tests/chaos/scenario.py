@@ -21,6 +21,7 @@ from tests.chaos.invariants import CursorWatch, Verdict, judge
 from worker.playground.stack import Stack, StackOptions
 
 REPORT_ENV = "FCSYNC_CHAOS_REPORT"
+SEEDS_ENV = "FCSYNC_CHAOS_SEEDS"
 
 
 @dataclass
@@ -180,8 +181,14 @@ def record(outcome: Outcome) -> None:
 
 def seeds(default: Sequence[int]) -> list[int]:
     """FCSYNC_CHAOS_SEEDS=N runs seeds 1..N (`make chaos`); otherwise `default` (`make test`)."""
-    wanted = os.environ.get("FCSYNC_CHAOS_SEEDS", "").strip()
+    wanted = os.environ.get(SEEDS_ENV, "").strip()
     return list(range(1, int(wanted) + 1)) if wanted else list(default)
+
+
+def full_load() -> bool:
+    """Whether this is `make chaos` (FCSYNC_CHAOS_SEEDS set): a scenario whose full load would
+    not fit `make test`'s time runs a smaller one there."""
+    return bool(os.environ.get(SEEDS_ENV, "").strip())
 
 
 def brokers(default: Sequence[str] = ("redis",)) -> list[str]:

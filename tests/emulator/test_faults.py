@@ -1,5 +1,5 @@
 """Faults on the Stripe surface: Stripe's rate limit, seeded 429/500/dropped connections,
-latency; never on /_emulator/ control routes."""
+latency and its spikes, replays of lost replies; never on /_emulator/ control routes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import stripe
 
 from emulator import ControlError, Emulator
 from tests.emulator.conftest import API_KEY, make_emulator
+
+REFRESH = "POST /v1/financial_connections/accounts/{account}/refresh"
 
 
 def outcomes(emu: Emulator, count: int) -> list[int]:
@@ -85,7 +87,17 @@ def test_a_dropped_refresh_ran_and_its_retry_is_replayed(
     )
     assert retried.last_response.headers["Idempotent-Replayed"] == "true"
     assert retried.transaction_refresh.status == "pending"
-    assert emulator.control.stats()["gating_violations"] == 0
+    again = client.v1.financial_connections.accounts.refresh(
+        account_id,
+        {"features": ["transactions"]},
+        options,
+    )
+    assert again.transaction_refresh.id == retried.transaction_refresh.id
+    stats = emulator.control.stats()
+    assert stats["gating_violations"] == 0
+    # Two replays; only the first recovered an answer a dropped connection had lost.
+    assert stats["idempotent_replays"] == {REFRESH: 2}
+    assert stats["replayed_lost_replies"] == {REFRESH: 1}
 
 
 def test_sdk_retries_recover_from_server_errors(emulator: Emulator) -> None:
@@ -109,6 +121,35 @@ def test_latency_is_added_to_api_requests_only(emulator: Emulator) -> None:
     assert time.monotonic() - started < 0.1
 
 
+def timed_outcomes(emu: Emulator, count: int) -> list[tuple[int, float]]:
+    url = f"{emu.base_url}/v1/financial_connections/accounts"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    answers = []
+    for _ in range(count):
+        started = time.monotonic()
+        status = requests.get(url, headers=headers).status_code
+        answers.append((status, time.monotonic() - started))
+    return answers
+
+
+def test_latency_spikes_delay_a_seeded_fraction_and_leave_other_faults_alone() -> None:
+    spikes = {"latency_spike_rate": 0.25, "latency_spike_ms": 80}
+    runs = []
+    for extra in (spikes, spikes, {}):
+        with make_emulator() as emu:
+            emu.control.set_faults(server_error_rate=0.3, seed=4, **extra)
+            answers = timed_outcomes(emu, 40)
+            runs.append(([status for status, _ in answers], answers, emu.control.stats()))
+    (statuses, answers, stats), (again, _, stats_again), (plain, _, plain_stats) = runs
+    spiked = stats["latency_spikes"]
+    assert 4 <= spiked <= 18 and stats_again["latency_spikes"] == spiked
+    # Each spiked request waited its 80 ms (a busy machine may slow others down as well).
+    assert sum(seconds >= 0.08 for _, seconds in answers) >= spiked
+    assert plain_stats["latency_spikes"] == 0
+    # The spikes' stream is their own: the same seed answers the same 500s with or without them.
+    assert statuses == again == plain
+
+
 def test_faults_never_touch_control_routes(emulator: Emulator) -> None:
     emulator.control.set_faults(server_error_rate=1.0, requests_per_second=1)
     for _ in range(5):
@@ -127,6 +168,8 @@ def test_fault_settings_merge_and_validate(emulator: Emulator) -> None:
         {"nope": 1},
         {"rate_limit_rate": "high"},
         {"server_error_rate": 2},
+        {"latency_spike_rate": 1.5},
+        {"latency_spike_ms": -1},
         {"webhook_reorder": 1},
         {"webhook_duplicate_copies": 1},
         {"webhook_duplicate_copies": 2.5},
