@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
+    # Celery task events (task-sent from every sender, received/started/succeeded/failed from
+    # workers), so Flower and `celery events` show fcsync's tasks as they are queued and run.
+    fcsync_task_events: bool = True
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).

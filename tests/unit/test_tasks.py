@@ -78,6 +78,7 @@ print(json.dumps({
     "task_time_limit": FcsyncTask.time_limit,
     "max_countdown_s": s.fcsync_max_countdown_s,
     "poll_max_s": s.fcsync_poll_max_s,
+    "events": [celeryconfig.worker_send_task_events, celeryconfig.task_send_sent_event],
 }))
 """
 
@@ -113,6 +114,12 @@ def test_tasks_redis_visibility_timeout_outlasts_the_longest_countdown(env: dict
     assert timeout > countdown + config["task_time_limit"]
     for task in PINNED.values():
         assert timeout > task.retry_backoff_max + task.time_limit, task.name
+
+
+@pytest.mark.parametrize(("env", "on"), [({}, True), ({"FCSYNC_TASK_EVENTS": "false"}, False)])
+def test_tasks_events_are_on_unless_turned_off(env: dict[str, str], on: bool) -> None:
+    # Workers' task events and every sender's task-sent event: what Flower shows.
+    assert celeryconfig_on_redis(**env)["events"] == [on, on]
 
 
 @pytest.mark.parametrize(
