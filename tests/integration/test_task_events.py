@@ -207,3 +207,5 @@ def test_celery_inspect_answers_from_any_directory(
         assert [(t["name"], t["args"], t["kwargs"]) for t in active] == [
             (contract.TRACK_ACCOUNT, [], {"account_id": account, "subscribe": False})
         ]
+        # Done: no need to wait out the slow request (a warm shutdown would).
+        processes.kill("worker")
