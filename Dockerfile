@@ -1,4 +1,4 @@
-# fcsync: one image for every role (emulator, migrate, worker, beat, webhooks); see
+# fcsync: one image for every role (emulator, migrate, worker, beat, webhooks, flower); see
 # docker-compose.yml. Build: docker build -t fcsync:local .
 FROM python:3.11-slim
 
@@ -11,7 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 fcsync \
     && useradd --system --uid 10001 --gid fcsync --home-dir /app --shell /usr/sbin/nologin fcsync
 
-# Install the project (runtime dependencies only, no [dev] extras) from a throwaway source copy,
+# Install the project with its [ops] extra (Flower), never [dev], from a throwaway source copy,
 # so the code imported at run time is the installed package in site-packages.
 WORKDIR /src
 COPY pyproject.toml README.md celeryconfig.py ./
@@ -20,7 +20,7 @@ COPY tasks/ tasks/
 COPY models/ models/
 COPY emulator/ emulator/
 COPY migrations/ migrations/
-RUN pip install . \
+RUN pip install ".[ops]" \
     && rm -rf /src
 
 WORKDIR /app

@@ -47,7 +47,10 @@ worker_prefetch_multiplier = 1
 
 task_default_queue = "fcsync"
 task_routes = {"fcsync.*": {"queue": "fcsync"}}
-worker_send_task_events = False
+# Events for Flower and `celery events`. Their args are Celery's argsrepr/kwargsrepr of the JSON
+# kwargs fcsync sends (Stripe ids, flags): readable, and never a secret.
+worker_send_task_events = _settings.fcsync_task_events
+task_send_sent_event = _settings.fcsync_task_events
 worker_hijack_root_logger = True
 
 imports = ("tasks.tracking", "tasks.refresh", "tasks.sync", "tasks.webhooks")

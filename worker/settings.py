@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
     fcsync_log_format: LogFormat = "text"
+    # Celery task events (task-sent from every sender, received/started/succeeded/failed from
+    # workers), so Flower and `celery events` show fcsync's tasks as they are queued and run.
+    fcsync_task_events: bool = True
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,31 @@ def test_readme_quickstart_commands_are_makefile_targets() -> None:
     for _, target in commands:
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"no `{target}` target"
     assert re.search(r"^demo: \$\(STAMP\)\n\t\$\(BIN\)/fcsync demo$", makefile, flags=re.M)
+
+
+# ---------------------------------------------------------------- Docker compose walkthrough
+
+
+def test_readme_compose_walkthrough_names_real_services_commands_and_ports() -> None:
+    from tests.unit.test_compose import fcsync_cli, load_compose, parse_command
+
+    services = load_compose()["services"]
+    published = {
+        f"127.0.0.1:{str(port).rsplit(':', 1)[-1]}"
+        for service in services.values()
+        for port in service.get("ports", [])
+    }
+    (block,) = fenced(section("Docker compose"), "sh")
+    commands = [shlex.split(c, comments=True) for c in block.replace("\\\n", " ").splitlines()]
+    commands = [c for c in commands if c]
+    assert ["cp", ".env.example", ".env"] in commands and (ROOT / ".env.example").is_file()
+    execs = [c[3:] for c in commands if c[:3] == ["docker", "compose", "exec"]]
+    assert execs, "the walkthrough tracks an account inside the stack"
+    for service, program, *args in execs:
+        assert service in services, f"no compose service {service!r}"
+        assert program == "fcsync", program
+        parse_command(fcsync_cli(), [a.replace("fca_...", "fca_1") for a in args])
+    urls = re.findall(r"http://(127\.0\.0\.1:\d+)(/[\w/]*)?", section("Docker compose"))
+    assert {path for _, path in urls} >= {"/status", "/metrics", "/_emulator/clock", ""}
+    for host, _ in urls:
+        assert host in published, f"{host} is not published by docker-compose.yml"

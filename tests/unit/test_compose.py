@@ -1,17 +1,18 @@
 """docker-compose.yml and the Dockerfile against the code: every command parses with the real
-CLI (fcsync's click group, celery's), every variable is a setting, health and ordering hold.
+CLI (fcsync's click group, celery's, Flower's options), health, restarts and ordering hold.
 
-No Docker engine is needed: the compose file is read with PyYAML. The HTTP healthchecks, run
-against live servers, are in tests/integration/test_compose_health.py."""
+No Docker engine is needed: the compose file is read with PyYAML. Its environment, the two modes
+and .env.example: test_compose_env.py; the healthchecks run against live servers:
+tests/integration/test_compose_health.py."""
 
 from __future__ import annotations
 
 import re
 import shlex
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -23,7 +24,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"redis", "postgres", "emulator", "migrate", "worker", "beat", "webhooks"}
+SERVICES = {"redis", "postgres", "emulator", "migrate", "worker", "beat", "webhooks", "flower"}
 BACKING = {"redis", "postgres"}
 ONE_SHOT = {"migrate"}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
@@ -54,13 +55,14 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]  # type: ignore[no-any-return]
 
 
-def interpolate(value: str) -> str:
-    """What compose makes of a value when none of the referenced variables is set."""
+def interpolate(value: str, env: Mapping[str, str] | None = None) -> str:
+    """What compose makes of a value, given the variables set in .env and the shell (none by
+    default)."""
 
     def replace(match: re.Match[str]) -> str:
         op, arg = match.group("op"), match.group("arg")
         assert op in (":-", "-"), f"{match.group(0)}: every variable needs a default (:-)"
-        return arg
+        return (env or {}).get(match.group("name")) or arg
 
     return INTERPOLATION.sub(replace, value.replace("$$", "\0")).replace("\0", "$")
 
@@ -145,11 +147,17 @@ def parse_service(service: dict[str, Any]) -> tuple[str, list[str], click.Contex
     return program, path, ctx
 
 
-def shared_environment(compose: dict[str, Any]) -> dict[str, str]:
-    env = compose["x-fcsync"]["environment"]
+def environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's environment as written: None for a name without a value, which compose
+    passes through from .env or the shell when set there."""
+    env = service.get("environment") or {}
     if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {str(k): None if v is None else str(v) for k, v in env.items()}
+
+
+def shared_environment(compose: dict[str, Any]) -> dict[str, str | None]:
+    return environment(compose["x-fcsync"])
 
 
 def depends_on(service: dict[str, Any]) -> dict[str, str]:
@@ -178,7 +186,10 @@ def test_compose_project_services_share_one_image_and_environment(
         service = services[name]
         assert service.get("build") == shared["build"], name
         assert service.get("image") == IMAGE, name
-        assert service.get("environment") == shared["environment"], name
+        own = {k: v for k, v in environment(service).items() if k not in shared["environment"]}
+        assert environment(service).items() >= shared_environment(compose).items(), name
+        # Beyond fcsync's settings, only Flower's own options (Flower reads FLOWER_*).
+        assert all(k.startswith("FLOWER_") for k in own) and (not own or name == "flower"), own
 
 
 def test_compose_every_image_service_is_health_checked_or_one_shot(
@@ -235,7 +246,9 @@ def test_compose_fcsync_commands_are_registered(
     assert (program, path) == ("fcsync", expected)
 
 
-@pytest.mark.parametrize(("name", "expected"), [("worker", "worker"), ("beat", "beat")])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("worker", "worker"), ("beat", "beat"), ("flower", "flower")]
+)
 def test_compose_celery_commands_use_the_app(
     services: dict[str, dict[str, Any]], name: str, expected: str
 ) -> None:
@@ -247,6 +260,27 @@ def test_compose_celery_commands_use_the_app(
     assert (program, path) == ("celery", [expected])
     assert isinstance(app, Celery)
     assert ctx.find_root().obj.app is app, "-A must resolve to worker.app:app"
+
+
+def test_compose_flower_options_are_flowers_and_match_its_port_and_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    import flower.options  # defines Flower's options on tornado's global parser
+    from flower.command import is_flower_option
+    from tornado.options import OptionParser
+
+    _, _, ctx = parse_service(services["flower"])
+    tokens = list(ctx.params["tornado_argv"])
+    # Flower silently drops what it does not know (is_flower_option): a typo would pass unseen.
+    assert all(is_flower_option(token) for token in tokens), tokens
+    parser = OptionParser()  # a copy of Flower's: parsing leaves tornado's global one alone
+    for name, option in flower.options.options._options.items():
+        if name not in parser._options:  # `help`, which every parser has
+            parser.define(name, default=option.default, type=option.type, multiple=option.multiple)
+    parser.parse_command_line(["flower", *tokens])
+    port = parser.port
+    assert f"127.0.0.1:{port}:{port}" in [str(p) for p in services["flower"]["ports"]]
+    assert f"http://127.0.0.1:{port}/healthcheck" in healthcheck_text(services["flower"])
 
 
 def test_compose_worker_consumes_the_fcsync_queue(services: dict[str, dict[str, Any]]) -> None:
@@ -304,44 +338,6 @@ def test_compose_webhooks_port_path_and_healthz_match_the_receiver(
     assert emulator.params["webhook_url"] == f"http://webhooks:{port}{path}"
 
 
-def test_compose_emulator_is_the_default_api_base(
-    compose: dict[str, Any], services: dict[str, dict[str, Any]]
-) -> None:
-    emulator = services["emulator"]
-    _, _, ctx = parse_service(emulator)
-    port = ctx.params["port"]
-    assert ctx.params["host"] == "0.0.0.0"
-    base = urlsplit(interpolate(shared_environment(compose)["STRIPE_API_BASE"]))
-    assert (base.hostname, base.port) == ("emulator", port)
-    assert f"http://127.0.0.1:{port}/_emulator/clock" in healthcheck_text(emulator)
-    # The emulator signs with the secret the receiver verifies.
-    secret = interpolate(shared_environment(compose)["STRIPE_WEBHOOK_SECRET"])
-    assert ctx.params["webhook_secret"] == secret
-
-
-def test_compose_shared_environment_names_settings_fields(
-    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from worker.settings import Settings
-
-    env = shared_environment(compose)
-    unknown = sorted(name for name in env if name.lower() not in Settings.model_fields)
-    assert not unknown, f"not fields of worker.settings.Settings: {unknown}"
-
-    # The values as the containers get them (defaults) are valid settings and mean what we want.
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, interpolate(value))
-    settings = Settings()
-    assert not settings.uses_embedded_broker
-    assert urlsplit(settings.broker_url).hostname == "redis"
-    assert settings.require_api_key().startswith("sk_test_")
-    assert settings.webhook_secrets()
-    db = make_url(settings.database_url)
-    assert (db.drivername, db.host) == ("postgresql+psycopg", "postgres")
-
-
 def test_compose_database_url_matches_postgres(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
@@ -378,6 +374,9 @@ def test_compose_depends_on_conditions_are_valid(services: dict[str, dict[str, A
     }
     for name in ("worker", "beat", "webhooks"):
         assert depends_on(services[name]) == expected, name
+    # Flower only needs the broker; nothing waits on the emulator, which may not be started.
+    assert depends_on(services["flower"]) == {"redis": "service_healthy"}
+    assert not any("emulator" in depends_on(service) for service in services.values())
 
     # No cycles (compose refuses them).
     def visit(name: str, seen: tuple[str, ...]) -> None:
@@ -402,8 +401,11 @@ def test_dockerfile_installs_the_project() -> None:
     assert any(re.fullmatch(r"WORKDIR /app/?", i) for i in instructions)
     assert re.search(r"^ENV\b.*\bPYTHONUNBUFFERED=1\b", text.replace("\\\n", " "), re.M)
     runs = [i for i in instructions if i.startswith("RUN ")]
-    assert any(re.search(r"\bpip install (--?\S+ )*\.(\s|&&|$)", r) for r in runs), runs
-    assert not any("[dev]" in i for i in instructions), "the image must not install [dev]"
+    # The project with its ops extra, which brings Flower (the flower service's command).
+    assert any(re.search(r'\bpip install (--?\S+ )*"\.\[ops\]"(\s|&&|$)', r) for r in runs), runs
+    assert not any(re.search(r"\[[^\]]*\bdev\b", i) for i in instructions), "never [dev]"
+    ops = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"flower\b", requirement) for requirement in ops["ops"]), ops["ops"]
 
     users = [i.split()[1] for i in instructions if i.startswith("USER ")]
     assert users and users[-1] not in ("root", "0", "0:0"), "must run as a non-root user"

@@ -80,6 +80,7 @@ print(json.dumps({
     "task_time_limit": FcsyncTask.time_limit,
     "max_countdown_s": s.fcsync_max_countdown_s,
     "poll_max_s": s.fcsync_poll_max_s,
+    "events": [celeryconfig.worker_send_task_events, celeryconfig.task_send_sent_event],
 }))
 """
 
@@ -162,6 +163,12 @@ def test_tasks_rabbitmq_consumer_timeout_outlasts_every_countdown_and_run(
     # The rule shortens nothing the server can hold.
     if max_countdown_s + runs <= consumer_timeout_s:
         assert settings.longest_countdown_s == max_countdown_s
+
+
+@pytest.mark.parametrize(("env", "on"), [({}, True), ({"FCSYNC_TASK_EVENTS": "false"}, False)])
+def test_tasks_events_are_on_unless_turned_off(env: dict[str, str], on: bool) -> None:
+    # Workers' task events and every sender's task-sent event: what Flower shows.
+    assert celeryconfig_on(REDIS_BROKER, **env)["events"] == [on, on]
 
 
 @pytest.mark.parametrize(
