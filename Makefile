@@ -26,7 +26,7 @@ contracts: $(STAMP)
 
 # Two workers, one per core; a file's tests stay on one worker (module fixtures, ports, order).
 test: lint typecheck contracts
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile -m "not long"
 
 demo: $(STAMP)
 	$(BIN)/fcsync demo
@@ -40,7 +40,7 @@ chaos: $(STAMP)
 	rm -f $(CHAOS_REPORT)
 	FCSYNC_CHAOS_SEEDS=$(CHAOS_SEEDS) FCSYNC_CHAOS_BROKERS=$(CHAOS_BROKERS) \
 	FCSYNC_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
-	$(BIN)/pytest -n 2 --dist load -m chaos tests/chaos -q; \
+	$(BIN)/pytest -n 2 --dist load -m "chaos or long" tests/chaos tests/integration -q; \
 	status=$$?; $(BIN)/python -m tests.chaos.report $(CHAOS_REPORT) || status=1; exit $$status
 
 bench: $(STAMP)

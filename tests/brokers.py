@@ -19,9 +19,13 @@ from tests.conftest import RABBITMQ_TEST_URL, unavailable
 BROKERS = ("redis", "rabbitmq")
 
 
-def on_brokers(brokers: Sequence[str] = BROKERS) -> list[Any]:
-    """`broker` parameters of a test that runs on each of `brokers`."""
-    return [pytest.param(b, marks=broker_marks(b), id=b) for b in brokers]
+def on_brokers(brokers: Sequence[str] = BROKERS, *, long: Sequence[str] = ()) -> list[Any]:
+    """`broker` parameters of a test that runs on each of `brokers`; those in `long` only under
+    `make chaos` (marked `long`)."""
+    return [
+        pytest.param(b, marks=broker_marks(b) + ([pytest.mark.long] if b in long else []), id=b)
+        for b in brokers
+    ]
 
 
 def broker_marks(broker: str) -> list[pytest.MarkDecorator]:

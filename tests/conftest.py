@@ -175,3 +175,23 @@ def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+# Longest first (LPT): `make test` hands whole files to two xdist workers in collection order, so
+# a long file collected last leaves one worker idle while the other finishes it. These markers
+# flag the files that start real processes, longest kind first.
+LONGEST_FIRST = ("slow", "chaos", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def weight(item: pytest.Item) -> int:
+        for rank, marker in enumerate(LONGEST_FIRST):
+            if item.get_closest_marker(marker) is not None:
+                return rank
+        return len(LONGEST_FIRST)
+
+    # A file's weight is its heaviest test's, so its tests stay together and in their order.
+    by_file: dict[str, int] = {}
+    for item in items:
+        by_file[item.path.as_posix()] = min(by_file.get(item.path.as_posix(), 99), weight(item))
+    items.sort(key=lambda item: by_file[item.path.as_posix()])

@@ -21,6 +21,7 @@ from tests.chaos.invariants import CursorWatch, Verdict, judge
 from worker.playground.stack import Stack, StackOptions
 
 REPORT_ENV = "FCSYNC_CHAOS_REPORT"
+SEED_ENV = "FCSYNC_CHAOS_SEED"
 SEEDS_ENV = "FCSYNC_CHAOS_SEEDS"
 
 
@@ -180,15 +181,19 @@ def record(outcome: Outcome) -> None:
 
 
 def seeds(default: Sequence[int]) -> list[int]:
-    """FCSYNC_CHAOS_SEEDS=N runs seeds 1..N (`make chaos`); otherwise `default` (`make test`)."""
+    """FCSYNC_CHAOS_SEEDS=N runs seeds 1..N (`make chaos`); FCSYNC_CHAOS_SEED=S replays seed S
+    alone (the one a failed run printed); otherwise `default` (`make test`)."""
+    one = os.environ.get(SEED_ENV, "").strip()
+    if one:
+        return [int(one)]
     wanted = os.environ.get(SEEDS_ENV, "").strip()
     return list(range(1, int(wanted) + 1)) if wanted else list(default)
 
 
 def full_load() -> bool:
-    """Whether this is `make chaos` (FCSYNC_CHAOS_SEEDS set): a scenario whose full load would
-    not fit `make test`'s time runs a smaller one there."""
-    return bool(os.environ.get(SEEDS_ENV, "").strip())
+    """Whether this is a `make chaos` run (FCSYNC_CHAOS_SEEDS or FCSYNC_CHAOS_SEED set): a
+    scenario whose full load would not fit `make test`'s time runs a smaller one there."""
+    return any(os.environ.get(name, "").strip() for name in (SEEDS_ENV, SEED_ENV))
 
 
 def brokers(default: Sequence[str] = ("redis",)) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from models import Account
 from tests.chaos.conftest import NewOptions
-from tests.chaos.scenario import Run, Scenario, matrix, run_scenario
+from tests.chaos.scenario import Run, Scenario, full_load, matrix, run_scenario
 from tests.cli.conftest import FCSYNC, clean_environ
 from tests.processes import alive, cpu_s, descendants
 from worker.failpoints import KILL_LINE
@@ -41,8 +41,8 @@ ROLES = ("worker", "beat", "webhooks")
 PHASES = ("backfill", "day 1")
 # Every run must kill at least this many processes, whatever the seed.
 MIN_KILLS = 20
-# `make chaos` (FCSYNC_CHAOS_SEEDS set) kills more: the day also loses its whole worker.
-CHAOS = bool(os.environ.get("FCSYNC_CHAOS_SEEDS"))
+# `make chaos` (full_load) kills more: the day also loses its whole worker.
+CHAOS = full_load()
 # Pool kills are cheap (the master forks a replacement at once): one every this many seconds,
 # of a pool process that has used this much CPU (a task or a few: work, not the wall clock, so
 # a slow machine is not killed into a standstill), this many at most per run.

@@ -76,7 +76,8 @@ def failed_refreshes(stack: Stack) -> int:
     )
 
 
-@pytest.mark.parametrize("broker", on_brokers())
+# On RabbitMQ under `make chaos`; `make test` runs the rate-limit scenario there.
+@pytest.mark.parametrize("broker", on_brokers(long=("rabbitmq",)))
 def test_end_to_end_with_webhooks_keeps_50_accounts_equal_to_stripe(
     options: StackOptions,
 ) -> None:
@@ -110,6 +111,8 @@ def test_end_to_end_poll_only_reaches_the_same_state(options: StackOptions) -> N
         assert not any(stats["webhooks"].values()), stats["webhooks"]
 
 
+# `make test` covers this with the webhook-faults scenario (copies x3, reordered, late).
+@pytest.mark.long
 def test_end_to_end_duplicated_reordered_webhooks_sync_each_refresh_once(
     options: StackOptions,
 ) -> None:
