@@ -57,14 +57,20 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
         assert fc.mismatches(session, account_id) == []
 
 
-def test_sync_task_reports_each_committed_page_to_the_page_hook(
-    fc: EmulatedFC, rig: TaskRig
-) -> None:
+def refreshed_account(fc: EmulatedFC, rig: TaskRig) -> str:
+    """A tracked account of three pages whose refresh succeeded, synced five pages a run."""
     rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
     account_id = fc.create_account(transactions=250)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
         assert fc.refresh(session, account_id).outcome == "succeeded"
+    return account_id
+
+
+def test_sync_task_reports_each_committed_page_to_the_page_hook(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    account_id = refreshed_account(fc, rig)
     total = len(fc.truth(account_id))
     seen: list[tuple[int, int, int]] = []
 
@@ -88,11 +94,7 @@ def test_sync_task_redelivered_copy_never_shares_the_running_copy_s_lease(
 ) -> None:
     # A broker redelivers a message with its task id while the first copy still runs (Redis's
     # visibility timeout passed): the copy must find the sync busy, not page beside it.
-    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
-    account_id = fc.create_account(transactions=250)
-    with session_scope(rig.engine) as session:
-        fc.track(session, account_id)
-        assert fc.refresh(session, account_id).outcome == "succeeded"
+    account_id = refreshed_account(fc, rig)
     copies: list[dict[str, Any]] = []
 
     def on_page(progress: dict[str, Any]) -> None:

@@ -20,12 +20,17 @@ from tests.unit.test_compose import (
     COMPOSE_FILE,
     INTERPOLATION,
     ROOT,
+    compose,
     environment,
     interpolate,
     parse_service,
     project_services,
+    services,
     shared_environment,
 )
+
+# The compose file's fixtures, shared with test_compose.py rather than written again.
+__all__ = ["compose", "services"]
 from worker.errors import ConfigurationError
 from worker.settings import STRIPE_DEFAULT_API_BASE, Settings
 
@@ -37,18 +42,6 @@ COMPOSE_VARIABLES = {"COMPOSE_PROFILES"}
 FIXED = {"DATABASE_URL", "REDIS_URL"}
 UNUSED = {"CELERY_BROKER_URL", "FCSYNC_EMBEDDED_BROKER_PATH", "FCSYNC_EMBEDDED_BROKER_POLL_S"}
 ASSIGNMENT = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>\S*)", re.M)
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    from tests.unit.test_compose import load_compose
-
-    return load_compose()
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]  # type: ignore[no-any-return]
 
 
 def setting_names() -> set[str]:
