@@ -174,7 +174,9 @@ def script(run: Run) -> None:
             stack.advance_day()
         if killer is not None:
             killer.phase(phase)
-        stack.converge(phase, timeout_s=90, progress=killer.tick if killer else None)
+        # Each kill of a sync's process costs its lease (FCSYNC_SYNC_LEASE_S) and a sweep before
+        # another run resumes it: two dozen kills can hold the large backfill up a minute or more.
+        stack.converge(phase, timeout_s=180, progress=killer.tick if killer else None)
     run.injected.update(failpoint_kills(stack.options.workdir / "logs"))
     requests = stack.ctl.stats()["requests"]
     # Resumed from the last committed page, never restarted: each kill costs at most the pages
