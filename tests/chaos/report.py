@@ -60,12 +60,18 @@ def main(argv: Sequence[str]) -> int:
         return 2
     path = Path(argv[0])
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    outcomes = [json.loads(line) for line in lines if line.strip()]
+    recorded = [json.loads(line) for line in lines if line.strip()]
+    # A run that broke off (an error, no verdict) is a failure with nothing to count.
+    broken = [o for o in recorded if "error" in o]
+    outcomes = [o for o in recorded if "error" not in o]
     failed = [o for o in outcomes if o["lost"] or o["duplicated"] or o["violations"]]
     failed += [o for o in outcomes if o["requests_vs_fault_free"] > o["factor"]]
     print(table(outcomes))
     for o in failed:
         print(f"FAILED {o['scenario']} {o['broker']} seed {o['seed']}: {o['problems'][:3]}")
+    for o in broken:
+        print(f"FAILED {o['scenario']} {o['broker']} seed {o['seed']}: {o['error'][:300]}")
+        failed.append(o)
     print(json.dumps(totals(outcomes)))
     return 1 if failed or not outcomes else 0
 

@@ -145,10 +145,16 @@ def run_scenario(
     broker: str,
 ) -> Outcome:
     """The baseline, then the faulty run, each on fresh options from `new_options(label)`;
-    the outcome is appended to the report file when FCSYNC_CHAOS_REPORT names one."""
-    baseline = play(scenario, new_options("baseline"), seed, faulty=False)
-    started = time.monotonic()
-    played = play(scenario, new_options("faulty"), seed, faulty=True)
+    the outcome is appended to the report file when FCSYNC_CHAOS_REPORT names one (a run that
+    broke off, a stack that never converged say, as a line naming its error)."""
+    try:
+        baseline = play(scenario, new_options("baseline"), seed, faulty=False)
+        started = time.monotonic()
+        played = play(scenario, new_options("faulty"), seed, faulty=True)
+    except Exception as exc:
+        error = {"scenario": scenario.name, "seed": seed, "broker": broker, "error": repr(exc)}
+        write_report_line(error)
+        raise
     run, verdict = played.run, played.verdict
     assert verdict is not None
     outcome = Outcome(
@@ -174,10 +180,14 @@ def run_scenario(
 
 
 def record(outcome: Outcome) -> None:
+    write_report_line(outcome.as_json())
+
+
+def write_report_line(line: Mapping[str, Any]) -> None:
     path = os.environ.get(REPORT_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(outcome.as_json()) + "\n")
+            out.write(json.dumps(line) + "\n")
 
 
 def seeds(default: Sequence[int]) -> list[int]:

@@ -95,3 +95,6 @@ def test_report_fails_on_a_lost_row_or_a_retry_storm(tmp_path: Path) -> None:
     assert report.main([str(path)]) == 1
     path.write_text("")
     assert report.main([str(path)]) == 1
+    broke_off = {"scenario": "crash", "seed": 3, "broker": "redis", "error": "StackFailure()"}
+    path.write_text(json.dumps(outcome()) + "\n" + json.dumps(broke_off) + "\n")
+    assert report.main([str(path)]) == 1
