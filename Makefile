@@ -25,8 +25,10 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 # Two workers, one per core; a file's tests stay on one worker (module fixtures, ports, order).
+# Files go out in collection order (tests/conftest.py puts the longest first), not xdist's
+# default of the most tests first, which left a long one-test file to run alone at the end.
 test: lint typecheck contracts
-	$(BIN)/pytest -n 2 --dist loadfile -m "not long"
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not long"
 
 demo: $(STAMP)
 	$(BIN)/fcsync demo

@@ -48,9 +48,10 @@ def script(run: Run) -> None:
         return
     # The beat-refreshed accounts were refreshed each day under the storm.
     assert stats["requests"].get(REFRESH_POST, 0) >= 2 * len(BEAT_REFRESHED), stats
-    # A refresh POST whose answer a dropped connection lost ran once (else the verdict counts a
-    # gating violation): its retry got the answer Stripe stored under its key.
-    assert stats["replayed_lost_replies"].get(REFRESH_POST, 0) >= 1, stats
+    # A POST (a refresh or a subscribe) whose answer a dropped connection lost ran once (for a
+    # refresh, else the verdict counts a gating violation): its retry got the answer Stripe
+    # stored under its key. Which POSTs lose their answer depends on arrival order, so any.
+    assert sum(stats["replayed_lost_replies"].values()) >= 1, stats
 
 
 STRIPE_FAULTS = Scenario(
