@@ -178,9 +178,8 @@ def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 # Longest first (LPT): `make test` hands whole files to two xdist workers in collection order
-# (`--no-loadscope-reorder`), so
-# a long file collected last leaves one worker idle while the other finishes it. These markers
-# flag the files that start real processes, longest kind first.
+# (`--no-loadscope-reorder`), so a long file collected last would leave one worker idle while
+# the other finishes it. These markers flag the files that start real processes, longest first.
 LONGEST_FIRST = ("slow", "chaos", "integration")
 
 
