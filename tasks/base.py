@@ -126,8 +126,10 @@ if not any(isinstance(f, _FcsyncFailureLoggedOnce) for f in _trace_log.filters):
 
 
 # Each running task's log context, entered before it starts and left after Celery has logged
-# its outcome, so Celery's own "succeeded", "retry" and "raised" lines carry its ids too.
-_task_log_contexts: dict[str, AbstractContextManager[None]] = {}
+# its outcome, so Celery's own "succeeded", "retry" and "raised" lines carry its ids too. A stack
+# per id: a task applied inside another with the same id (an eager redelivery) must leave its
+# own context, never overwrite the outer one's and leak it.
+_task_log_contexts: dict[str, list[AbstractContextManager[None]]] = {}
 
 
 def _logged_id(value: Any, prefix: str, max_length: int) -> str | None:
@@ -154,14 +156,16 @@ def _enter_task_log_context(
         event_id=_logged_id(kwargs.get("event_id"), "evt_", EVENT_ID_MAX),
     )
     context.__enter__()
-    _task_log_contexts[task_id] = context
+    _task_log_contexts.setdefault(task_id, []).append(context)
 
 
 @task_postrun.connect
 def _leave_task_log_context(task_id: str, **_: Any) -> None:
-    context = _task_log_contexts.pop(task_id, None)
-    if context is not None:
-        context.__exit__(None, None, None)
+    contexts = _task_log_contexts.get(task_id)
+    if contexts:
+        contexts.pop().__exit__(None, None, None)
+        if not contexts:
+            del _task_log_contexts[task_id]
 
 
 def fcsync_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], FcsyncTask]:
