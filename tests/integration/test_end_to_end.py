@@ -94,6 +94,8 @@ def test_end_to_end_with_webhooks_keeps_50_accounts_equal_to_stripe(
         assert stats["rate_limited"] == 0
 
 
+# `make test` covers lost webhooks with the webhook-faults scenario (half of them dropped).
+@pytest.mark.long
 def test_end_to_end_poll_only_reaches_the_same_state(options: StackOptions) -> None:
     poll_only = replace(
         options,
