@@ -8,6 +8,19 @@ from typing import Any
 
 from worker.errors import RateLimitedError
 
+# How much budget an idle bucket saves up, in seconds of its rate (at least one request).
+# Stripe limits with a bucket of its own, about a second's worth: had ours a second's worth too,
+# a fleet busy at exactly Stripe's rate would drain Stripe's bucket to zero, and any request
+# arriving a few ms early (network, scheduling) got a 429. A tenth of a second leaves nine
+# tenths of Stripe's bucket as a cushion, so FCSYNC_REQUESTS_PER_SECOND can be Stripe's limit
+# itself; the rate over any longer stretch is the same (bench/fleet.py measures both).
+BURST_S = 0.1
+
+
+def default_burst(rate: float) -> float:
+    return max(1.0, rate * BURST_S)
+
+
 # Reserve one token and return how long the caller must wait for it (0 = go now). Tokens may go
 # negative up to `max_wait * rate`, which queues callers fairly instead of letting them race.
 # Redis TIME keeps every worker on the same clock.
@@ -49,8 +62,7 @@ class RedisTokenBucket:
     ) -> None:
         self._script = client.register_script(_TOKEN_BUCKET_LUA)
         self._rate = rate
-        # A burst of one second's worth keeps us under a per-second limit measured in any window.
-        self._burst = burst if burst is not None else max(1.0, rate)
+        self._burst = burst if burst is not None else default_burst(rate)
         self._max_wait = max_wait_s
         self._key = key
 
@@ -71,7 +83,7 @@ class LocalTokenBucket:
 
     def __init__(self, *, rate: float, burst: float | None = None, max_wait_s: float = 10.0):
         self._rate = rate
-        self._burst = burst if burst is not None else max(1.0, rate)
+        self._burst = burst if burst is not None else default_burst(rate)
         self._max_wait = max_wait_s
         self._tokens = self._burst
         self._ts = time.monotonic()
