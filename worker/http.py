@@ -7,16 +7,16 @@ import logging
 from datetime import datetime
 
 from flask import Flask, Response, jsonify, request
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from worker import log_context, webhooks
-from worker.db import require_schema
+from worker.db import make_engine, require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
 from worker.runtime import Runtime
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 from worker.webhooks import Receipt
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,11 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     if runtime is None:
         from worker.app import send_followup
 
-        runtime = Runtime(get_settings(), send=send_followup)
+        settings = get_settings()
+        runtime = Runtime(settings, send=send_followup, engine=receiver_engine(settings))
     settings = runtime.settings
     settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
-    require_schema(settings.database_url)  # ... and not with a 500 for every event
+    require_schema(engine=runtime.engine)  # ... and not with a 500 for every event
     app = Flask("fcsync.webhooks")
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
@@ -45,7 +46,8 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
             return jsonify(error="payload too large"), 413
         try:
             now = runtime.clock.now()
-            with runtime.session() as session:
+            # Receiving is one INSERT: committed as it runs, without BEGIN/COMMIT round trips.
+            with runtime.session(one_statement=True) as session:
                 receipt = webhooks.receive_webhook(
                     session,
                     payload,
@@ -81,6 +83,14 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     return app
 
 
+def receiver_engine(settings: Settings) -> Engine:
+    """The receiver's database: a connection for each server thread, none tested at checkout
+    (a dead one fails its request with a 503, which Stripe redelivers)."""
+    return make_engine(
+        settings.database_url, pool_size=settings.fcsync_webhook_threads, pre_ping=False
+    )
+
+
 def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Response, int]:
     """Stripe's answer for a verified (or refused) event; a new one is enqueued first."""
     if receipt.status != 200:
@@ -99,7 +109,8 @@ def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Respo
     return jsonify(answer), 200
 
 
-def serve(host: str, port: int, *, path: str = DEFAULT_PATH, threads: int = 8) -> None:
+def serve(host: str, port: int, *, path: str = DEFAULT_PATH) -> None:
     import waitress
 
+    threads = get_settings().fcsync_webhook_threads
     waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")

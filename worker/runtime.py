@@ -97,12 +97,18 @@ class Runtime:
         self._gateway = None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, one_statement: bool = False) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any exception. A lost or refused
         database connection is a TransientError (retried like a Stripe 5xx); a missing table
-        is not: it stays what it is, for the edge to name the migration it needs."""
+        is not: it stays what it is, for the edge to name the migration it needs.
+
+        `one_statement`: the work is a single statement, atomic on its own, so it runs outside
+        a transaction (autocommit): no BEGIN and COMMIT round trips around it. Only for work
+        that can never grow a second statement it must commit with."""
         session = self._sessions(bind=self.engine)
         try:
+            if one_statement:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
             session.commit()
         except OperationalError as exc:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     fcsync_auto_track: bool = False
     fcsync_webhook_tolerance_s: int = Field(default=300, ge=0)
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
+    # Requests `fcsync webhooks` serves at once (waitress threads); its database pool holds as
+    # many connections, so no request waits for one or opens a session of its own.
+    fcsync_webhook_threads: int = Field(default=8, ge=1, le=256)
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
