@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from celery import Celery
@@ -69,7 +70,22 @@ def send_followup(followup: Followup) -> None:
     """Follow-ups named by fcsync go to its queue; a user's on-synced task goes to theirs."""
     settings = get_settings()
     queue = "fcsync" if followup.task.startswith("fcsync.") else settings.fcsync_on_synced_queue
-    app.send_task(followup.task, kwargs=followup.kwargs, countdown=followup.countdown, queue=queue)
+    with app.producer_or_acquire() as producer, _one_round_trip(producer):
+        app.send_task(
+            followup.task,
+            kwargs=followup.kwargs,
+            countdown=followup.countdown,
+            queue=queue,
+            producer=producer,
+        )
+
+
+def _one_round_trip(producer: Any) -> AbstractContextManager[object]:
+    """The task and its task-sent event (FCSYNC_TASK_EVENTS) go out together: on Redis, kombu
+    pipelines what a producer publishes in a batch (one round trip instead of two); other
+    brokers, and kombu releases without `Producer.batch`, publish each message at once."""
+    batch = getattr(producer, "batch", None)
+    return batch() if batch is not None else nullcontext()
 
 
 _process_runtime: Runtime | None = None
