@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, webhooks
+from worker import fleet, log_context, metrics, webhooks
 from worker.db import require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
@@ -54,13 +54,16 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
                     now=now,
                 )
         except (TransientError, OperationalError, InterfaceError) as exc:
+            metrics.webhook_received(None, "unavailable")
             # Not the sender's fault: 503 makes Stripe deliver the event again later.
             log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)
             return jsonify(error="database unavailable, retry later"), 503
         except DataError:
+            metrics.webhook_received(None, "rejected")
             # The database refused a value the envelope checks let through: the body's fault.
             log.exception("webhook refused by the database; answering 400")
             return jsonify(error="event holds a value the inbox cannot store"), 400
+        metrics.webhook_received(receipt.event_type, receipt.outcome)
         # The rest of this event's lines name it, and its account.
         with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
             return _answer(runtime, receipt, now=now)
@@ -68,6 +71,13 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
         return jsonify(error="payload too large"), 413
+
+    served = metrics.registry(fleet=lambda: fleet.snapshot(runtime))
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        body, content_type = metrics.exposition(served)
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh, Transaction
+from worker import metrics
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 from worker.redaction import redact
 
@@ -110,6 +111,10 @@ def save_refresh(
 ) -> Refresh:
     """Record a refresh we asked for or observed; a terminal status is never reopened."""
     refresh = session.get(Refresh, state.id)
+    # An end fcsync saw happen (not an old refresh it learns of already ended) counts once.
+    seen_running = requested or (
+        refresh is not None and refresh.status not in TERMINAL_REFRESH_STATUSES
+    )
     if refresh is None:
         refresh = Refresh(
             id=state.id,
@@ -126,6 +131,10 @@ def save_refresh(
         refresh.status = state.status
     if refresh.status in TERMINAL_REFRESH_STATUSES and refresh.completed_at is None:
         refresh.completed_at = now
+        if seen_running:
+            asked = refresh.requested_at
+            waited = (now - asked).total_seconds() if asked is not None else None
+            metrics.refresh_ended(session, refresh.status, waited)
     session.flush()
     return refresh
 
