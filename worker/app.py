@@ -18,7 +18,8 @@ from celery.signals import (
 from celery.utils.log import get_multiprocessing_logger
 from pydantic import ValidationError
 
-from worker import logs
+from worker import logs, metrics
+from worker import task_metrics as _task_metrics  # noqa: F401  (connects its signals)
 from worker.db import dispose_engines
 from worker.errors import PermanentError
 from worker.records import Followup
@@ -134,6 +135,16 @@ def _refuse_to_start(*, needs_api_key: bool) -> None:
 @worker_init.connect
 def _check_worker_start(**_: Any) -> None:
     _refuse_to_start(needs_api_key=True)
+    _serve_metrics()
+
+
+def _serve_metrics() -> None:
+    """/metrics on FCSYNC_METRICS_PORT, from the worker's main process: its pool processes'
+    samples (multiprocess files) and the accounts' freshness, read at each scrape."""
+    settings = get_settings()
+    if settings.fcsync_metrics_port:
+        served = metrics.registry(fleet=lambda: runtime().fleet_snapshot())
+        metrics.serve(settings.fcsync_metrics_host, settings.fcsync_metrics_port, served)
 
 
 @beat_init.connect

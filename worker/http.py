@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import fleet, log_context, metrics, webhooks
+from worker import log_context, metrics, webhooks
 from worker.db import require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
@@ -72,7 +72,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     def too_large(_: Exception) -> tuple[Response, int]:
         return jsonify(error="payload too large"), 413
 
-    served = metrics.registry(fleet=lambda: fleet.snapshot(runtime))
+    served = metrics.registry(fleet=runtime.fleet_snapshot)
 
     @app.get("/metrics")
     def metrics_page() -> Response:

@@ -152,9 +152,7 @@ _TASK_LABELS = ["name", "hostname", "queue_name"]
 CELERY_TASK_SENT = Counter("celery_task_sent", "Task messages published", _TASK_LABELS)
 CELERY_TASK_RECEIVED = Counter("celery_task_received", "Tasks a worker received", _TASK_LABELS)
 CELERY_TASK_STARTED = Counter("celery_task_started", "Tasks a worker started", _TASK_LABELS)
-CELERY_TASK_SUCCEEDED = Counter(
-    "celery_task_succeeded", "Tasks that ran to success", _TASK_LABELS
-)
+CELERY_TASK_SUCCEEDED = Counter("celery_task_succeeded", "Tasks that ran to success", _TASK_LABELS)
 CELERY_TASK_FAILED = Counter(
     "celery_task_failed", "Tasks that failed, by exception class", [*_TASK_LABELS, "exception"]
 )

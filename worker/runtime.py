@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import failpoints, log_context, repository, sync
+from worker import failpoints, fleet, log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
 from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
 from worker.intents import Intent, SyncDue
+from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.redaction import redact
@@ -146,6 +147,11 @@ class Runtime:
         followup = followup_for(intent, settings=self.settings, now=now or self.clock.now())
         if followup is not None:
             self.send(followup)
+
+    def fleet_snapshot(self) -> FleetSnapshot:
+        """The accounts' freshness, as /metrics reports it."""
+        with self.session() as session:
+            return fleet.snapshot(session, now=self.clock.now())
 
     def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
         now = self.clock.now()

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Celery task events (task-sent from every sender, received/started/succeeded/failed from
     # workers), so Flower and `celery events` show fcsync's tasks as they are queued and run.
     fcsync_task_events: bool = True
+    # The worker serves /metrics at http://HOST:PORT/metrics (0: not at all); the webhook
+    # receiver serves its own on its port.
+    fcsync_metrics_host: str = "127.0.0.1"
+    fcsync_metrics_port: int = Field(default=9540, ge=0, le=65535)
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
@@ -101,6 +105,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("fcsync_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return 0 if value == "" else value
 
     @field_validator("fcsync_log_level")
     @classmethod
