@@ -79,13 +79,15 @@ from prometheus_client import (  # noqa: E402
     values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
-from prometheus_client.registry import REGISTRY, Collector  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-# False only if something imported prometheus_client before this module could choose the
-# directory: then each process serves its own samples (a pool process's stay unseen).
-MULTIPROCESS = values.ValueClass is not values.MutexValue
+# Something imported prometheus_client before the directory was chosen (the `celery` command
+# loads Flower's plugin, which does): choose its value class again. Metrics made before keep
+# theirs; fcsync's, made below, all write to the directory.
+if values.ValueClass is values.MutexValue:
+    values.ValueClass = values.get_value_class()
 
 # --- Stripe and the request budget -----------------------------------------------------------
 STRIPE_REQUESTS = Counter(
@@ -328,20 +330,10 @@ class FleetCollector(Collector):
         )
 
 
-class _ThisProcess(Collector):
-    """The samples of this process alone (no multiprocess directory in use)."""
-
-    def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
-
-
 def registry(fleet: Callable[[], FleetSnapshot] | None = None) -> CollectorRegistry:
     """What a /metrics answer holds: every process's samples, plus the fleet's gauges."""
     served = CollectorRegistry()
-    if MULTIPROCESS:
-        multiprocess.MultiProcessCollector(served)  # type: ignore[no-untyped-call]
-    else:
-        served.register(_ThisProcess())
+    multiprocess.MultiProcessCollector(served)  # type: ignore[no-untyped-call]
     if fleet is not None:
         served.register(FleetCollector(fleet))
     return served
@@ -365,6 +357,5 @@ def serve(host: str, port: int, served: CollectorRegistry) -> WSGIServer | None:
 
 def process_exited(pid: int) -> None:
     """A pool process ended: its live gauges go (its counters stay in the sums)."""
-    if MULTIPROCESS:
-        with contextlib.suppress(OSError):
-            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
