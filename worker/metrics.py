@@ -87,7 +87,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 # loads Flower's plugin, which does): choose its value class again. Metrics made before keep
 # theirs; fcsync's, made below, all write to the directory.
 if values.ValueClass is values.MutexValue:
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 # --- Stripe and the request budget -----------------------------------------------------------
 STRIPE_REQUESTS = Counter(
