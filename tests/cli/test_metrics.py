@@ -116,8 +116,7 @@ def test_metrics_tell_a_sync_and_a_failed_refresh(
         children.stop()
         control.close()
 
-    # Refreshes: one each way, both asked for by fcsync, so both timed. (The emulator's accounts
-    # come with a refresh done already: seen only as done, it counts for nothing.)
+    # Refreshes: one each way, both asked for by fcsync, so both timed.
     assert value(worker, "fcsync_refreshes_total", outcome="failed") == 1
     assert value(worker, "fcsync_refreshes_total", outcome="succeeded") == 1
     assert value(worker, "fcsync_refresh_duration_seconds_count") == 2

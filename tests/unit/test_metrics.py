@@ -1,6 +1,7 @@
 """worker/metrics.py: a prefork pool's samples reach the /metrics its parent serves; each process
 started anew gets a metrics directory of its own (an operator's is used, stale files removed);
-facts found in a unit of work count only once it commits; recording never raises."""
+facts found in a unit of work count only once it commits; recording never raises; a refresh
+counts once, when fcsync sees it end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import subprocess
 import sys
 import urllib.request
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from worker import metrics
+from tests.unit.test_repository import fc_account
+from worker import metrics, repository
 from worker.playground.emulator_env import free_port
+from worker.records import TransactionRefreshState
 
 
 def _served_value(port: int, sample: str, **labels: str) -> float:
@@ -123,3 +128,28 @@ def test_a_metric_that_cannot_be_recorded_is_logged_never_raised(
         session.commit()
         metrics.celery_task("no_such_state", "fcsync.x", None)
     assert "could not record" in caplog.text
+
+
+def _refreshes(outcome: str) -> float:
+    return REGISTRY.get_sample_value("fcsync_refreshes_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_refresh_counts_when_fcsync_sees_it_end_never_when_first_seen_ended(
+    session: Session,
+) -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    repository.save_account(session, fc_account("fca_metrics1"), now=now)
+    before = _refreshes("succeeded")
+    # Tracking an account whose last refresh ended long ago: no end seen.
+    old = TransactionRefreshState("fctxnref_old", "succeeded", 1_700_000_000, None)
+    repository.save_refresh(session, "fca_metrics1", old, source="subscription", now=now)
+    session.commit()
+    assert _refreshes("succeeded") == before
+    # A refresh seen pending, then ended: one end, seen again: still one.
+    pending = TransactionRefreshState("fctxnref_new", "pending", 1_800_000_000, None)
+    repository.save_refresh(session, "fca_metrics1", pending, source="beat", now=now)
+    ended = replace(pending, status="succeeded")
+    for _ in range(2):
+        repository.save_refresh(session, "fca_metrics1", ended, source="beat", now=now)
+        session.commit()
+    assert _refreshes("succeeded") == before + 1
