@@ -49,6 +49,15 @@ def _remove_private_dir(path: Path, owner: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_abandoned_private_dirs() -> None:
+    """Private directories of processes killed before they could remove theirs (SIGKILL)."""
+    for path in Path(tempfile.gettempdir()).glob("fcsync-metrics-*"):
+        with contextlib.suppress(OSError, ValueError):
+            owner = int((path / _OWNER_FILE).read_text())
+            if not _is_alive(owner):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _choose_multiprocess_dir() -> None:
     """prometheus_client picks how it stores values when it is first imported, from this
     variable: set it first. An operator's directory is used as given (one per worker: stale
@@ -59,13 +68,19 @@ def _choose_multiprocess_dir() -> None:
         Path(given).mkdir(parents=True, exist_ok=True)
         _remove_stale_files(Path(given))
         return
+    _remove_abandoned_private_dirs()
     path = Path(tempfile.mkdtemp(prefix="fcsync-metrics-"))
     (path / _OWNER_FILE).write_text(str(os.getpid()))
     os.environ[MULTIPROC_DIR] = str(path)
     atexit.register(_remove_private_dir, path, os.getpid())
 
 
-_choose_multiprocess_dir()
+try:
+    _choose_multiprocess_dir()
+except OSError as exc:
+    # No directory, no pool processes' samples: this process's own are still served.
+    os.environ.pop(MULTIPROC_DIR, None)
+    log.warning("metrics of this process only: no multiprocess directory (%s)", exc)
 
 # After the directory is chosen (above), by design.
 from prometheus_client import (  # noqa: E402
@@ -79,7 +94,7 @@ from prometheus_client import (  # noqa: E402
     values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
+from prometheus_client.registry import REGISTRY, Collector  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -330,10 +345,20 @@ class FleetCollector(Collector):
         )
 
 
+class _ThisProcess(Collector):
+    """This process's samples alone (no multiprocess directory could be made)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
 def registry(fleet: Callable[[], FleetSnapshot] | None = None) -> CollectorRegistry:
     """What a /metrics answer holds: every process's samples, plus the fleet's gauges."""
     served = CollectorRegistry()
-    multiprocess.MultiProcessCollector(served)  # type: ignore[no-untyped-call]
+    if os.environ.get(MULTIPROC_DIR):
+        multiprocess.MultiProcessCollector(served)  # type: ignore[no-untyped-call]
+    else:
+        served.register(_ThisProcess())
     if fleet is not None:
         served.register(FleetCollector(fleet))
     return served
@@ -357,5 +382,5 @@ def serve(host: str, port: int, served: CollectorRegistry) -> WSGIServer | None:
 
 def process_exited(pid: int) -> None:
     """A pool process ended: its live gauges go (its counters stay in the sums)."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, TypeError):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

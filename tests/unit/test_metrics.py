@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -75,20 +76,26 @@ def _directory_of_a_new_process(env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
+def _dead_pid() -> int:
+    code = "import os; print(os.getpid())"
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(ended.stdout)
+
+
 def test_a_process_started_by_another_makes_a_metrics_directory_of_its_own() -> None:
+    # One a process killed by SIGKILL left behind is removed by the next one.
+    abandoned = Path(tempfile.mkdtemp(prefix="fcsync-metrics-"))
+    (abandoned / "fcsync-owner").write_text(str(_dead_pid()))
     ours = os.environ[metrics.MULTIPROC_DIR]
     theirs = _directory_of_a_new_process(dict(os.environ))
     assert theirs != ours
     assert not Path(theirs).exists()  # removed when that process exited
+    assert Path(ours).is_dir()
+    assert not abandoned.exists()
 
 
 def test_an_operators_metrics_directory_is_used_with_stale_files_removed(tmp_path: Path) -> None:
-    pid = "import os; print(os.getpid())"
-    dead_pid = int(
-        subprocess.run(
-            [sys.executable, "-c", pid], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    dead_pid = _dead_pid()
     stale = tmp_path / f"counter_{dead_pid}.db"
     live = tmp_path / f"counter_{os.getpid()}.db"
     stale.write_bytes(b"")
