@@ -48,11 +48,11 @@ def test_status_piped_is_one_whole_line_per_account_with_errors_shown_literally(
     assert set(rows) == {accounts["synced"], accounts["inactive"]}, out
     synced_row, inactive_row = rows[accounts["synced"]], rows[accounts["inactive"]]
     assert synced_row["last refresh"] == synced_row["cursor"] == accounts["refresh"]
-    assert synced_row["freshness"] == "fresh" and synced_row["next due"] != "-"
+    assert synced_row["state"] == "fresh" and synced_row["next due"] != "-"
+    assert synced_row["why"] == ""
     assert inactive_row["last error"].startswith(INACTIVE_ERROR), out
-    assert inactive_row["freshness"] == (
-        "inactive at Stripe: no refresh possible until it is reactivated"
-    )
+    assert inactive_row["state"] == "inactive"
+    assert inactive_row["why"] == "inactive at Stripe: no refresh possible until it is reactivated"
     assert "…" not in out and "\x1b[" not in out
 
 
@@ -68,13 +68,18 @@ def test_status_on_a_terminal_shows_ids_whole_and_errors_literally_at_any_width(
     for account_id in (accounts["synced"], accounts["inactive"], accounts["refresh"]):
         assert account_id in text, text
     assert INACTIVE_ERROR in text and "…" not in text
-    for column in ("next due", "freshness", "fresh", "inactive at Stripe"):
+    for column in ("next due", "state", "why", "fresh", "inactive at Stripe"):
         assert column in text, text
     if columns == 400:
         assert set(table_rows(text)) == {accounts["synced"], accounts["inactive"]}, text
 
 
 TIME_FIELDS = {
+    "last_refresh_succeeded_at",
+    "last_refresh_failed_at",
+    "refresh_pending_since",
+    "state_until",
+    "last_rows_changed_at",
     "refresh_last_attempted_at",
     "next_refresh_available_at",
     "last_synced_at",
@@ -90,7 +95,9 @@ def test_status_json_gives_every_time_as_unix_seconds(
     rows: list[dict[str, Any]] = json.loads(synced.workdir.run("status", "--json").stdout)
 
     by_id = {row["id"]: row for row in rows}
-    assert {k for row in rows for k in row if k.endswith("_at")} == TIME_FIELDS
+    assert {
+        k for row in rows for k in row if k.endswith(("_at", "_since", "_until"))
+    } == TIME_FIELDS
     for row in rows:
         for name in TIME_FIELDS:
             assert row[name] is None or type(row[name]) is int, (name, row[name])
@@ -100,9 +107,13 @@ def test_status_json_gives_every_time_as_unix_seconds(
     # fcsync's own times (when it synced, when it is due) are on the same scale as Stripe's.
     assert 0 <= synced_row["last_synced_at"] - refresh["last_attempted_at"] < 600
     assert synced_row["next_due_at"] > synced_row["last_synced_at"]
-    assert synced_row["stale_reason"] is None
+    assert (synced_row["state"], synced_row["stale_reason"]) == ("fresh", None)
+    # The refresh it synced succeeded and brought rows; nothing of it failed or is pending.
+    assert 0 <= synced_row["last_rows_changed_at"] - synced_row["last_refresh_succeeded_at"] < 600
+    assert synced_row["last_refresh_failed_at"] is synced_row["refresh_pending_since"] is None
     assert inactive_row["last_error"].startswith(INACTIVE_ERROR)
     assert type(inactive_row["last_error_at"]) is int
+    assert inactive_row["state"] == "inactive"
     assert inactive_row["stale_reason"].startswith("inactive at Stripe")
 
 

@@ -25,7 +25,8 @@ COLUMNS = (
     "transactions",
     "last synced",
     "next due",
-    "freshness",
+    "state",
+    "why",
     "last error",
 )
 TITLE = "fcsync accounts (times in UTC)"
@@ -38,6 +39,16 @@ def _when(ts: int | None, default: str = "-") -> str:
     if ts is None:
         return default
     return f"{datetime.fromtimestamp(ts, tz=UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _state(row: dict[str, Any]) -> str:
+    """The freshness state with what qualifies it: until when a cooldown holds, a failure's code."""
+    state = row["state"]
+    if row["state_code"]:
+        return f"{state} [{row['state_code']}]"
+    if state == "cooling_down" and row["state_until"] is not None:
+        return f"{state} until {_when(row['state_until'])}"
+    return str(state)
 
 
 def status_cells(row: dict[str, Any]) -> dict[str, str]:
@@ -54,7 +65,8 @@ def status_cells(row: dict[str, Any]) -> dict[str, str]:
         "transactions": str(row["transactions"]),
         "last synced": _when(row["last_synced_at"], "never"),
         "next due": _when(row["next_due_at"]),
-        "freshness": row["stale_reason"] or "fresh",
+        "state": _state(row),
+        "why": row["stale_reason"] or "",
         "last error": row["last_error"] or "",
     }
 
