@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import re
+import tomllib
 from datetime import UTC, timedelta
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +209,15 @@ def test_status_page_labels_its_times_utc(page: FlaskClient) -> None:
     today = f"{runtime.clock.now().astimezone(UTC):%Y-%m-%d}"
     assert re.search(rf'id="generated">{today} \d\d:\d\d:\d\d UTC<', html)
     assert html.count(" (UTC)</th>") == 3
+
+
+def test_status_page_template_ships_in_the_wheel() -> None:
+    """An installed fcsync (the compose image) has the template: pyproject's package-data
+    names every file of worker/templates."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["worker"]
+    templates = [p.relative_to(root / "worker") for p in (root / "worker/templates").iterdir()]
+    assert templates
+    for path in templates:
+        assert any(fnmatch(str(path), glob) for glob in globs), f"{path} is not package data"
