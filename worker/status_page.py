@@ -228,8 +228,8 @@ def _span(delta: timedelta) -> str:
 
 
 # The chart's drawing box, in SVG units (the SVG scales to the page's width).
-CHART_WIDTH, CHART_HEIGHT = 700, 230
-PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 48, 688, 14, 200
+CHART_WIDTH, CHART_HEIGHT = 560, 200
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 550, 12, 172
 
 
 def chart(days: list[reports.DaySynced]) -> dict[str, Any]:
