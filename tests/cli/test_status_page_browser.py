@@ -20,13 +20,11 @@ from sqlalchemy.orm import Session
 
 from tests.cli.conftest import FCSYNC, Supervisor, clean_environ, free_port, wait_for
 from tests.conftest import unavailable
-from tests.emulator.conftest import make_emulator
 from tests.rows import account_row
-from tests.service.conftest import make_settings
+from tests.service.conftest import emulated_fc
 from tests.service.harness import EmulatedFC
 from worker import refresh, tracking
 from worker.db import make_engine, upgrade_database
-from worker.stripe_gateway import gateway_from_settings
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "status-page-browser-token-5d1e"
@@ -221,15 +219,10 @@ def drive_accounts(fc: EmulatedFC, session: Session) -> dict[str, str]:
 
 @pytest.fixture
 def fc() -> Iterator[EmulatedFC]:
-    """A frozen-clock emulator that fcsync's services call in this process; the receiver
-    follows its clock (FCSYNC_CLOCK_URL), so a week passes in a second."""
-    with make_emulator() as emu:
-        settings = make_settings(emu.base_url)
-        control = emu.control
-        try:
-            yield EmulatedFC(emu, control, gateway_from_settings(settings), settings)
-        finally:
-            control.close()
+    """fcsync's services call the emulator from this process; the receiver follows its frozen
+    clock (FCSYNC_CLOCK_URL), so a week passes in a second."""
+    with emulated_fc() as fc:
+        yield fc
 
 
 def test_status_page_in_headless_chromium(

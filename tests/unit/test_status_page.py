@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from pydantic import SecretStr
+from werkzeug.datastructures import Headers
 
 from models import Account, Refresh
 from tests.unit.conftest import inbox_session
 from worker.http import create_app
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.status_page import refusal
 
 TOKEN = "status-token-0123456789abcdef"
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
@@ -221,3 +223,24 @@ def test_status_page_template_ships_in_the_wheel() -> None:
     assert templates
     for path in templates:
         assert any(fnmatch(str(path), glob) for glob in globs), f"{path} is not package data"
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("172.17.0.1", False),  # Docker's bridge: how a published port reaches a container
+        ("", False),
+        (None, False),
+    ],
+)
+def test_status_page_loopback_is_the_peer_address_only(address: str | None, loopback: bool) -> None:
+    refused = refusal(address, Headers(), None, None)
+    assert (refused is None) is loopback
+    if refused is not None:
+        assert refused.status == 403 and "FCSYNC_STATUS_TOKEN" in refused.message
