@@ -8,7 +8,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, render_template, request
 from pydantic import SecretStr
@@ -17,6 +17,9 @@ from werkzeug.datastructures import Authorization, Headers
 from worker import reports
 from worker.freshness import State
 from worker.redaction import redact
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 blueprint = Blueprint("status_page", __name__, template_folder="templates")
 
@@ -49,6 +52,7 @@ MEANING = {
 # often loopback, so a request that carries any of them is never taken for a loopback client.
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 TOKEN_SETTING = "FCSYNC_STATUS_TOKEN"
+STATE_NAMES = frozenset(state.value for state in State)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def _credential(authorization: Authorization | None) -> str | None:
 
 @blueprint.get("/status")
 def status() -> Response:
-    runtime = current_app.extensions["fcsync"]
+    runtime: Runtime = current_app.extensions["fcsync"]
     refused = refusal(
         request.remote_addr,
         request.headers,
@@ -127,7 +131,7 @@ def status() -> Response:
             response.headers.add("WWW-Authenticate", 'Bearer realm="fcsync status"')
         return response
     wanted = request.args.getlist("state")
-    unknown = [name for name in wanted if name not in {s.value for s in State}]
+    unknown = [name for name in wanted if name not in STATE_NAMES]
     if unknown:
         known = ", ".join(State)
         return _text(f"unknown state {unknown[0]!r}: ?state= takes one of {known}.", 400)
@@ -141,7 +145,7 @@ def status() -> Response:
     html = render_template(
         "status.html",
         now=_when(now),
-        states=[(s, s.replace("_", " "), MEANING[s], counts[s]) for s in SEVERITY],
+        states=[(s, _label(s), MEANING[s], counts[s]) for s in SEVERITY],
         total=len(rows),
         wanted=wanted,
         accounts=[_account(r, now=now) for r in shown],
@@ -149,6 +153,10 @@ def status() -> Response:
     )
     response = Response(html, 200, mimetype="text/html")
     return _guarded(response)
+
+
+def _label(state: State) -> str:
+    return state.replace("_", " ")
 
 
 def _text(message: str, status: int) -> Response:
@@ -172,31 +180,25 @@ def _account(row: dict[str, Any], *, now: datetime) -> dict[str, Any]:
     state = State(row["state"])
     name = " · ".join(n for n in (row["institution_name"], row["display_name"]) if n)
     outcome = row["refresh_status"] or "none yet"
-    next_refresh = _next_refresh(row, state)
+    # An account no sweep looks at has no next refresh, whatever its row last said.
+    unscheduled = state in (State.UNTRACKED, State.DISCONNECTED)
+    due = None if unscheduled else row["next_due_at"]
     return {
         "id": row["id"],
         "name": redact(name),
         "state": str(state),
-        "state_label": state.replace("_", " "),
+        "state_label": _label(state),
         "reason": redact(row["stale_reason"] or "synced to Stripe's latest refresh"),
         "outcome": outcome,
         "refresh_id": row["refresh_id"],
         "refreshed_at": _when(row["refresh_last_attempted_at"], seconds=False),
-        "next_refresh": next_refresh,
-        "next_refresh_in": _relative(row["next_due_at"], now=now) if row["next_due_at"] else "",
+        "next_refresh": _when(due, seconds=False) or "not scheduled",
+        "next_refresh_in": _relative(due, now=now) if due is not None else "",
         "transactions": f"{row['transactions']:,}",
         "last_synced": _when(row["last_synced_at"], seconds=False) or "never",
         "last_error": redact(row["last_error"]) if row["last_error"] else "",
         "last_error_at": _when(row["last_error_at"], seconds=False),
     }
-
-
-def _next_refresh(row: dict[str, Any], state: State) -> str:
-    if state in (State.UNTRACKED, State.DISCONNECTED):
-        return "not scheduled"
-    if row["next_due_at"] is None:
-        return "not scheduled"
-    return _when(row["next_due_at"], seconds=False)
 
 
 def _when(moment: int | datetime | None, *, seconds: bool = True) -> str:
