@@ -148,6 +148,7 @@ def status() -> Response:
         states=[(s, _label(s), MEANING[s], counts[s]) for s in SEVERITY],
         total=len(rows),
         wanted=wanted,
+        wanted_labels=[_label(State(name)) for name in wanted],
         accounts=[_account(r, now=now) for r in shown],
         chart=chart(days),
     )
