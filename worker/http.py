@@ -1,5 +1,5 @@
 """The webhook receiver's web binding: Flask routes over the framework-free core in webhooks.py,
-served by waitress (a production WSGI server)."""
+the /status page (status_page.py), served by waitress (a production WSGI server)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, metrics, webhooks
+from worker import log_context, metrics, status_page, webhooks
 from worker.db import require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
@@ -36,6 +36,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     app = Flask("fcsync.webhooks")
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
+    app.register_blueprint(status_page.blueprint)
 
     @app.post(path)
     def receive() -> tuple[Response, int]:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     fcsync_auto_track: bool = False
     fcsync_webhook_tolerance_s: int = Field(default=300, ge=0)
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
+    # The receiver's /status page answers loopback clients without it; any other client only
+    # with it (worker/status_page.py). Unset: loopback only.
+    fcsync_status_token: SecretStr | None = None
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
@@ -100,6 +103,7 @@ class Settings(BaseSettings):
         "fcsync_on_synced_task",
         "fcsync_clock_url",
         "fcsync_failpoints",
+        "fcsync_status_token",
         mode="before",
     )
     @classmethod
