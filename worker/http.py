@@ -1,5 +1,6 @@
 """The webhook receiver's web binding: Flask routes over the framework-free core in webhooks.py,
-the /status page (status_page.py) and /metrics (metrics.py), served by waitress (a production WSGI server)."""
+the /status page (status_page.py) and /metrics (metrics.py), served by waitress (a production
+WSGI server)."""
 
 from __future__ import annotations
 
