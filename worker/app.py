@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -24,7 +25,7 @@ from worker.errors import PermanentError
 from worker.records import Followup
 from worker.redaction import redact
 from worker.runtime import Runtime, bound_runtime
-from worker.settings import get_settings, invalid_settings
+from worker.settings import Settings, get_settings, invalid_settings
 from worker.toplevel import claim
 
 
@@ -67,9 +68,40 @@ log = logging.getLogger(__name__)
 
 def send_followup(followup: Followup) -> None:
     """Follow-ups named by fcsync go to its queue; a user's on-synced task goes to theirs."""
-    settings = get_settings()
-    queue = "fcsync" if followup.task.startswith("fcsync.") else settings.fcsync_on_synced_queue
+    queue = _queue_for(followup, get_settings())
     app.send_task(followup.task, kwargs=followup.kwargs, countdown=followup.countdown, queue=queue)
+
+
+def _queue_for(followup: Followup, settings: Settings) -> str:
+    return "fcsync" if followup.task.startswith("fcsync.") else settings.fcsync_on_synced_queue
+
+
+def send_followups(followups: Sequence[Followup]) -> None:
+    """Many follow-ups at once (a sweep's hundreds) on one of the app's connections."""
+    with app.producer_or_acquire() as producer:
+        publish_followups(producer, followups, get_settings())
+
+
+def publish_followups(producer: Any, followups: Sequence[Followup], settings: Settings) -> None:
+    """Each queue declared once and every message in kombu's publish batch: on Redis one pipeline
+    (one round trip) for all, elsewhere one publish each on the same channel. Celery's own work
+    per task then stays (~0.1-0.2 ms), not a declare and a round trip each (~0.75 ms in all).
+    A failed pipeline may have sent some: the sweep's claims bring the rest back later."""
+    declared: set[str] = set()
+    with producer.batch():
+        for followup in followups:
+            queue = _queue_for(followup, settings)
+            if queue not in declared:
+                producer.maybe_declare(app.amqp.queues[queue])
+                declared.add(queue)
+            app.send_task(
+                followup.task,
+                kwargs=followup.kwargs,
+                countdown=followup.countdown,
+                queue=queue,
+                producer=producer,
+                declare=[],
+            )
 
 
 _process_runtime: Runtime | None = None
@@ -83,7 +115,7 @@ def runtime() -> Runtime:
     if bound is not None:
         return bound
     if _process_runtime is None:
-        _process_runtime = Runtime(get_settings(), send=send_followup)
+        _process_runtime = Runtime(get_settings(), send=send_followup, send_many=send_followups)
     return _process_runtime
 
 
