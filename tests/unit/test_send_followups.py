@@ -70,3 +70,26 @@ def test_send_followups_puts_every_message_on_redis_in_one_round_trip(
         args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         sent.append((message["headers"]["task"], args, kwargs))
     assert sent == [("app.on_synced", [], f.kwargs) for f in followups]
+
+
+def test_send_followups_sends_the_message_celerys_send_task_sends(
+    redis_url: str, queue: str
+) -> None:
+    settings = Settings(fcsync_on_synced_queue=queue)
+    followup = Followup("app.on_synced", {"account": "fca_1", "refresh": None, "inserted": 3})
+    with app.connection_for_write(redis_url) as conn:
+        conn.ensure_connection(max_retries=1)
+        producer = app.amqp.Producer(conn)
+        app.send_task(followup.task, kwargs=followup.kwargs, queue=queue, producer=producer)
+        publish_followups(producer, [followup], settings)
+
+    def without_ids(raw: bytes) -> dict[str, Any]:
+        message = json.loads(raw)
+        for key in ("id", "root_id"):
+            message["headers"].pop(key)
+        for key in ("correlation_id", "delivery_tag"):
+            message["properties"].pop(key)
+        return message
+
+    batched, sent = (without_ids(m) for m in redis.Redis.from_url(redis_url).lrange(queue, 0, -1))
+    assert batched == sent
