@@ -167,7 +167,7 @@ def measure(
                     started, cpu = time.perf_counter(), time.process_time()
                     sweep = runtime.run(None, sweep_with(runtime))
                     elapsed = time.perf_counter() - started
-                    cpu_out[name][total].append((time.process_time() - cpu) * 1000)
+                    cpu_out[f"{name}_cpu"][total].append((time.process_time() - cpu) * 1000)
                     sent = drain()
                     if len(sweep.intents) != DUE or sent != (DUE if variants[name][2] else 0):
                         raise SystemExit(
