@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 Send = Callable[[Followup], None]
+# Many follow-ups at once: one broker round trip where the broker allows it (worker/app.py).
+SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
 
 
@@ -60,6 +62,7 @@ class Runtime:
         settings: Settings,
         *,
         send: Send,
+        send_many: SendMany | None = None,
         engine: Engine | None = None,
         gateway: Callable[[], StripeGateway] | None = None,
         clock: Now | None = None,
@@ -67,6 +70,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.send = send
+        self._send_many = send_many
         self.engine = engine if engine is not None else get_engine(settings.database_url)
         self._sessions = sessionmaker(expire_on_commit=False)
         self._gateway_factory = gateway or self._default_gateway
@@ -138,9 +142,22 @@ class Runtime:
             if account_id and not isinstance(exc, ConfigurationError):
                 self.record_failure(account_id, exc, create=record_unknown)
             raise
-        for intent in getattr(result, "intents", ()):
-            self.dispatch(intent, now=now)
+        followups = [
+            followup
+            for intent in getattr(result, "intents", ())
+            if (followup := followup_for(intent, settings=self.settings, now=now)) is not None
+        ]
+        if followups:
+            self.send_all(followups)
         return result
+
+    def send_all(self, followups: Sequence[Followup]) -> None:
+        """A sweep's hundreds of tasks at once (`send_many`, e.g. one Redis pipeline), else each."""
+        if self._send_many is not None:
+            self._send_many(followups)
+        else:
+            for followup in followups:
+                self.send(followup)
 
     def dispatch(self, intent: Intent, *, now: datetime | None = None) -> None:
         """Send the task that carries out `intent` (timed from `now`, the work's clock reading)."""
