@@ -1,5 +1,6 @@
 """The webhook receiver's web binding: Flask routes over the framework-free core in webhooks.py,
-served by waitress (a production WSGI server)."""
+the /status page (status_page.py) and /metrics (metrics.py), served by waitress (a production
+WSGI server)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, webhooks
+from worker import log_context, metrics, status_page, webhooks
 from worker.db import make_engine, require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
@@ -37,6 +38,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     app = Flask("fcsync.webhooks")
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
+    app.register_blueprint(status_page.blueprint)
 
     @app.post(path)
     def receive() -> tuple[Response, int]:
@@ -56,13 +58,16 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
                     now=now,
                 )
         except (TransientError, OperationalError, InterfaceError) as exc:
+            metrics.webhook_received(None, "unavailable")
             # Not the sender's fault: 503 makes Stripe deliver the event again later.
             log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)
             return jsonify(error="database unavailable, retry later"), 503
         except DataError:
+            metrics.webhook_received(None, "rejected")
             # The database refused a value the envelope checks let through: the body's fault.
             log.exception("webhook refused by the database; answering 400")
             return jsonify(error="event holds a value the inbox cannot store"), 400
+        metrics.webhook_received(receipt.event_type, receipt.outcome)
         # The rest of this event's lines name it, and its account.
         with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
             return _answer(runtime, receipt, now=now)
@@ -70,6 +75,13 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
         return jsonify(error="payload too large"), 413
+
+    served = metrics.registry(fleet=runtime.fleet_snapshot)
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        body, content_type = metrics.exposition(served)
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -7,12 +7,15 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, load_only
 
 from models import WebhookEvent
+from worker.event_envelope import FC_EVENT_PREFIX
 from worker.redaction import redact
+
+REFRESHED_TRANSACTIONS = FC_EVENT_PREFIX + "refreshed_transactions"
 
 
 def insert_webhook_event(
@@ -84,5 +87,17 @@ def unhandled_webhook_events(
             )
             .order_by(WebhookEvent.sweeps, WebhookEvent.received_at, WebhookEvent.id)
             .limit(limit)
+        )
+    )
+
+
+def refresh_announced_at(session: Session, account_id: str, refresh_id: str) -> datetime | None:
+    """When the first event saying the refresh's transactions are ready arrived, if one did."""
+    return session.scalar(
+        select(func.min(WebhookEvent.received_at)).where(
+            WebhookEvent.account_id == account_id,
+            WebhookEvent.type == REFRESHED_TRANSACTIONS,
+            # The event's payload is the account, naming its latest refresh.
+            WebhookEvent.payload.contains(f'"{refresh_id}"', autoescape=True),
         )
     )

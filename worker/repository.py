@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh, Transaction
+from worker import metrics
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 from worker.redaction import redact
 
@@ -110,6 +111,10 @@ def save_refresh(
 ) -> Refresh:
     """Record a refresh we asked for or observed; a terminal status is never reopened."""
     refresh = session.get(Refresh, state.id)
+    # An end fcsync saw happen (not an old refresh it learns of already ended) counts once.
+    seen_running = requested or (
+        refresh is not None and refresh.status not in TERMINAL_REFRESH_STATUSES
+    )
     if refresh is None:
         refresh = Refresh(
             id=state.id,
@@ -126,6 +131,10 @@ def save_refresh(
         refresh.status = state.status
     if refresh.status in TERMINAL_REFRESH_STATUSES and refresh.completed_at is None:
         refresh.completed_at = now
+        if seen_running:
+            asked = refresh.requested_at
+            waited = (now - asked).total_seconds() if asked is not None else None
+            metrics.refresh_ended(session, refresh.status, waited)
     session.flush()
     return refresh
 
@@ -270,24 +279,46 @@ def _refreshable(now_ts: int) -> Any:
     )
 
 
+def _due_accounts(now: datetime, limit: int) -> Select[str]:
+    now_ts = int(now.timestamp())
+    return (
+        select(Account.id)
+        .where(
+            _refreshable(now_ts),
+            or_(
+                and_(Account.next_due_at.is_(None), Account.status == "active"),
+                Account.next_due_at <= now,
+            ),
+        )
+        .order_by(Account.next_due_at.asc().nulls_first(), Account.id)
+        .limit(limit)
+    )
+
+
 def due_account_ids(session: Session, *, now: datetime, limit: int) -> list[str]:
     """Tracked accounts whose due time has passed and that Stripe would let us refresh.
 
     No due time means never scheduled: due at once if active, otherwise parked until an event
     or an operator schedules it. An unusable account is due only at its recheck time."""
-    now_ts = int(now.timestamp())
+    return list(session.scalars(_due_accounts(now, limit)))
+
+
+def claim_due_account_ids(
+    session: Session, *, now: datetime, until: datetime, limit: int
+) -> list[str]:
+    """The due accounts (the most overdue, as `due_account_ids` picks them; returned in no
+    particular order), each claimed in the same statement: its due time moves to `until`, so
+    no sweep picks it again while its task is in flight, and a lost task is sent again once
+    `until` passes.
+    Rows another sweep is claiming right now are skipped (PostgreSQL), neither waited for nor
+    sent twice."""
+    due = _due_accounts(now, limit).with_for_update(skip_locked=True)
     return list(
         session.scalars(
-            select(Account.id)
-            .where(
-                _refreshable(now_ts),
-                or_(
-                    and_(Account.next_due_at.is_(None), Account.status == "active"),
-                    Account.next_due_at <= now,
-                ),
-            )
-            .order_by(Account.next_due_at.asc().nulls_first(), Account.id)
-            .limit(limit)
+            update(Account)
+            .where(Account.id.in_(due))
+            .values(next_due_at=until)
+            .returning(Account.id)
         )
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import failpoints, log_context, repository, sync
+from worker import failpoints, fleet, log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
 from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
 from worker.intents import Intent, SyncDue
+from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.redaction import redact
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 Send = Callable[[Followup], None]
+# Many follow-ups at once: one broker round trip where the broker allows it (worker/app.py).
+SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
 
 
@@ -59,6 +62,7 @@ class Runtime:
         settings: Settings,
         *,
         send: Send,
+        send_many: SendMany | None = None,
         engine: Engine | None = None,
         gateway: Callable[[], StripeGateway] | None = None,
         clock: Now | None = None,
@@ -66,6 +70,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.send = send
+        self._send_many = send_many
         self.engine = engine if engine is not None else get_engine(settings.database_url)
         self._sessions = sessionmaker(expire_on_commit=False)
         self._gateway_factory = gateway or self._default_gateway
@@ -143,15 +148,33 @@ class Runtime:
             if account_id and not isinstance(exc, ConfigurationError):
                 self.record_failure(account_id, exc, create=record_unknown)
             raise
-        for intent in getattr(result, "intents", ()):
-            self.dispatch(intent, now=now)
+        followups = [
+            followup
+            for intent in getattr(result, "intents", ())
+            if (followup := followup_for(intent, settings=self.settings, now=now)) is not None
+        ]
+        if followups:
+            self.send_all(followups)
         return result
+
+    def send_all(self, followups: Sequence[Followup]) -> None:
+        """A sweep's hundreds of tasks at once (`send_many`, e.g. one Redis pipeline), else each."""
+        if self._send_many is not None:
+            self._send_many(followups)
+        else:
+            for followup in followups:
+                self.send(followup)
 
     def dispatch(self, intent: Intent, *, now: datetime | None = None) -> None:
         """Send the task that carries out `intent` (timed from `now`, the work's clock reading)."""
         followup = followup_for(intent, settings=self.settings, now=now or self.clock.now())
         if followup is not None:
             self.send(followup)
+
+    def fleet_snapshot(self) -> FleetSnapshot:
+        """The accounts' freshness, as /metrics reports it."""
+        with self.session() as session:
+            return fleet.snapshot(session, now=self.clock.now())
 
     def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
         now = self.clock.now()

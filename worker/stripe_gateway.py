@@ -6,12 +6,13 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import stripe
 
-from worker import log_context
+from worker import log_context, metrics
 from worker.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
 from worker.event_envelope import (
     InvalidEventError,
@@ -25,6 +26,9 @@ from worker.stripe_payloads import parse_account, parse_account_answer, parse_tr
 
 log = logging.getLogger(__name__)
 
+# Endpoints as metrics name them: templated paths, so no label ever holds an id.
+ACCOUNT_PATH = "/v1/financial_connections/accounts/{account}"
+
 # Stripe's maximum page size: fewest requests per synced row.
 PAGE_LIMIT = 100
 
@@ -33,7 +37,9 @@ TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_u
 
 
 class RateLimiter(Protocol):
-    def acquire(self) -> None: ...
+    def acquire(self) -> float:
+        """Wait for a turn in the budget; how long it waited (seconds)."""
+        ...
 
 
 class WebhookSignatureError(PermanentError):
@@ -125,40 +131,53 @@ class StripeGateway:
     def _fc(self) -> Any:
         return self._client.v1.financial_connections
 
-    def _request(self, call: Callable[[], Any]) -> Any:
+    def _request(self, endpoint: str, call: Callable[[], Any]) -> Any:
         """One Stripe request within the shared budget: what Stripe sent as plain JSON, Stripe's
         errors mapped; its request id (what Stripe's support asks for) goes on the rest of the
-        unit of work's log lines."""
+        unit of work's log lines. `endpoint` names it in metrics (a templated path, no id)."""
         if self._limiter is not None:
-            self._limiter.acquire()
+            try:
+                metrics.rate_limiter_waited(self._limiter.acquire())
+            except RateLimitedError:
+                metrics.rate_limiter_refused()
+                raise
         # Until Stripe answers, no line may name the previous request as this one.
         log_context.forget("stripe_request_id")
+        started = time.monotonic()
         try:
             obj = call()
         except stripe.StripeError as exc:
+            metrics.stripe_request(endpoint, exc.http_status, time.monotonic() - started)
             log_context.note(stripe_request_id=exc.request_id)
             raise map_stripe_error(exc) from exc
         except AttributeError as exc:
+            metrics.stripe_request(endpoint, None, time.monotonic() - started)
             # The SDK reads an error body's `error` as Stripe's error object (or an OAuth code):
             # a proxy's `{"error": "Bad Gateway"}` fails there, with no status to map.
             raise TransientError(
                 f"Stripe's error answer cannot be read: {exc}", code="unreadable_error"
             ) from exc
         response = getattr(obj, "last_response", None)
+        metrics.stripe_request(
+            endpoint, getattr(response, "code", None) or 200, time.monotonic() - started
+        )
         log_context.note(stripe_request_id=getattr(response, "request_id", None))
         return _payload(obj)
 
-    def _account(self, account_id: str, call: Callable[[], Any]) -> FCAccount:
-        account = parse_account_answer(self._request(call), account_id)
+    def _account(self, endpoint: str, account_id: str, call: Callable[[], Any]) -> FCAccount:
+        account = parse_account_answer(self._request(endpoint, call), account_id)
         refresh = account.transaction_refresh
         log_context.note(refresh_id=refresh.id if refresh is not None else None)
         return account
 
     def retrieve_account(self, account_id: str) -> FCAccount:
-        return self._account(account_id, lambda: self._fc.accounts.retrieve(account_id))
+        return self._account(
+            "GET " + ACCOUNT_PATH, account_id, lambda: self._fc.accounts.retrieve(account_id)
+        )
 
     def refresh_transactions(self, account_id: str, *, idempotency_key: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/refresh",
             account_id,
             lambda: self._fc.accounts.refresh(
                 account_id,
@@ -169,12 +188,14 @@ class StripeGateway:
 
     def subscribe_transactions(self, account_id: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/subscribe",
             account_id,
             lambda: self._fc.accounts.subscribe(account_id, {"features": ["transactions"]}),
         )
 
     def unsubscribe_transactions(self, account_id: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/unsubscribe",
             account_id,
             lambda: self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]}),
         )
@@ -192,7 +213,12 @@ class StripeGateway:
             params["transaction_refresh"] = {"after": after_refresh}
         if starting_after:
             params["starting_after"] = starting_after
-        return parse_transactions_page(self._request(lambda: self._fc.transactions.list(params)))
+        return parse_transactions_page(
+            self._request(
+                "GET /v1/financial_connections/transactions",
+                lambda: self._fc.transactions.list(params),
+            )
+        )
 
 
 def gateway_from_settings(

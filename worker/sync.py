@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import failpoints, repository
+from worker import failpoints, inbox, metrics, repository
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
@@ -128,6 +128,7 @@ def sync_page(
         page, account_id, starting_after=account.sync_starting_after, seen_last_ids=seen_last_ids
     )
     inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    metrics.sync_page_stored(session, inserted, updated)
     account.sync_inserted += inserted
     account.sync_updated += updated
     if page.has_more and page.last_id is not None:
@@ -153,6 +154,10 @@ def _finish(
     total_inserted, total_updated = account.sync_inserted, account.sync_updated
     refresh = session.get(Refresh, target_id)
     if refresh is not None:
+        if refresh.synced_at is None:
+            announced = inbox.refresh_announced_at(session, account_id, target_id)
+            if announced is not None:
+                metrics.rows_stored_after_event(session, (now - announced).total_seconds())
         refresh.synced_at = now
         refresh.inserted += total_inserted
         refresh.updated += total_updated

@@ -154,3 +154,26 @@ def test_repository_record_event_error_stores_no_secret() -> None:
     row = WebhookEvent(id="evt_1", type="financial_connections.account.created")
     inbox.record_event_error(row, "bad", "signed with whsec_abcdef123456 for postgres://u:pw@h/db")
     assert row.error == "[bad] signed with whsec_*** for postgres://u:***@h/db"
+
+
+def test_repository_claimed_due_accounts_are_not_claimed_again_until_the_claim_runs_out(
+    session: Session,
+) -> None:
+    for n in range(5):
+        repository.save_account(session, fc_account(f"fca_{n}"), now=NOW)
+    until = NOW + timedelta(minutes=15)
+
+    # A backlog in batches of two: each sweep claims accounts no earlier sweep claimed.
+    batches = [
+        repository.claim_due_account_ids(session, now=NOW, until=until, limit=2) for _ in range(4)
+    ]
+    assert [len(b) for b in batches] == [2, 2, 1, 0]
+    assert sorted(a for b in batches for a in b) == [f"fca_{n}" for n in range(5)]
+    session.expire_all()
+    assert {a.next_due_at for a in session.scalars(select(Account))} == {until}
+
+    # Still claimed a second before the claim runs out; every one due again once it has.
+    early = until - timedelta(seconds=1)
+    assert repository.claim_due_account_ids(session, now=early, until=early, limit=10) == []
+    again = repository.claim_due_account_ids(session, now=until, until=until, limit=10)
+    assert sorted(again) == [f"fca_{n}" for n in range(5)]
