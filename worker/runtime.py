@@ -178,20 +178,23 @@ class Runtime:
         if start.outcome in ("busy", "up_to_date"):
             return report
         seen: list[str] = []
+
+        def page_work(read_ahead: bool) -> Work[sync.SyncStep]:
+            return lambda s, gw, now: sync.sync_page(
+                s,
+                gw,
+                account_id,
+                owner=owner,
+                now=now,
+                settings=settings,
+                seen_last_ids=seen,
+                read_ahead=read_ahead,
+            )
+
         try:
-            for _ in range(settings.fcsync_pages_per_run):
-                step = self.run(
-                    account_id,
-                    lambda s, gw, now: sync.sync_page(
-                        s,
-                        gw,
-                        account_id,
-                        owner=owner,
-                        now=now,
-                        settings=settings,
-                        seen_last_ids=seen,
-                    ),
-                )
+            for page in range(settings.fcsync_pages_per_run):
+                # The run's last page reads nothing ahead: the next run may never come.
+                step = self.run(account_id, page_work(page + 1 < settings.fcsync_pages_per_run))
                 if step.last_id is not None:
                     seen.append(step.last_id)
                 report["pages"] += 1
