@@ -170,13 +170,14 @@ def test_repository_upsert_counts_come_from_the_statement_itself(session: Sessio
         txn("fctxn_a", updated=100),  # new
         txn("fctxn_5", updated=300, status="posted"),  # newer: updated
         txn("fctxn_b", updated=100),  # new
+        txn("fctxn_c", updated=400),  # new
     ]
     later = NOW + timedelta(hours=1)
     executed: list[str] = []
     connection = session.connection()
     listen = event.listens_for(connection, "before_cursor_execute")
     listen(lambda conn, cursor, statement, *rest: executed.append(statement))
-    assert repository.upsert_transactions(session, page, now=later) == (2, 2)
+    assert repository.upsert_transactions(session, page, now=later) == (3, 2)
     # One upsert for the page, never a SELECT of the stored rows first.
     assert sum(s.lstrip().upper().startswith("INSERT") for s in executed) == 1
     assert not any("FROM transactions WHERE" in " ".join(s.split()) for s in executed)
