@@ -110,7 +110,8 @@ class StripeGateway:
         self._limiter = limiter
         self._stripe: stripe.StripeClient | None = None
         # The page read ahead per account: the parameters it was asked with and its fetch.
-        self._ahead: dict[str, tuple[dict[str, Any], Future[tuple[Any, str | None]]]] = {}
+        self._ahead: dict[str, tuple[dict[str, Any], Future[tuple[TransactionPage, str | None]]]]
+        self._ahead = {}
         self._ahead_lock = threading.Lock()
         self._reader: ThreadPoolExecutor | None = None
 
@@ -209,13 +210,12 @@ class StripeGateway:
         id, comes from a request made at this moment, as without reading ahead)."""
         params = _list_params(account_id, after_refresh, starting_after, limit)
         ahead = self._take_read_ahead(account_id, params)
-        if ahead is not None:
-            body, request_id = ahead
-            log_context.forget("stripe_request_id")
-            log_context.note(stripe_request_id=request_id)
-        else:
-            body = self._list_body(params)
-        return parse_transactions_page(body)
+        if ahead is None:
+            return parse_transactions_page(self._list_body(params))
+        page, request_id = ahead
+        log_context.forget("stripe_request_id")
+        log_context.note(stripe_request_id=request_id)
+        return page
 
     def read_ahead_transactions_page(
         self,
@@ -237,7 +237,7 @@ class StripeGateway:
 
     def _take_read_ahead(
         self, account_id: str, params: dict[str, Any]
-    ) -> tuple[Any, str | None] | None:
+    ) -> tuple[TransactionPage, str | None] | None:
         with self._ahead_lock:
             ahead = self._ahead.pop(account_id, None)
         if ahead is None or ahead[0] != params:
@@ -248,11 +248,11 @@ class StripeGateway:
             # Asked again now: it fails (or succeeds) as it would have without reading ahead.
             return None
 
-    def _read_ahead(self, params: dict[str, Any]) -> tuple[Any, str | None]:
+    def _read_ahead(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
         # A log context of this thread's own: the request id is noted where the page is used.
         with log_context.bound():
-            body = self._list_body(params)
-            return body, log_context.current().get("stripe_request_id")
+            page = parse_transactions_page(self._list_body(params))
+            return page, log_context.current().get("stripe_request_id")
 
     def _list_body(self, params: dict[str, Any]) -> Any:
         # The page's JSON as the SDK received it (same request, retries and typed errors as

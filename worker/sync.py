@@ -134,7 +134,10 @@ def sync_page(
         gateway.read_ahead_transactions_page(
             account_id, after_refresh=account.sync_after_refresh_id, starting_after=page.last_id
         )
-    inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    with session.no_autoflush:
+        # The lease renewal above and the progress below reach the database as one UPDATE of
+        # the account (one round trip less a page); both commit with the page's rows.
+        inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
     account.sync_inserted += inserted
     account.sync_updated += updated
     if page.has_more and page.last_id is not None:
