@@ -38,13 +38,14 @@ from typing import Any
 
 import requests
 import stripe
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from emulator import EmulatorControl
 from models import Transaction
 from worker import tracking
 from worker.db import make_engine, upgrade_database
+from worker.playground.databases import create_postgres_database, drop_postgres_database
 from worker.playground.emulator_env import free_port, scrubbed_environ
 from worker.playground.truth import row_problems
 from worker.runtime import Runtime
@@ -56,22 +57,8 @@ PG_ADMIN = os.environ.get(
     "FCSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 PAGE = 100
-COLUMNS = (
-    "id",
-    "account_id",
-    "amount",
-    "currency",
-    "description",
-    "status",
-    "posted_at",
-    "void_at",
-    "transacted_at",
-    "transaction_refresh",
-    "updated",
-    "livemode",
-    "first_seen_at",
-    "last_seen_at",
-)
+# The table's columns, in the order `all_rows` gives each row's values.
+COLUMNS = tuple(column.name for column in Transaction.__table__.columns)
 
 
 # -- the emulator, in a process of its own (so it never shares this one's interpreter lock) --
@@ -147,15 +134,6 @@ def pg_reachable() -> str | None:
         return str(exc).splitlines()[0]
 
 
-def _pg_admin(statement: str) -> None:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-    finally:
-        admin.dispose()
-
-
 @contextmanager
 def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
     """A new, migrated, never-analysed database; dropped afterwards."""
@@ -169,14 +147,12 @@ def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    name = f"bench_ingest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    url = create_postgres_database(PG_ADMIN, f"bench_ingest_{os.getpid()}")
     try:
         upgrade_database(url)
         yield url
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres_database(PG_ADMIN, url)
 
 
 # -- competitors ------------------------------------------------------------------------------

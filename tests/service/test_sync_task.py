@@ -58,10 +58,13 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
         assert fc.mismatches(session, account_id) == []
 
 
-def refreshed_account(fc: EmulatedFC, rig: TaskRig) -> str:
-    """A tracked account of three pages whose refresh succeeded, synced five pages a run."""
-    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
-    account_id = fc.create_account(transactions=250)
+def refreshed_account(
+    fc: EmulatedFC, rig: TaskRig, *, transactions: int = 250, pages_per_run: int = 5
+) -> str:
+    """A tracked account (by default of three pages) whose refresh succeeded, synced
+    `pages_per_run` pages a run."""
+    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": pages_per_run})
+    account_id = fc.create_account(transactions=transactions)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
         assert fc.refresh(session, account_id).outcome == "succeeded"
@@ -115,11 +118,7 @@ def test_sync_task_redelivered_copy_never_shares_the_running_copy_s_lease(
 def test_sync_task_reads_the_next_page_ahead_but_never_past_the_run(
     fc: EmulatedFC, rig: TaskRig
 ) -> None:
-    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 3})
-    account_id = fc.create_account(transactions=450)
-    with session_scope(rig.engine) as session:
-        fc.track(session, account_id)
-        assert fc.refresh(session, account_id).outcome == "succeeded"
+    account_id = refreshed_account(fc, rig, transactions=450, pages_per_run=3)
     assert -(-len(fc.truth(account_id)) // 100) == 5
     # List requests made when each page has committed, counted from its run's start: page n
     # and the read-ahead of page n+1, except after a run's last page and the account's last.
