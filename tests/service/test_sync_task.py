@@ -7,6 +7,7 @@ import time
 from collections import deque
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from models import Account
@@ -148,3 +149,23 @@ def test_sync_task_reads_the_next_page_ahead_but_never_past_the_run(
     assert listed == [(2, True), (3, True), (3, True), (2, True), (2, False)]
     with Session(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []
+
+
+def test_sync_task_pages_of_a_run_share_one_database_connection(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    # A pool checkout per page cost a liveness round trip per page (pool_pre_ping).
+    account_id = refreshed_account(fc, rig)
+    checkouts: list[object] = []
+
+    def checked_out(dbapi_connection: object, *_: object) -> None:
+        checkouts.append(dbapi_connection)
+
+    event.listen(rig.engine, "checkout", checked_out)
+    try:
+        report = rig.runtime.run_sync(account_id, full=False, owner="one-connection")
+    finally:
+        event.remove(rig.engine, "checkout", checked_out)
+    assert (report["outcome"], report["pages"]) == ("done", 3)
+    # One for starting the sync, one for all three pages.
+    assert len(checkouts) == 2
