@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench steady_state
 	$(BIN)/python -m bench webhooks
 	$(BIN)/python -m bench scheduler
+	$(BIN)/python -m bench ingest
 
 clean:
 	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

@@ -97,11 +97,14 @@ def sync_page(
     now: datetime,
     settings: Settings,
     seen_last_ids: Collection[str] = (),
+    read_ahead: bool = False,
 ) -> SyncStep:
     """Fetch and store one page; on the last page move the cursor in the same commit.
 
     `seen_last_ids`: where this run's earlier pages ended; a page ending there again is a
-    loop, refused before it is written (as is a page of another account's rows)."""
+    loop, refused before it is written (as is a page of another account's rows).
+    `read_ahead`: this run asks for the next page too, so its fetch starts while this page is
+    written (the cursor still moves only with the last page's rows)."""
     account = repository.get_account(session, account_id)
     if account is None or account.sync_lease_owner != owner:
         return SyncStep("lost_lease")
@@ -127,7 +130,14 @@ def sync_page(
     check_page_for_sync(
         page, account_id, starting_after=account.sync_starting_after, seen_last_ids=seen_last_ids
     )
-    inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    if read_ahead and page.has_more and page.last_id is not None:
+        gateway.read_ahead_transactions_page(
+            account_id, after_refresh=account.sync_after_refresh_id, starting_after=page.last_id
+        )
+    with session.no_autoflush:
+        # The lease renewal above and the progress below reach the database as one UPDATE of
+        # the account (one round trip less a page); both commit with the page's rows.
+        inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
     metrics.sync_page_stored(session, inserted, updated)
     account.sync_inserted += inserted
     account.sync_updated += updated
