@@ -48,6 +48,9 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench emulator_paging
 	$(BIN)/python -m bench steady_state
+	$(BIN)/python -m bench webhooks
+	$(BIN)/python -m bench scheduler
+	$(BIN)/python -m bench ingest
 	$(BIN)/python -m bench fleet
 
 clean:

@@ -5,19 +5,19 @@ A missing PostgreSQL, Redis or RabbitMQ skips its tests locally and fails them u
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from models import Base
 from worker import db
 from worker.db import make_engine, upgrade_database
+from worker.playground.databases import create_postgres_database, drop_postgres_database
 
 PG_ADMIN_URL = os.environ.get(
     "FCSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -39,22 +39,11 @@ def unavailable(what: str, why: object) -> None:
 
 def create_database(prefix: str) -> str:
     """A fresh, empty database on the local PostgreSQL; returns its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return create_postgres_database(PG_ADMIN_URL, prefix)
 
 
 def drop_database(url: str) -> None:
-    _admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
-def _admin(statement: str) -> None:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-    finally:
-        admin.dispose()
+    drop_postgres_database(PG_ADMIN_URL, url)
 
 
 @contextmanager

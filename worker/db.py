@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,12 +32,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+# Connections past the pool's size are opened for one checkout and closed after it: a process
+# with more threads than that would pay a new session (and its pragmas) per unit of work.
+DEFAULT_POOL_SIZE = 5
+# A pooled PostgreSQL connection is replaced after this long, at checkout and without a round
+# trip, before a server's or a firewall's idle timeout (often an hour) can cut it unseen.
+POOL_RECYCLE_S = 1_800
+
+
+def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE, pre_ping: bool = True) -> Engine:
+    """An engine whose pool holds `pool_size` connections (one per thread that uses it at once).
+
+    `pre_ping` tests each PostgreSQL connection with a round trip at checkout, so a connection
+    the server dropped is replaced before use. A task's unit of work (many statements, retried
+    as a whole) is worth it; the webhook receiver's one-statement requests are not: a dead
+    connection fails that request with a 503, which Stripe redelivers, and SQLAlchemy, told of
+    the disconnect, replaces every connection of the pool opened before it."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # An in-memory database lives in one connection per thread (SingletonThreadPool).
+        in_memory = make_url(url).database in (None, "", ":memory:")
+        pool = {} if in_memory else {"pool_size": pool_size, "max_overflow": 5}
+        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        url,
+        pool_pre_ping=pre_ping,
+        pool_size=pool_size,
+        max_overflow=5,
+        pool_recycle=POOL_RECYCLE_S,
+    )
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -119,14 +143,17 @@ def is_missing_table(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and str(exc.orig).startswith("no such table")
 
 
-def require_schema(url: str | None = None) -> None:
-    """Refuse to start on a database that was never migrated (SchemaMissingError).
+def require_schema(url: str | None = None, *, engine: Engine | None = None) -> None:
+    """Refuse to start on a database that was never migrated (SchemaMissingError); checked
+    through `engine` when given (the one the process will use), else the URL's.
 
     An unreachable database is only a warning here: the worker retries and the receiver's
     /healthz reports it, so a process may start before its database does."""
-    url = url or get_settings().database_url
+    if engine is None:
+        engine = get_engine(url or get_settings().database_url)
+    url = engine.url.render_as_string(hide_password=False)
     try:
-        with get_engine(url).connect() as conn:
+        with engine.connect() as conn:
             migrated = inspect(conn).has_table("alembic_version") and (
                 conn.execute(text("SELECT version_num FROM alembic_version")).first() is not None
             )

@@ -1,5 +1,6 @@
 """The webhook receiver's web binding: Flask routes over the framework-free core in webhooks.py,
-served by waitress (a production WSGI server)."""
+the /status page (status_page.py) and /metrics (metrics.py), served by waitress (a production
+WSGI server)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ import logging
 from datetime import datetime
 
 from flask import Flask, Response, jsonify, request
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, webhooks
-from worker.db import require_schema
+from worker import log_context, metrics, status_page, webhooks
+from worker.db import make_engine, require_schema
 from worker.errors import TransientError
 from worker.intents import HandleEvent
 from worker.runtime import Runtime
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 from worker.webhooks import Receipt
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,15 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     if runtime is None:
         from worker.app import send_followup
 
-        runtime = Runtime(get_settings(), send=send_followup)
+        settings = get_settings()
+        runtime = Runtime(settings, send=send_followup, engine=receiver_engine(settings))
     settings = runtime.settings
     settings.webhook_secrets()  # fail at start-up, naming the variable, not on the first event
-    require_schema(settings.database_url)  # ... and not with a 500 for every event
+    require_schema(engine=runtime.engine)  # ... and not with a 500 for every event
     app = Flask("fcsync.webhooks")
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
+    app.register_blueprint(status_page.blueprint)
 
     @app.post(path)
     def receive() -> tuple[Response, int]:
@@ -45,7 +48,8 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
             return jsonify(error="payload too large"), 413
         try:
             now = runtime.clock.now()
-            with runtime.session() as session:
+            # Receiving is one INSERT: committed as it runs, without BEGIN/COMMIT round trips.
+            with runtime.session(one_statement=True) as session:
                 receipt = webhooks.receive_webhook(
                     session,
                     payload,
@@ -54,13 +58,16 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
                     now=now,
                 )
         except (TransientError, OperationalError, InterfaceError) as exc:
+            metrics.webhook_received(None, "unavailable")
             # Not the sender's fault: 503 makes Stripe deliver the event again later.
             log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)
             return jsonify(error="database unavailable, retry later"), 503
         except DataError:
+            metrics.webhook_received(None, "rejected")
             # The database refused a value the envelope checks let through: the body's fault.
             log.exception("webhook refused by the database; answering 400")
             return jsonify(error="event holds a value the inbox cannot store"), 400
+        metrics.webhook_received(receipt.event_type, receipt.outcome)
         # The rest of this event's lines name it, and its account.
         with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
             return _answer(runtime, receipt, now=now)
@@ -68,6 +75,13 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
         return jsonify(error="payload too large"), 413
+
+    served = metrics.registry(fleet=runtime.fleet_snapshot)
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        body, content_type = metrics.exposition(served)
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -79,6 +93,14 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
         return jsonify(status="ok"), 200
 
     return app
+
+
+def receiver_engine(settings: Settings) -> Engine:
+    """The receiver's database: a connection for each server thread, none tested at checkout
+    (a dead one fails its request with a 503, which Stripe redelivers)."""
+    return make_engine(
+        settings.database_url, pool_size=settings.fcsync_webhook_threads, pre_ping=False
+    )
 
 
 def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Response, int]:
@@ -99,7 +121,8 @@ def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Respo
     return jsonify(answer), 200
 
 
-def serve(host: str, port: int, *, path: str = DEFAULT_PATH, threads: int = 8) -> None:
+def serve(host: str, port: int, *, path: str = DEFAULT_PATH) -> None:
     import waitress
 
+    threads = get_settings().fcsync_webhook_threads
     waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")

@@ -49,7 +49,8 @@ return tostring(wait)
 
 
 class RedisTokenBucket:
-    """Shared across processes and machines; `acquire()` sleeps for its turn or raises."""
+    """Shared across processes and machines; `acquire()` sleeps for its turn (and returns how
+    long it slept) or raises."""
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class RedisTokenBucket:
         self._max_wait = max_wait_s
         self._key = key
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
         wait = float(self._script(keys=[self._key], args=[self._rate, self._burst, self._max_wait]))
         if wait < 0:
             raise RateLimitedError(
@@ -76,6 +77,7 @@ class RedisTokenBucket:
             )
         if wait > 0:
             time.sleep(wait)
+        return wait
 
 
 class LocalTokenBucket:
@@ -89,7 +91,7 @@ class LocalTokenBucket:
         self._ts = time.monotonic()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self._burst, self._tokens + (now - self._ts) * self._rate)
@@ -104,6 +106,7 @@ class LocalTokenBucket:
             self._tokens -= 1
         if wait > 0:
             time.sleep(wait)
+        return wait
 
 
 def limiter_for(redis_url: str | None, rate: float) -> RedisTokenBucket | LocalTokenBucket | None:

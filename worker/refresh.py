@@ -183,9 +183,10 @@ def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Swe
     Each is claimed until FCSYNC_FAILED_REFRESH_RETRY_S from now (the task's outcome then sets
     the real due time): a lost message, a crash or an unforeseen permanent error costs one
     Stripe request per retry window, not one per beat tick."""
-    due = repository.due_account_ids(session, now=now, limit=settings.fcsync_sweep_batch)
     claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
-    pacing.postpone(session, due, until=now + timedelta(seconds=claim_s))
+    due = repository.claim_due_account_ids(
+        session, now=now, until=now + timedelta(seconds=claim_s), limit=settings.fcsync_sweep_batch
+    )
     return Sweep(tuple(RefreshDue(account_id) for account_id in due))
 
 

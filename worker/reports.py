@@ -1,14 +1,16 @@
-"""Read models for people: account status rows and stored transactions in Stripe's shape."""
+"""Read models for people: account status rows, transactions synced per day and stored
+transactions in Stripe's shape."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from models import Account, Transaction
+from models import Account, Refresh, Transaction
 from worker.freshness import Facts, Freshness, freshness, refresh_facts
 
 
@@ -101,3 +103,35 @@ def stored_transactions(
     if since is not None:
         query = query.where(Transaction.transacted_at >= since)
     return [transaction_as_stripe(t) for t in session.scalars(query)]
+
+
+@dataclass(frozen=True)
+class DaySynced:
+    """Rows written by the syncs that finished on one UTC day."""
+
+    day: date
+    inserted: int
+    updated: int
+
+
+def synced_per_day(session: Session, *, now: datetime, days: int) -> list[DaySynced]:
+    """Transactions synced on each of the last `days` UTC days, oldest first, today included:
+    the rows a refresh's sync inserted or updated (refreshes.inserted/updated), counted on the
+    day it finished (refreshes.synced_at). One query of conditional sums, one pair per day, so
+    the database does the grouping the same way on SQLite and PostgreSQL."""
+    today = now.astimezone(UTC).date()
+    starts = [
+        datetime.combine(today - timedelta(days=back), time(), tzinfo=UTC)
+        for back in range(days - 1, -1, -1)
+    ]
+    bounds = [(start, start + timedelta(days=1)) for start in starts]
+    sums = []
+    for start, end in bounds:
+        on_day = (Refresh.synced_at >= start) & (Refresh.synced_at < end)
+        sums.append(func.coalesce(func.sum(case((on_day, Refresh.inserted), else_=0)), 0))
+        sums.append(func.coalesce(func.sum(case((on_day, Refresh.updated), else_=0)), 0))
+    row = session.execute(select(*sums).where(Refresh.synced_at >= bounds[0][0])).one()
+    return [
+        DaySynced(start.date(), int(row[2 * i]), int(row[2 * i + 1]))
+        for i, (start, _) in enumerate(bounds)
+    ]

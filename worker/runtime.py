@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol, TypedDict, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import failpoints, log_context, repository, sync
+from worker import failpoints, fleet, log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
 from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
 from worker.intents import Intent, SyncDue
+from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.redaction import redact
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 Send = Callable[[Followup], None]
+# Many follow-ups at once: one broker round trip where the broker allows it (worker/app.py).
+SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
 
 
@@ -59,6 +62,7 @@ class Runtime:
         settings: Settings,
         *,
         send: Send,
+        send_many: SendMany | None = None,
         engine: Engine | None = None,
         gateway: Callable[[], StripeGateway] | None = None,
         clock: Now | None = None,
@@ -66,6 +70,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.send = send
+        self._send_many = send_many
         self.engine = engine if engine is not None else get_engine(settings.database_url)
         self._sessions = sessionmaker(expire_on_commit=False)
         self._gateway_factory = gateway or self._default_gateway
@@ -97,29 +102,53 @@ class Runtime:
         self._gateway = None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(
+        self, connection: Connection | None = None, *, one_statement: bool = False
+    ) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any exception. A lost or refused
         database connection is a TransientError (retried like a Stripe 5xx); a missing table
-        is not: it stays what it is, for the edge to name the migration it needs."""
-        session = self._sessions(bind=self.engine)
+        is not: it stays what it is, for the edge to name the migration it needs.
+
+        `connection`: run on this connection (a sync's pages share one) instead of the pool's.
+        `one_statement`: the work is a single statement, atomic on its own, so it runs outside
+        a transaction (autocommit): no BEGIN and COMMIT round trips around it. Only for work
+        that can never grow a second statement it must commit with."""
+        session = self._sessions(bind=connection if connection is not None else self.engine)
         try:
+            if one_statement:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
             session.commit()
         except OperationalError as exc:
             session.rollback()
             if is_missing_table(exc):
                 raise
-            raise TransientError(
-                f"database unavailable: {redact(str(exc.orig))}",
-                code=ErrorCode.DATABASE_UNAVAILABLE,
-            ) from exc
+            raise _unavailable(exc) from exc
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
 
-    def run(self, account_id: str | None, work: Work[R], *, record_unknown: bool = False) -> R:
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One connection for several units of work (each `run(..., connection=)` still its own
+        transaction); refused, it is a TransientError like a session's."""
+        try:
+            connection = self.engine.connect()
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+        with connection:
+            yield connection
+
+    def run(
+        self,
+        account_id: str | None,
+        work: Work[R],
+        *,
+        record_unknown: bool = False,
+        connection: Connection | None = None,
+    ) -> R:
         """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
 
         A permanent failure is recorded on the account; `record_unknown` gives an account
@@ -129,7 +158,7 @@ class Runtime:
             log_context.note(account_id=account_id)
         now = self.clock.now()
         try:
-            with self.session() as session:
+            with self.session(connection) as session:
                 result = work(session, self.gateway, now)
         except PermanentError as exc:
             log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
@@ -137,15 +166,33 @@ class Runtime:
             if account_id and not isinstance(exc, ConfigurationError):
                 self.record_failure(account_id, exc, create=record_unknown)
             raise
-        for intent in getattr(result, "intents", ()):
-            self.dispatch(intent, now=now)
+        followups = [
+            followup
+            for intent in getattr(result, "intents", ())
+            if (followup := followup_for(intent, settings=self.settings, now=now)) is not None
+        ]
+        if followups:
+            self.send_all(followups)
         return result
+
+    def send_all(self, followups: Sequence[Followup]) -> None:
+        """A sweep's hundreds of tasks at once (`send_many`, e.g. one Redis pipeline), else each."""
+        if self._send_many is not None:
+            self._send_many(followups)
+        else:
+            for followup in followups:
+                self.send(followup)
 
     def dispatch(self, intent: Intent, *, now: datetime | None = None) -> None:
         """Send the task that carries out `intent` (timed from `now`, the work's clock reading)."""
         followup = followup_for(intent, settings=self.settings, now=now or self.clock.now())
         if followup is not None:
             self.send(followup)
+
+    def fleet_snapshot(self) -> FleetSnapshot:
+        """The accounts' freshness, as /metrics reports it."""
+        with self.session() as session:
+            return fleet.snapshot(session, now=self.clock.now())
 
     def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
         now = self.clock.now()
@@ -178,31 +225,38 @@ class Runtime:
         if start.outcome in ("busy", "up_to_date"):
             return report
         seen: list[str] = []
+
+        def page_work(read_ahead: bool) -> Work[sync.SyncStep]:
+            return lambda s, gw, now: sync.sync_page(
+                s,
+                gw,
+                account_id,
+                owner=owner,
+                now=now,
+                settings=settings,
+                seen_last_ids=seen,
+                read_ahead=read_ahead,
+            )
+
         try:
-            for _ in range(settings.fcsync_pages_per_run):
-                step = self.run(
-                    account_id,
-                    lambda s, gw, now: sync.sync_page(
-                        s,
-                        gw,
-                        account_id,
-                        owner=owner,
-                        now=now,
-                        settings=settings,
-                        seen_last_ids=seen,
-                    ),
-                )
-                if step.last_id is not None:
-                    seen.append(step.last_id)
-                report["pages"] += 1
-                report["inserted"] += step.inserted
-                report["updated"] += step.updated
-                if self.on_page is not None:
-                    self.on_page(dict(report))
-                if step.outcome != "page":
-                    report["outcome"] = step.outcome
-                    return report
-                failpoints.failpoint("sync.after_page")
+            # The run's pages share one connection, each page still its own transaction: a
+            # pool checkout per page cost a liveness round trip each (pool_pre_ping).
+            with self.connection() as connection:
+                for page in range(settings.fcsync_pages_per_run):
+                    # The run's last page reads nothing ahead: the next run may never come.
+                    more = page + 1 < settings.fcsync_pages_per_run
+                    step = self.run(account_id, page_work(more), connection=connection)
+                    if step.last_id is not None:
+                        seen.append(step.last_id)
+                    report["pages"] += 1
+                    report["inserted"] += step.inserted
+                    report["updated"] += step.updated
+                    if self.on_page is not None:
+                        self.on_page(dict(report))
+                    if step.outcome != "page":
+                        report["outcome"] = step.outcome
+                        return report
+                    failpoints.failpoint("sync.after_page")
         except PermanentError:
             self.run(
                 account_id,
@@ -220,6 +274,12 @@ class Runtime:
         self.dispatch(SyncDue(account_id))
         report["outcome"] = "continued"
         return report
+
+
+def _unavailable(exc: OperationalError) -> TransientError:
+    return TransientError(
+        f"database unavailable: {redact(str(exc.orig))}", code=ErrorCode.DATABASE_UNAVAILABLE
+    )
 
 
 # The runtime bound to this context (a test, the CLI's --inline), else the process's own: a

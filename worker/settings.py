@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     fcsync_auto_track: bool = False
     fcsync_webhook_tolerance_s: int = Field(default=300, ge=0)
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
+    # Requests `fcsync webhooks` serves at once (waitress threads); its database pool holds as
+    # many connections, so no request waits for one or opens a session of its own.
+    fcsync_webhook_threads: int = Field(default=8, ge=1, le=256)
+    # The receiver's /status page answers loopback clients without it; any other client only
+    # with it (worker/status_page.py). Unset: loopback only.
+    fcsync_status_token: SecretStr | None = None
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
@@ -83,6 +89,10 @@ class Settings(BaseSettings):
     # Celery task events (task-sent from every sender, received/started/succeeded/failed from
     # workers), so Flower and `celery events` show fcsync's tasks as they are queued and run.
     fcsync_task_events: bool = True
+    # The worker serves /metrics at http://HOST:PORT/metrics (0: not at all); the webhook
+    # receiver serves its own on its port.
+    fcsync_metrics_host: str = "127.0.0.1"
+    fcsync_metrics_port: int = Field(default=9540, ge=0, le=65535)
     # `fcsync ... --inline` waits this long before its first retry of a transient error, doubling.
     fcsync_inline_retry_s: float = Field(default=1.0, ge=0)
     # Time-travel testing: follow an external clock (e.g. the emulator's /_emulator/clock).
@@ -96,11 +106,17 @@ class Settings(BaseSettings):
         "fcsync_on_synced_task",
         "fcsync_clock_url",
         "fcsync_failpoints",
+        "fcsync_status_token",
         mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("fcsync_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return 0 if value == "" else value
 
     @field_validator("fcsync_log_level")
     @classmethod

@@ -6,12 +6,15 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import stripe
 
-from worker import log_context
+from worker import log_context, metrics
 from worker.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
 from worker.event_envelope import (
     InvalidEventError,
@@ -25,15 +28,22 @@ from worker.stripe_payloads import parse_account, parse_account_answer, parse_tr
 
 log = logging.getLogger(__name__)
 
+# Endpoints as metrics name them: templated paths, so no label ever holds an id.
+ACCOUNT_PATH = "/v1/financial_connections/accounts/{account}"
+
 # Stripe's maximum page size: fewest requests per synced row.
 PAGE_LIMIT = 100
+
+TRANSACTIONS_PATH = "/v1/financial_connections/transactions"
 
 # Error codes that mean "the same call can succeed later" even though they arrive as 4xx.
 TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_use"})
 
 
 class RateLimiter(Protocol):
-    def acquire(self) -> None: ...
+    def acquire(self) -> float:
+        """Wait for a turn in the budget; how long it waited (seconds)."""
+        ...
 
 
 class WebhookSignatureError(PermanentError):
@@ -48,6 +58,8 @@ def account_from_dict(data: object) -> FCAccount:
 def _payload(obj: Any) -> Any:
     """What Stripe sent as plain JSON values; a body that is no JSON object stays what it is
     (the SDK hands back `[]` or `42` as such), for the checks to reject."""
+    if isinstance(obj, stripe.StripeResponse):
+        return obj.data
     return obj.to_dict() if isinstance(obj, stripe.StripeObject) else obj
 
 
@@ -98,6 +110,11 @@ class StripeGateway:
         self._timeout_s = timeout_s
         self._limiter = limiter
         self._stripe: stripe.StripeClient | None = None
+        # The page read ahead per account: the parameters it was asked with and its fetch.
+        self._ahead: dict[str, tuple[dict[str, Any], Future[tuple[TransactionPage, str | None]]]]
+        self._ahead = {}
+        self._ahead_lock = threading.Lock()
+        self._reader: ThreadPoolExecutor | None = None
 
     @property
     def _client(self) -> stripe.StripeClient:
@@ -125,40 +142,55 @@ class StripeGateway:
     def _fc(self) -> Any:
         return self._client.v1.financial_connections
 
-    def _request(self, call: Callable[[], Any]) -> Any:
+    def _request(self, endpoint: str, call: Callable[[], Any]) -> Any:
         """One Stripe request within the shared budget: what Stripe sent as plain JSON, Stripe's
         errors mapped; its request id (what Stripe's support asks for) goes on the rest of the
-        unit of work's log lines."""
+        unit of work's log lines. `endpoint` names it in metrics (a templated path, no id)."""
         if self._limiter is not None:
-            self._limiter.acquire()
+            try:
+                metrics.rate_limiter_waited(self._limiter.acquire())
+            except RateLimitedError:
+                metrics.rate_limiter_refused()
+                raise
         # Until Stripe answers, no line may name the previous request as this one.
         log_context.forget("stripe_request_id")
+        started = time.monotonic()
         try:
             obj = call()
         except stripe.StripeError as exc:
+            metrics.stripe_request(endpoint, exc.http_status, time.monotonic() - started)
             log_context.note(stripe_request_id=exc.request_id)
             raise map_stripe_error(exc) from exc
         except AttributeError as exc:
+            metrics.stripe_request(endpoint, None, time.monotonic() - started)
             # The SDK reads an error body's `error` as Stripe's error object (or an OAuth code):
             # a proxy's `{"error": "Bad Gateway"}` fails there, with no status to map.
             raise TransientError(
                 f"Stripe's error answer cannot be read: {exc}", code="unreadable_error"
             ) from exc
-        response = getattr(obj, "last_response", None)
+        response = (
+            obj if isinstance(obj, stripe.StripeResponse) else getattr(obj, "last_response", None)
+        )
+        metrics.stripe_request(
+            endpoint, getattr(response, "code", None) or 200, time.monotonic() - started
+        )
         log_context.note(stripe_request_id=getattr(response, "request_id", None))
         return _payload(obj)
 
-    def _account(self, account_id: str, call: Callable[[], Any]) -> FCAccount:
-        account = parse_account_answer(self._request(call), account_id)
+    def _account(self, endpoint: str, account_id: str, call: Callable[[], Any]) -> FCAccount:
+        account = parse_account_answer(self._request(endpoint, call), account_id)
         refresh = account.transaction_refresh
         log_context.note(refresh_id=refresh.id if refresh is not None else None)
         return account
 
     def retrieve_account(self, account_id: str) -> FCAccount:
-        return self._account(account_id, lambda: self._fc.accounts.retrieve(account_id))
+        return self._account(
+            "GET " + ACCOUNT_PATH, account_id, lambda: self._fc.accounts.retrieve(account_id)
+        )
 
     def refresh_transactions(self, account_id: str, *, idempotency_key: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/refresh",
             account_id,
             lambda: self._fc.accounts.refresh(
                 account_id,
@@ -169,12 +201,14 @@ class StripeGateway:
 
     def subscribe_transactions(self, account_id: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/subscribe",
             account_id,
             lambda: self._fc.accounts.subscribe(account_id, {"features": ["transactions"]}),
         )
 
     def unsubscribe_transactions(self, account_id: str) -> FCAccount:
         return self._account(
+            f"POST {ACCOUNT_PATH}/unsubscribe",
             account_id,
             lambda: self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]}),
         )
@@ -187,12 +221,74 @@ class StripeGateway:
         starting_after: str | None,
         limit: int = PAGE_LIMIT,
     ) -> TransactionPage:
-        params: dict[str, Any] = {"account": account_id, "limit": limit}
-        if after_refresh:
-            params["transaction_refresh"] = {"after": after_refresh}
-        if starting_after:
-            params["starting_after"] = starting_after
-        return parse_transactions_page(self._request(lambda: self._fc.transactions.list(params)))
+        """One page of the account's transactions: the one read ahead for exactly these
+        parameters if it arrived whole, otherwise a request now (so any error, and its request
+        id, comes from a request made at this moment, as without reading ahead)."""
+        params = _list_params(account_id, after_refresh, starting_after, limit)
+        ahead = self._take_read_ahead(account_id, params)
+        if ahead is None:
+            return parse_transactions_page(self._list_body(params))
+        page, request_id = ahead
+        log_context.forget("stripe_request_id")
+        log_context.note(stripe_request_id=request_id)
+        return page
+
+    def read_ahead_transactions_page(
+        self,
+        account_id: str,
+        *,
+        after_refresh: str | None,
+        starting_after: str,
+        limit: int = PAGE_LIMIT,
+    ) -> None:
+        """Start fetching the page the sync will ask for next, in a background thread, while
+        this one writes the current page: the sync's wait for Stripe overlaps its database
+        work. Only for a page that will be asked for (never past a run's last page), so it
+        costs no extra request; one page per account is kept."""
+        params = _list_params(account_id, after_refresh, starting_after, limit)
+        with self._ahead_lock:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
+            self._ahead[account_id] = (params, self._reader.submit(self._read_ahead, params))
+
+    def _take_read_ahead(
+        self, account_id: str, params: dict[str, Any]
+    ) -> tuple[TransactionPage, str | None] | None:
+        with self._ahead_lock:
+            ahead = self._ahead.pop(account_id, None)
+        if ahead is None or ahead[0] != params:
+            return None
+        try:
+            return ahead[1].result()
+        except Exception:
+            # Asked again now: it fails (or succeeds) as it would have without reading ahead.
+            return None
+
+    def _read_ahead(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
+        # A log context of this thread's own: the request id is noted where the page is used.
+        with log_context.bound():
+            page = parse_transactions_page(self._list_body(params))
+            return page, log_context.current().get("stripe_request_id")
+
+    def _list_body(self, params: dict[str, Any]) -> Any:
+        # The page's JSON as the SDK received it (same request, retries and typed errors as
+        # `transactions.list`), parsed straight into DTOs: building a StripeObject per row and
+        # turning it back into a dict cost four times the HTTP request itself.
+        return self._request(
+            "GET " + TRANSACTIONS_PATH,
+            lambda: self._client.raw_request("get", TRANSACTIONS_PATH, **params),
+        )
+
+
+def _list_params(
+    account_id: str, after_refresh: str | None, starting_after: str | None, limit: int
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"account": account_id, "limit": limit}
+    if after_refresh:
+        params["transaction_refresh"] = {"after": after_refresh}
+    if starting_after:
+        params["starting_after"] = starting_after
+    return params
 
 
 def gateway_from_settings(

@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import failpoints, repository
+from worker import failpoints, inbox, metrics, repository
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
@@ -97,11 +97,14 @@ def sync_page(
     now: datetime,
     settings: Settings,
     seen_last_ids: Collection[str] = (),
+    read_ahead: bool = False,
 ) -> SyncStep:
     """Fetch and store one page; on the last page move the cursor in the same commit.
 
     `seen_last_ids`: where this run's earlier pages ended; a page ending there again is a
-    loop, refused before it is written (as is a page of another account's rows)."""
+    loop, refused before it is written (as is a page of another account's rows).
+    `read_ahead`: this run asks for the next page too, so its fetch starts while this page is
+    written (the cursor still moves only with the last page's rows)."""
     account = repository.get_account(session, account_id)
     if account is None or account.sync_lease_owner != owner:
         return SyncStep("lost_lease")
@@ -127,7 +130,15 @@ def sync_page(
     check_page_for_sync(
         page, account_id, starting_after=account.sync_starting_after, seen_last_ids=seen_last_ids
     )
-    inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    if read_ahead and page.has_more and page.last_id is not None:
+        gateway.read_ahead_transactions_page(
+            account_id, after_refresh=account.sync_after_refresh_id, starting_after=page.last_id
+        )
+    with session.no_autoflush:
+        # The lease renewal above and the progress below reach the database as one UPDATE of
+        # the account (one round trip less a page); both commit with the page's rows.
+        inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+    metrics.sync_page_stored(session, inserted, updated)
     account.sync_inserted += inserted
     account.sync_updated += updated
     if page.has_more and page.last_id is not None:
@@ -153,6 +164,10 @@ def _finish(
     total_inserted, total_updated = account.sync_inserted, account.sync_updated
     refresh = session.get(Refresh, target_id)
     if refresh is not None:
+        if refresh.synced_at is None:
+            announced = inbox.refresh_announced_at(session, account_id, target_id)
+            if announced is not None:
+                metrics.rows_stored_after_event(session, (now - announced).total_seconds())
         refresh.synced_at = now
         refresh.inserted += total_inserted
         refresh.updated += total_updated

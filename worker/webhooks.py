@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import inbox, log_context, repository
+from worker import inbox, log_context, metrics, repository
 from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
 from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
@@ -42,11 +42,21 @@ class Receipt:
     status: int
     event_id: str | None = None
     account_id: str | None = None
+    event_type: str | None = None
     duplicate: bool = False
     error: str | None = None
     code: str | None = None
     ignored: str | None = None
     enqueue: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """What became of the delivery: rejected, duplicate, ignored or stored."""
+        if self.status != 200:
+            return "rejected"
+        if self.duplicate:
+            return "duplicate"
+        return "ignored" if self.ignored else "stored"
 
 
 # What parsing a body can raise besides PermanentError if a shape slipped past validation.
@@ -85,9 +95,19 @@ def receive_webhook(
         # Both modes' endpoints may point here; the other mode's events are never applied,
         # and a 2xx stops Stripe from redelivering them for days.
         mode = "live" if event.livemode else "test"
-        return Receipt(200, event.id, ignored=f"{mode}mode event; this endpoint is for the other")
+        return Receipt(
+            200,
+            event.id,
+            event_type=event.type,
+            ignored=f"{mode}mode event; this endpoint is for the other",
+        )
     if not is_fc_event_type(event.type):
-        return Receipt(200, event.id, ignored="not a Financial Connections account event")
+        return Receipt(
+            200,
+            event.id,
+            event_type=event.type,
+            ignored="not a Financial Connections account event",
+        )
     handled = event.type in HANDLERS
     account_id = event.account.id if event.account else None
     stored = inbox.insert_webhook_event(
@@ -106,6 +126,7 @@ def receive_webhook(
         200,
         event.id,
         account_id,
+        event_type=event.type,
         duplicate=not stored,
         ignored=None if handled else "no handler for this event type",
         enqueue=stored and handled,
@@ -173,7 +194,7 @@ def _maybe_autotrack(ctx: _Context, event: FCEvent) -> EventResult:
 
 
 HANDLERS: dict[str, Handler] = {
-    EVENT_PREFIX + "refreshed_transactions": _on_refreshed_transactions,
+    inbox.REFRESHED_TRANSACTIONS: _on_refreshed_transactions,
     EVENT_PREFIX + "deactivated": _on_status_change,
     EVENT_PREFIX + "reactivated": _on_status_change,
     EVENT_PREFIX + "disconnected": _on_status_change,
@@ -194,6 +215,19 @@ def handle_event(
     if row is None:
         raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
     log_context.note(account_id=row.account_id)
+    result = _handle_row(session, gateway, row, now=now, settings=settings)
+    metrics.webhook_handled(session, row.type, result.outcome)
+    return result
+
+
+def _handle_row(
+    session: Session,
+    gateway: StripeGateway,
+    row: WebhookEvent,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> EventResult:
     if row.processed_at is not None:
         return EventResult("duplicate")
     try:

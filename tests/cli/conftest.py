@@ -73,6 +73,8 @@ class Workdir:
                 "FCSYNC_PAGES_PER_RUN": str(PAGES_PER_RUN),
                 "FCSYNC_MAX_NETWORK_RETRIES": "0",
                 "FCSYNC_INLINE_RETRY_S": "0.01",
+                # Workers of tests running side by side would contend for the default port.
+                "FCSYNC_METRICS_PORT": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )

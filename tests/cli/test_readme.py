@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli.conftest import ROOT, Workdir
+from tests.unit.test_compose import interpolate
 from worker.cli import cli
 from worker.settings import Settings
 
@@ -215,7 +216,7 @@ def test_readme_compose_walkthrough_names_real_services_commands_and_ports() -> 
 
     services = load_compose()["services"]
     published = {
-        f"127.0.0.1:{str(port).rsplit(':', 1)[-1]}"
+        f"127.0.0.1:{interpolate(str(port)).rsplit(':', 1)[-1]}"
         for service in services.values()
         for port in service.get("ports", [])
     }

@@ -34,7 +34,8 @@ class Processes(Supervisor):
         return self.spawn(
             name,
             worker_argv(concurrency, name=name, pool=pool),
-            env={**os.environ, **env},
+            # Workers of tests running side by side would contend for the default metrics port.
+            env={**os.environ, "FCSYNC_METRICS_PORT": "0", **env},
         )
 
     def beat(self, env: dict[str, str]) -> subprocess.Popen[bytes]:

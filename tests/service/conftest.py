@@ -5,6 +5,7 @@ PostgreSQL database, emptied after each test). Nothing here mocks the Stripe SDK
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -36,8 +37,8 @@ def make_settings(base_url: str, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def fc() -> Iterator[EmulatedFC]:
+@contextmanager
+def emulated_fc() -> Iterator[EmulatedFC]:
     """A frozen-clock emulator (time moves only through `fc.advance`) and a gateway to it."""
     with make_emulator() as emu:
         settings = make_settings(emu.base_url)
@@ -46,6 +47,12 @@ def fc() -> Iterator[EmulatedFC]:
             yield EmulatedFC(emu, control, gateway_from_settings(settings), settings)
         finally:
             control.close()
+
+
+@pytest.fixture
+def fc() -> Iterator[EmulatedFC]:
+    with emulated_fc() as fc:
+        yield fc
 
 
 @pytest.fixture

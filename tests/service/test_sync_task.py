@@ -3,9 +3,11 @@ complete, with the cursor committed only together with the last page."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from models import Account
@@ -57,10 +59,13 @@ def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenque
         assert fc.mismatches(session, account_id) == []
 
 
-def refreshed_account(fc: EmulatedFC, rig: TaskRig) -> str:
-    """A tracked account of three pages whose refresh succeeded, synced five pages a run."""
-    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": 5})
-    account_id = fc.create_account(transactions=250)
+def refreshed_account(
+    fc: EmulatedFC, rig: TaskRig, *, transactions: int = 250, pages_per_run: int = 5
+) -> str:
+    """A tracked account (by default of three pages) whose refresh succeeded, synced
+    `pages_per_run` pages a run."""
+    rig.runtime.settings = fc.settings.model_copy(update={"fcsync_pages_per_run": pages_per_run})
+    account_id = fc.create_account(transactions=transactions)
     with session_scope(rig.engine) as session:
         fc.track(session, account_id)
         assert fc.refresh(session, account_id).outcome == "succeeded"
@@ -109,3 +114,58 @@ def test_sync_task_redelivered_copy_never_shares_the_running_copy_s_lease(
     assert [(c["outcome"], c["pages"]) for c in copies] == [("busy", 0)]
     with Session(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []
+
+
+def test_sync_task_reads_the_next_page_ahead_but_never_past_the_run(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    account_id = refreshed_account(fc, rig, transactions=450, pages_per_run=3)
+    assert -(-len(fc.truth(account_id)) // 100) == 5
+    # List requests made when each page has committed, counted from its run's start: page n
+    # and the read-ahead of page n+1, except after a run's last page and the account's last.
+    expected = [2, 3, 3, 2, 2]
+    run_start = [0]
+    listed: list[tuple[int, bool]] = []
+
+    def on_page(progress: dict[str, Any]) -> None:
+        # The read-ahead runs in the background: give its request time to arrive.
+        deadline = time.monotonic() + 2
+        while fc.list_calls() - run_start[0] < expected[len(listed)]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        with session_scope(rig.engine) as session:
+            account = session.get(Account, account_id)
+            assert account is not None
+            listed.append((fc.list_calls() - run_start[0], account.cursor_refresh_id is None))
+
+    watched = rig.runtime.watching_pages(on_page)
+    outcomes = []
+    for owner in ("run-1", "run-2"):
+        run_start[0] = fc.list_calls()
+        outcomes.append(watched.run_sync(account_id, full=False, owner=owner)["outcome"])
+    assert outcomes == ["continued", "done"]
+    # The cursor moved with the last page only.
+    assert listed == [(2, True), (3, True), (3, True), (2, True), (2, False)]
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
+
+
+def test_sync_task_pages_of_a_run_share_one_database_connection(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    # A pool checkout per page cost a liveness round trip per page (pool_pre_ping).
+    account_id = refreshed_account(fc, rig)
+    checkouts: list[object] = []
+
+    def checked_out(dbapi_connection: object, *_: object) -> None:
+        checkouts.append(dbapi_connection)
+
+    event.listen(rig.engine, "checkout", checked_out)
+    try:
+        report = rig.runtime.run_sync(account_id, full=False, owner="one-connection")
+    finally:
+        event.remove(rig.engine, "checkout", checked_out)
+    assert (report["outcome"], report["pages"]) == ("done", 3)
+    # One for starting the sync, one for all three pages.
+    assert len(checkouts) == 2

@@ -98,10 +98,22 @@ def test_compose_environment_passes_every_setting(compose: dict[str, Any]) -> No
     assert not unknown, f"not fields of worker.settings.Settings: {unknown}"
     missing = sorted(setting_names() - set(env) - UNUSED)
     assert not missing, f"settings the containers never get (x-fcsync-environment): {missing}"
+    # Passed through as set, but for the two with a default of the stack's own.
     assert {name for name, value in env.items() if value is None} == setting_names() - FIXED - {
         "STRIPE_API_BASE",
+        "FCSYNC_METRICS_HOST",
         *UNUSED,
     }
+
+
+def test_compose_worker_publishes_its_metrics_port(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(compose["x-fcsync"], {}, monkeypatch)
+    assert settings.fcsync_metrics_host == "0.0.0.0"
+    port = settings.fcsync_metrics_port
+    published = [interpolate(str(p), {}) for p in services["worker"]["ports"]]
+    assert published == [f"127.0.0.1:{port}:{port}"]
 
 
 def test_compose_database_and_broker_are_the_bundled_services(

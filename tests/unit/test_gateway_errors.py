@@ -10,6 +10,7 @@ import stripe
 
 from tests.stripe_http import Answer, CannedHTTPClient
 from worker.errors import FcsyncError, PermanentError, RateLimitedError, TransientError
+from worker.settings import STRIPE_API_VERSION
 from worker.stripe_gateway import StripeGateway
 
 ACCOUNT = "fca_1"
@@ -179,3 +180,34 @@ def test_gateway_errors_a_code_that_is_no_string_is_ignored(
     raised = failure(Answer(answer.status, body))
     assert isinstance(raised, root)
     assert raised.code == fallback
+
+
+PAGE_BODY = {
+    "object": "list",
+    "url": "/v1/financial_connections/transactions",
+    "has_more": False,
+    "data": [],
+}
+
+
+def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_errors() -> None:
+    # The page is read as raw JSON through the SDK (no StripeObjects): the request on the wire,
+    # the SDK's retries and its typed errors must be those of `transactions.list`.
+    stripe_gateway, http = gateway(
+        error(500, "api_error"),
+        Answer(200, PAGE_BODY, {"Request-Id": "req_page"}),
+        error(429, code="rate_limit"),
+        retries=1,
+    )
+    page = stripe_gateway.list_transactions_page(
+        ACCOUNT, after_refresh="fctxnref_1", starting_after="fctxn_9"
+    )
+    assert page.transactions == () and not page.has_more
+    assert [call.method for call in http.calls] == ["get", "get"]
+    url = http.calls[0].url
+    assert url.startswith("https://api.stripe.com/v1/financial_connections/transactions?")
+    assert "transaction_refresh[after]=fctxnref_1" in url
+    assert "starting_after=fctxn_9" in url and "limit=100" in url
+    assert http.calls[0].headers["Stripe-Version"] == STRIPE_API_VERSION
+    with pytest.raises(RateLimitedError):
+        stripe_gateway.list_transactions_page(ACCOUNT, after_refresh=None, starting_after=None)

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from emulator import signature_header
 from models import WebhookEvent
 from tests.unit.conftest import OLD_SECRET, SECRET, inbox_session
+from worker.freshness import State
 from worker.records import Followup
 
 
@@ -103,3 +105,34 @@ def test_http_oversized_body_is_413_and_nothing_stored(receiver) -> None:  # typ
 def test_http_healthz(receiver) -> None:  # type: ignore[no-untyped-def]
     client, _ = receiver
     assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def _metrics(client: FlaskClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.content_type.startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(answer.get_data(as_text=True))
+        for s in family.samples
+    }
+
+
+def test_http_metrics_count_each_delivery_by_type_and_outcome(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, _ = receiver
+    refreshed = ("type", "financial_connections.account.refreshed_transactions")
+    name = "fcsync_webhook_events_received_total"
+    keys = {
+        outcome: (name, frozenset({refreshed, ("outcome", outcome)}))
+        for outcome in ("stored", "duplicate")
+    }
+    keys["rejected"] = (name, frozenset({("type", "unknown"), ("outcome", "rejected")}))
+    before = _metrics(client)
+    body = event("evt_metrics")
+    for _ in range(2):
+        post(client, body, signature_header(body, SECRET))
+    post(client, body, "t=1,v1=forged")
+    after = _metrics(client)
+    counted = {outcome: after[key] - before.get(key, 0.0) for outcome, key in keys.items()}
+    assert counted == {"stored": 1, "duplicate": 1, "rejected": 1}
+    states = {dict(labels)["state"] for n, labels in after if n == "fcsync_accounts"}
+    assert states == {str(state) for state in State}

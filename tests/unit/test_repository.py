@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Transaction, WebhookEvent
@@ -154,3 +154,60 @@ def test_repository_record_event_error_stores_no_secret() -> None:
     row = WebhookEvent(id="evt_1", type="financial_connections.account.created")
     inbox.record_event_error(row, "bad", "signed with whsec_abcdef123456 for postgres://u:pw@h/db")
     assert row.error == "[bad] signed with whsec_*** for postgres://u:***@h/db"
+
+
+def test_repository_claimed_due_accounts_are_not_claimed_again_until_the_claim_runs_out(
+    session: Session,
+) -> None:
+    for n in range(5):
+        repository.save_account(session, fc_account(f"fca_{n}"), now=NOW)
+    until = NOW + timedelta(minutes=15)
+
+    # A backlog in batches of two: each sweep claims accounts no earlier sweep claimed.
+    batches = [
+        repository.claim_due_account_ids(session, now=NOW, until=until, limit=2) for _ in range(4)
+    ]
+    assert [len(b) for b in batches] == [2, 2, 1, 0]
+    assert sorted(a for b in batches for a in b) == [f"fca_{n}" for n in range(5)]
+    session.expire_all()
+    assert {a.next_due_at for a in session.scalars(select(Account))} == {until}
+
+    # Still claimed a second before the claim runs out; every one due again once it has.
+    early = until - timedelta(seconds=1)
+    assert repository.claim_due_account_ids(session, now=early, until=early, limit=10) == []
+    again = repository.claim_due_account_ids(session, now=until, until=until, limit=10)
+    assert sorted(again) == [f"fca_{n}" for n in range(5)]
+
+
+def test_repository_upsert_counts_come_from_the_statement_itself(session: Session) -> None:
+    # Rows new to the table, rows a newer version replaced, and replayed or older rows (neither),
+    # mixed in one page, with stored rows inserted after the ones the page updates.
+    repository.save_account(session, fc_account(), now=NOW)
+    repository.upsert_transactions(
+        session, [txn(f"fctxn_{i}", updated=100) for i in range(6)], now=NOW
+    )
+    page = [
+        txn("fctxn_0", updated=200, status="posted"),  # newer: updated
+        txn("fctxn_1", updated=100),  # replay: neither
+        txn("fctxn_2", updated=50),  # older: neither
+        txn("fctxn_a", updated=100),  # new
+        txn("fctxn_5", updated=300, status="posted"),  # newer: updated
+        txn("fctxn_b", updated=100),  # new
+        txn("fctxn_c", updated=400),  # new
+    ]
+    later = NOW + timedelta(hours=1)
+    executed: list[str] = []
+    connection = session.connection()
+    listen = event.listens_for(connection, "before_cursor_execute")
+    listen(lambda conn, cursor, statement, *rest: executed.append(statement))
+    assert repository.upsert_transactions(session, page, now=later) == (3, 2)
+    # One upsert for the page, never a SELECT of the stored rows first.
+    assert sum(s.lstrip().upper().startswith("INSERT") for s in executed) == 1
+    assert not any("FROM transactions WHERE" in " ".join(s.split()) for s in executed)
+    assert (stored(session, "fctxn_0").status, stored(session, "fctxn_0").updated) == (
+        "posted",
+        200,
+    )
+    assert stored(session, "fctxn_2").updated == 100
+    replayed = stored(session, "fctxn_1")
+    assert (replayed.first_seen_at, replayed.last_seen_at) == (NOW, NOW)

@@ -84,6 +84,8 @@ def stack_env(
             "FCSYNC_REQUESTS_PER_SECOND": f"{budget:g}",
             "FCSYNC_EMBEDDED_BROKER_POLL_S": "0.05",
             "FCSYNC_LOG_LEVEL": "INFO",
+            # Stacks run side by side (tests, benchmarks): a worker's /metrics only when asked.
+            "FCSYNC_METRICS_PORT": "0",
         }
     )
     env.update(overrides)

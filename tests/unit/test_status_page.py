@@ -1,0 +1,246 @@
+"""The receiver's /status page through Flask's test client, over a real migrated database: who may
+read it (loopback, the token, proxies), the state filter, and that no secret ever shows."""
+
+from __future__ import annotations
+
+import base64
+import re
+import tomllib
+from datetime import UTC, timedelta
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from pydantic import SecretStr
+from werkzeug.datastructures import Headers
+
+from models import Account, Refresh
+from tests.unit.conftest import inbox_session
+from worker.http import create_app
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.status_page import refusal
+
+TOKEN = "status-token-0123456789abcdef"
+REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
+FAKE_KEY = "sk_test_51FakeKeyForTheStatusPage0000"
+FAKE_WEBHOOK_SECRET = "whsec_FakeSigningSecret0000"
+
+
+def seed(client: FlaskClient) -> None:
+    """Four accounts in four states, as fcsync's services leave them; one refresh synced."""
+    runtime: Runtime = client.application.extensions["fcsync"]
+    now = runtime.clock.now()
+    now_ts = int(now.timestamp())
+    common: dict[str, Any] = {"created_at": now, "updated_at": now, "subscriptions": []}
+    with inbox_session(client) as session:
+        session.add_all(
+            [
+                Account(
+                    id="fca_fresh",
+                    institution_name="StripeBank",
+                    display_name="Checking",
+                    permissions=["transactions"],
+                    refresh_id="fctxnref_ok",
+                    refresh_status="succeeded",
+                    refresh_last_attempted_at=now_ts - 600,
+                    cursor_refresh_id="fctxnref_ok",
+                    cursor_refresh_at=now_ts - 600,
+                    last_synced_at=now - timedelta(minutes=9),
+                    next_due_at=now + timedelta(hours=23),
+                    **common,
+                ),
+                Account(
+                    id="fca_failing",
+                    permissions=["transactions"],
+                    refresh_id="fctxnref_bad",
+                    refresh_status="failed",
+                    refresh_last_attempted_at=now_ts - 300,
+                    next_due_at=now + timedelta(minutes=10),
+                    last_error_code="stripe_api_error",
+                    last_error_message=(
+                        f"Invalid API Key provided: {FAKE_KEY}; signed with {FAKE_WEBHOOK_SECRET}"
+                    ),
+                    last_error_at=now - timedelta(minutes=5),
+                    **common,
+                ),
+                Account(id="fca_relink", permissions=["balances"], **common),
+                Account(id="fca_untracked", tracked=False, permissions=["transactions"], **common),
+            ]
+        )
+        session.flush()
+        session.add(
+            Refresh(
+                id="fctxnref_ok",
+                account_id="fca_fresh",
+                source="beat",
+                status="succeeded",
+                completed_at=now - timedelta(minutes=10),
+                synced_at=now - timedelta(minutes=9),
+                inserted=42,
+                updated=3,
+            )
+        )
+
+
+@pytest.fixture
+def page(receiver_runtime: Runtime) -> FlaskClient:
+    """The receiver without FCSYNC_STATUS_TOKEN, over four seeded accounts."""
+    client = create_app(receiver_runtime).test_client()
+    seed(client)
+    return client
+
+
+@pytest.fixture
+def guarded(receiver_runtime: Runtime, receiver_settings: Settings) -> FlaskClient:
+    """The receiver with FCSYNC_STATUS_TOKEN set."""
+    settings = receiver_settings.model_copy(update={"fcsync_status_token": SecretStr(TOKEN)})
+    runtime = Runtime(settings, send=receiver_runtime.send, engine=receiver_runtime.engine)
+    return create_app(runtime).test_client()
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()}
+
+
+def test_status_page_answers_loopback_clients_without_a_token(page: FlaskClient) -> None:
+    response = page.get("/status")
+    assert response.status_code == 200, response.text
+    html = response.text
+    for account in ("fca_fresh", "fca_failing", "fca_relink", "fca_untracked"):
+        assert f'data-account="{account}"' in html
+    assert 'data-state="fresh"' in html and 'class="badge state-failing"' in html
+    assert "<script" not in html.lower()
+    assert "script-src" not in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_status_page_lists_problems_first(page: FlaskClient) -> None:
+    html = page.get("/status").text
+    order = [html.index(f'data-account="{a}"') for a in ("fca_failing", "fca_relink")]
+    order += [html.index(f'data-account="{a}"') for a in ("fca_fresh", "fca_untracked")]
+    assert order == sorted(order)
+
+
+def test_status_page_refuses_remote_clients_when_no_token_is_configured(
+    page: FlaskClient,
+) -> None:
+    response = page.get("/status", environ_base=REMOTE, headers={"Authorization": "Bearer x"})
+    assert response.status_code == 403
+    assert "FCSYNC_STATUS_TOKEN" in response.text and "fca_" not in response.text
+
+
+def test_status_page_lets_remote_clients_in_with_the_token(guarded: FlaskClient) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert guarded.get("/status", environ_base=REMOTE, headers=bearer).status_code == 200
+    assert guarded.get("/status", environ_base=REMOTE, headers=basic(TOKEN)).status_code == 200
+    # Loopback still needs none.
+    assert guarded.get("/status").status_code == 200
+
+
+def test_status_page_refuses_a_wrong_or_missing_token(guarded: FlaskClient) -> None:
+    wrong = guarded.get("/status", environ_base=REMOTE, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "wrong token" in wrong.text
+    wrong_basic = guarded.get("/status", environ_base=REMOTE, headers=basic(TOKEN + "x"))
+    assert wrong_basic.status_code == 403
+    # A token that is a prefix of the right one is wrong too.
+    prefix = {"Authorization": f"Bearer {TOKEN[:-1]}"}
+    assert guarded.get("/status", environ_base=REMOTE, headers=prefix).status_code == 403
+    missing = guarded.get("/status", environ_base=REMOTE)
+    assert missing.status_code == 401
+    assert 'Basic realm="fcsync status"' in missing.headers.getlist("WWW-Authenticate")[0]
+    assert TOKEN not in missing.text + wrong.text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Forwarded-For": "198.51.100.9"},
+        {"Forwarded": "for=198.51.100.9"},
+        {"X-Real-IP": "198.51.100.9"},
+    ],
+)
+def test_status_page_never_takes_a_proxied_request_for_a_loopback_one(
+    page: FlaskClient, guarded: FlaskClient, header: dict[str, str]
+) -> None:
+    # A reverse proxy on the same host connects from 127.0.0.1 on behalf of anyone.
+    refused = page.get("/status", headers=header)
+    assert refused.status_code == 403 and "proxy" in refused.text
+    assert guarded.get("/status", headers=header).status_code == 401
+    token = {**header, "Authorization": f"Bearer {TOKEN}"}
+    assert guarded.get("/status", headers=token).status_code == 200
+
+
+def test_status_page_filters_by_state(page: FlaskClient) -> None:
+    html = page.get("/status?state=failing").text
+    assert 'data-account="fca_failing"' in html
+    assert 'data-account="fca_fresh"' not in html and 'data-account="fca_untracked"' not in html
+    both = page.get("/status?state=fresh&state=untracked").text
+    assert 'data-account="fca_fresh"' in both and 'data-account="fca_untracked"' in both
+    assert 'data-account="fca_failing"' not in both
+    none = page.get("/status?state=inactive").text
+    assert 'data-account="' not in none and "No account is inactive." in none
+
+
+def test_status_page_answers_400_to_an_unknown_state(page: FlaskClient) -> None:
+    response = page.get("/status?state=bogus")
+    assert response.status_code == 400
+    assert "unknown state 'bogus'" in response.text and "relink_required" in response.text
+
+
+def test_status_page_shows_no_secret(page: FlaskClient) -> None:
+    html = page.get("/status").text
+    assert "fca_failing" in html and "Invalid API Key provided: sk_***" in html
+    assert FAKE_KEY not in html and FAKE_WEBHOOK_SECRET not in html
+    assert "FakeKeyForTheStatusPage" not in html and "FakeSigningSecret" not in html
+
+
+def test_status_page_charts_todays_synced_rows(page: FlaskClient) -> None:
+    runtime: Runtime = page.application.extensions["fcsync"]
+    today = runtime.clock.now().astimezone(UTC).date().isoformat()
+    html = page.get("/status").text
+    assert html.count('<g class="day"') == 14
+    assert f'data-day="{today}" data-inserted="42" data-updated="3"' in html
+
+
+def test_status_page_labels_its_times_utc(page: FlaskClient) -> None:
+    html = page.get("/status").text
+    runtime: Runtime = page.application.extensions["fcsync"]
+    today = f"{runtime.clock.now().astimezone(UTC):%Y-%m-%d}"
+    assert re.search(rf'id="generated">{today} \d\d:\d\d:\d\d UTC<', html)
+    assert html.count(" (UTC)</th>") == 3
+
+
+def test_status_page_template_ships_in_the_wheel() -> None:
+    """An installed fcsync (the compose image) has the template: pyproject's package-data
+    names every file of worker/templates."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["worker"]
+    templates = [p.relative_to(root / "worker") for p in (root / "worker/templates").iterdir()]
+    assert templates
+    for path in templates:
+        assert any(fnmatch(str(path), glob) for glob in globs), f"{path} is not package data"
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("172.17.0.1", False),  # Docker's bridge: how a published port reaches a container
+        ("", False),
+        (None, False),
+    ],
+)
+def test_status_page_loopback_is_the_peer_address_only(address: str | None, loopback: bool) -> None:
+    refused = refusal(address, Headers(), None, None)
+    assert (refused is None) is loopback
+    if refused is not None:
+        assert refused.status == 403 and "FCSYNC_STATUS_TOKEN" in refused.message

@@ -1,0 +1,290 @@
+"""The receiver's /status page: every account's freshness for a person in a browser, rendered on
+the server (HTML and an inline SVG chart, no JavaScript), and who may read it: loopback clients,
+and any other client that shows FCSYNC_STATUS_TOKEN."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+from pydantic import SecretStr
+from werkzeug.datastructures import Authorization, Headers
+
+from worker import reports
+from worker.freshness import State
+from worker.redaction import redact
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+blueprint = Blueprint("status_page", __name__, template_folder="templates")
+
+# Two weeks of bars: a daily refresh rhythm and a missing day both show at a glance.
+CHART_DAYS = 14
+# Problems first: the page answers "is every account fresh, and if not, why?".
+SEVERITY = (
+    State.FAILING,
+    State.RELINK_REQUIRED,
+    State.STALE,
+    State.COOLING_DOWN,
+    State.REFRESHING,
+    State.INACTIVE,
+    State.DISCONNECTED,
+    State.FRESH,
+    State.UNTRACKED,
+)
+MEANING = {
+    State.FRESH: "synced up to Stripe's latest refresh, younger than the refresh interval",
+    State.REFRESHING: "a refresh is pending at Stripe, or a sync is running",
+    State.COOLING_DOWN: "older than the interval; Stripe allows the next refresh later",
+    State.STALE: "behind Stripe or older than the interval, no error: the next sweep catches up",
+    State.FAILING: "the last refresh or sync failed; the reason and last error say how",
+    State.RELINK_REQUIRED: "no transactions permission: the user must link the account again",
+    State.INACTIVE: "inactive at Stripe: no refresh until it is reactivated",
+    State.DISCONNECTED: "disconnected at Stripe, or Stripe no longer knows it: final",
+    State.UNTRACKED: "stored, but fcsync no longer keeps it in sync",
+}
+# Headers a reverse proxy adds: behind one, every request comes from the proxy's own address,
+# often loopback, so a request that carries any of them is never taken for a loopback client.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+TOKEN_SETTING = "FCSYNC_STATUS_TOKEN"
+STATE_NAMES = frozenset(state.value for state in State)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    message: str
+    challenge: bool = False
+
+
+def refusal(
+    remote_addr: str | None,
+    headers: Headers,
+    authorization: Authorization | None,
+    token: SecretStr | None,
+) -> Refusal | None:
+    """Why this request may not read the page; None when it may. Loopback clients need no
+    token; anyone else shows the configured one, as a bearer token or as the password of HTTP
+    Basic auth (what a browser asks for by itself; the user name is not checked)."""
+    forwarded = [name for name in FORWARDING_HEADERS if name in headers]
+    if not forwarded and _is_loopback(remote_addr):
+        return None
+    expected = token.get_secret_value() if token is not None else ""
+    if not expected:
+        why = f"it came through a proxy ({', '.join(forwarded)})" if forwarded else "it is remote"
+        return Refusal(
+            403,
+            f"/status answers loopback clients only, and this request is not one: {why}. "
+            f"Set {TOKEN_SETTING} to let other clients in with that token.",
+        )
+    given = _credential(authorization)
+    if given is None:
+        return Refusal(
+            401,
+            f"/status needs the token in {TOKEN_SETTING}: send `Authorization: Bearer <token>`, "
+            "or give it as the password when the browser asks.",
+            challenge=True,
+        )
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return Refusal(403, f"wrong token: it does not match {TOKEN_SETTING}.")
+    return None
+
+
+def _is_loopback(remote_addr: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:  # a Unix socket, or no peer address at all
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _credential(authorization: Authorization | None) -> str | None:
+    if authorization is None:
+        return None
+    if authorization.type == "bearer":
+        return authorization.token
+    if authorization.type == "basic":
+        return authorization.password
+    return None
+
+
+@blueprint.get("/status")
+def status() -> Response:
+    runtime: Runtime = current_app.extensions["fcsync"]
+    refused = refusal(
+        request.remote_addr,
+        request.headers,
+        request.authorization,
+        runtime.settings.fcsync_status_token,
+    )
+    if refused is not None:
+        response = _text(refused.message, refused.status)
+        if refused.challenge:
+            response.headers.add("WWW-Authenticate", 'Basic realm="fcsync status", charset="UTF-8"')
+            response.headers.add("WWW-Authenticate", 'Bearer realm="fcsync status"')
+        return response
+    wanted = request.args.getlist("state")
+    unknown = [name for name in wanted if name not in STATE_NAMES]
+    if unknown:
+        known = ", ".join(State)
+        return _text(f"unknown state {unknown[0]!r}: ?state= takes one of {known}.", 400)
+    now = runtime.clock.now()
+    with runtime.session() as session:
+        rows = reports.account_status(session, now=now)
+        days = reports.synced_per_day(session, now=now, days=CHART_DAYS)
+    counts = {state: sum(1 for r in rows if r["state"] == state) for state in SEVERITY}
+    shown = [r for r in rows if not wanted or r["state"] in wanted]
+    shown.sort(key=lambda r: (SEVERITY.index(State(r["state"])), r["id"]))
+    html = render_template(
+        "status.html",
+        now=_when(now),
+        states=[(s, _label(s), MEANING[s], counts[s]) for s in SEVERITY],
+        total=len(rows),
+        wanted=wanted,
+        wanted_labels=[_label(State(name)) for name in wanted],
+        accounts=[_account(r, now=now) for r in shown],
+        chart=chart(days),
+    )
+    response = Response(html, 200, mimetype="text/html")
+    return _guarded(response)
+
+
+def _label(state: State) -> str:
+    return state.replace("_", " ")
+
+
+def _text(message: str, status: int) -> Response:
+    return _guarded(Response(message + "\n", status, mimetype="text/plain"))
+
+
+def _guarded(response: Response) -> Response:
+    # Account data: never cached on the way; and no script may run on the page, ever.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
+
+
+def _account(row: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+    """One status row as the page shows it: every text that may quote Stripe or an error
+    passes through the redaction first."""
+    state = State(row["state"])
+    name = " · ".join(n for n in (row["institution_name"], row["display_name"]) if n)
+    outcome = row["refresh_status"] or "none yet"
+    # An account no sweep looks at has no next refresh, whatever its row last said.
+    unscheduled = state in (State.UNTRACKED, State.DISCONNECTED)
+    due = None if unscheduled else row["next_due_at"]
+    return {
+        "id": row["id"],
+        "name": redact(name),
+        "state": str(state),
+        "state_label": _label(state),
+        "reason": redact(row["stale_reason"] or "synced to Stripe's latest refresh"),
+        "outcome": outcome,
+        "refresh_id": row["refresh_id"],
+        "refreshed_at": _when(row["refresh_last_attempted_at"], seconds=False),
+        "next_refresh": _when(due, seconds=False) or "not scheduled",
+        "next_refresh_in": _relative(due, now=now) if due is not None else "",
+        "transactions": f"{row['transactions']:,}",
+        "last_synced": _when(row["last_synced_at"], seconds=False) or "never",
+        "last_error": redact(row["last_error"]) if row["last_error"] else "",
+        "last_error_at": _when(row["last_error_at"], seconds=False),
+    }
+
+
+def _when(moment: int | datetime | None, *, seconds: bool = True) -> str:
+    """A time as the page shows it, in UTC (the page says so): to the minute in the table, so
+    a row stays on one screen."""
+    if moment is None:
+        return ""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, tz=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M{':%S' if seconds else ''}}"
+
+
+def _relative(ts: int, *, now: datetime) -> str:
+    delta = datetime.fromtimestamp(ts, tz=UTC) - now
+    if abs(delta) < timedelta(minutes=1):
+        return "now"
+    span = _span(abs(delta))
+    return f"in {span}" if delta > timedelta(0) else f"{span} ago"
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d"
+
+
+# The chart's drawing box, in SVG units (the SVG scales to the page's width).
+CHART_WIDTH, CHART_HEIGHT = 560, 200
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 550, 12, 172
+
+
+def chart(days: list[reports.DaySynced]) -> dict[str, Any]:
+    """Bar geometry for the synced-per-day chart: one stacked bar per day (inserted below,
+    updated above), a rounded y scale, and a label under every other day."""
+    peak = max((d.inserted + d.updated for d in days), default=0)
+    top = _nice_ceiling(peak)
+    slot = (PLOT_RIGHT - PLOT_LEFT) / max(len(days), 1)
+    height = PLOT_BOTTOM - PLOT_TOP
+    bars = []
+    for i, d in enumerate(days):
+        x = PLOT_LEFT + i * slot + slot * 0.15
+        inserted_h = height * d.inserted / top
+        updated_h = height * d.updated / top
+        bars.append(
+            {
+                "day": d.day.isoformat(),
+                "label": f"{d.day:%m-%d}" if (len(days) - 1 - i) % 2 == 0 else "",
+                "inserted": d.inserted,
+                "updated": d.updated,
+                "x": round(x, 1),
+                "width": round(slot * 0.7, 1),
+                "center": round(x + slot * 0.35, 1),
+                "inserted_y": round(PLOT_BOTTOM - inserted_h, 1),
+                "inserted_h": round(inserted_h, 1),
+                "updated_y": round(PLOT_BOTTOM - inserted_h - updated_h, 1),
+                "updated_h": round(updated_h, 1),
+            }
+        )
+    ticks = [
+        {"value": f"{top * k // 4:,}", "y": round(PLOT_BOTTOM - height * k / 4, 1)}
+        for k in range(5)
+    ]
+    return {
+        "bars": bars,
+        "ticks": ticks,
+        "total": sum(d.inserted + d.updated for d in days),
+        "days": len(days),
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": PLOT_LEFT,
+        "right": PLOT_RIGHT,
+        "bottom": PLOT_BOTTOM,
+    }
+
+
+def _nice_ceiling(value: int) -> int:
+    """The y axis' top: 4 x (1, 2, 2.5 or 5 x 10^n), at least the peak, so ticks are round."""
+    step = 1
+    while 4 * step < value:
+        for factor in (2, 2.5, 2):  # 1 -> 2 -> 5 -> 10 -> 20 -> ...
+            step = int(step * factor)
+            if 4 * step >= value:
+                break
+    return 4 * step
