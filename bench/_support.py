@@ -1,0 +1,116 @@
+"""Shared by the benchmarks: the machine facts every JSON records, a PostgreSQL database of
+the benchmark's own for as long as it runs, and `fcsync` commands run as a user runs them."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from worker.playground.emulator_env import stack_env
+
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def run_facts() -> dict[str, Any]:
+    """When, on which commit and on how many cores a benchmark ran."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "nproc": os.cpu_count(),
+    }
+
+
+def _admin(statement: str) -> None:
+    engine = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def postgres_database(part: str) -> Iterator[str]:
+    """`bench_<part>_<pid>` on the local PostgreSQL while the block runs; yields its URL.
+    Raises (OperationalError) when the server is unreachable: the caller says so and skips."""
+    name = f"bench_{part}_{os.getpid()}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How one `fcsync` command run as a child process ended."""
+
+    exit_code: int
+    seconds: float
+    peak_rss_mb: float
+    output: str
+
+
+def fcsync_env(base_url: str, db_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of an `fcsync` command on the emulator at `base_url`: no request budget
+    (the benchmark measures fcsync, not its throttle), polls a fifth of a second apart."""
+    return stack_env(
+        base_url=base_url,
+        db_url=db_url,
+        broker_url="memory://",
+        redis_url=None,
+        concurrency=1,
+        overrides={
+            "FCSYNC_REQUESTS_PER_SECOND": "0",
+            "FCSYNC_POLL_INITIAL_S": "0.2",
+            "FCSYNC_LOG_LEVEL": "WARNING",
+            **overrides,
+        },
+    )
+
+
+def run_fcsync(args: list[str], env: dict[str, str], *, timeout_s: float = 3_600) -> Finished:
+    """`fcsync ARGS` as a user runs it, in a child process; its peak RSS is the kernel's count
+    for that child alone (wait4's rusage: exact, no sampling)."""
+    fcsync = Path(sys.executable).with_name("fcsync")
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen([str(fcsync), *args], env=env, stdout=out, stderr=out)
+        deadline = started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                child.kill()
+                pid, status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.05)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read()
+    return Finished(
+        exit_code=child.returncode,
+        seconds=time.monotonic() - started,
+        # Linux reports ru_maxrss in KiB.
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        output=output,
+    )
