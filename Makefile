@@ -48,6 +48,8 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench emulator_paging
 	$(BIN)/python -m bench steady_state
+	$(BIN)/python -m bench incremental
+	$(BIN)/python -m bench memory
 
 clean:
 	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

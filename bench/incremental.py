@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated N values")
     parser.add_argument("--changes", default="1,150,1000", help="comma-separated k values")
     args = parser.parse_args()
+    started = time.monotonic()
     default_sizes = "1000,20000" if args.quick else "10000,200000"
     sizes = [int(n) for n in (args.sizes or default_sizes).split(",")]
     changes = [int(k) for k in args.changes.split(",")]
@@ -141,6 +143,7 @@ def main() -> int:
             "holds": len({r["requests"] for r in runs}) == 1,
         }
     report["db_equals_truth"] = not problems
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
     report["targets"] = targets
     print(json.dumps(report, indent=2))
     if problems:

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,7 @@ def main() -> int:
     parser.add_argument("--large", type=int)
     parser.add_argument("--databases", help="comma-separated: sqlite,postgresql")
     args = parser.parse_args()
+    started = time.monotonic()
     small = args.small or (20_000 if args.quick else 100_000)
     large = args.large or (200_000 if args.quick else 1_000_000)
     databases = (args.databases or ("sqlite" if args.quick else "sqlite,postgresql")).split(",")
@@ -128,6 +130,7 @@ def main() -> int:
                 "holds": growth <= GROWTH_LIMIT,
             }
     report["targets"] = targets
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))
     return 0 if ok else 1
 
