@@ -87,30 +87,38 @@ def fcsync_env(base_url: str, db_url: str, **overrides: str) -> dict[str, str]:
     )
 
 
+# Run between the benchmark and `fcsync`: Linux counts a forked child's copy of its parent's
+# memory into the child's ru_maxrss, so a child forked straight from a benchmark holding a
+# 1,000,000-row emulator reports that emulator's size. This small process forks fcsync instead,
+# waits for it and writes its own peak (KiB) to the file named first.
+_LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_fcsync(args: list[str], env: dict[str, str], *, timeout_s: float = 3_600) -> Finished:
     """`fcsync ARGS` as a user runs it, in a child process; its peak RSS is the kernel's count
-    for that child alone (wait4's rusage: exact, no sampling)."""
+    for that process alone (wait4's rusage: exact, no sampling)."""
     fcsync = Path(sys.executable).with_name("fcsync")
     started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out:
-        child = subprocess.Popen([str(fcsync), *args], env=env, stdout=out, stderr=out)
-        deadline = started + timeout_s
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                child.kill()
-                pid, status, usage = os.wait4(child.pid, 0)
-                break
-            time.sleep(0.05)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        output = out.read()
+    with tempfile.TemporaryDirectory(prefix="fcsync-bench-run-") as tmp:
+        peak_file = Path(tmp) / "peak_kib"
+        with (Path(tmp) / "output").open("w+") as out:
+            launcher = [sys.executable, "-c", _LAUNCHER, str(peak_file), str(fcsync), *args]
+            child = subprocess.run(
+                launcher, env=env, stdout=out, stderr=out, timeout=timeout_s, check=False
+            )
+            out.seek(0)
+            output = out.read()
+        peak_kib = int(peak_file.read_text()) if peak_file.exists() else 0
     return Finished(
         exit_code=child.returncode,
         seconds=time.monotonic() - started,
-        # Linux reports ru_maxrss in KiB.
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peak_kib / 1024,
         output=output,
     )
