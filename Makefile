@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench scheduler
 	$(BIN)/python -m bench ingest
 	$(BIN)/python -m bench fleet
+	$(BIN)/python -m bench incremental
+	$(BIN)/python -m bench memory
 
 clean:
 	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache

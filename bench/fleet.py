@@ -18,22 +18,18 @@ PostgreSQL or Redis is unreachable. `--quick`: 60 accounts, 2 emulated days (~2 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import itertools
 import json
 import math
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,40 +38,14 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from bench._support import postgres_database, run_facts
 from emulator import EmulatorControl
 from models import Account
-from worker.playground.databases import create_postgres_database, drop_postgres_database
 from worker.playground.emulator_env import API_KEY, STRIPE_TEST_RPS, playground_emulator
 from worker.playground.stack import Stack, StackOptions
 from worker.ratelimit import RedisTokenBucket, default_burst
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def run_facts() -> dict[str, Any]:
-    """When, on which commit and on how many cores the benchmark ran."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit,
-        "nproc": os.cpu_count(),
-    }
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A database of this run's own (`bench_fleet_<pid>_...`), dropped when the block ends."""
-    url = create_postgres_database(POSTGRES_ADMIN_URL, f"bench_fleet_{os.getpid()}")
-    try:
-        yield url
-    finally:
-        drop_postgres_database(POSTGRES_ADMIN_URL, url)
 
 
 LATENCY_MS = 100.0
@@ -272,7 +242,7 @@ def main() -> int:
             repeats=1 if args.quick else 3,
         )
         with (
-            postgres_database() as db_url,
+            postgres_database("fleet") as db_url,
             tempfile.TemporaryDirectory(prefix="fcsync-bench-fleet-") as tmp,
         ):
             options = StackOptions(

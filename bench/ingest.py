@@ -41,6 +41,7 @@ import stripe
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from bench._support import POSTGRES_ADMIN_URL
 from emulator import EmulatorControl
 from models import Transaction
 from worker import tracking
@@ -53,9 +54,6 @@ from worker.settings import STRIPE_API_VERSION, Settings
 from worker.stripe_gateway import gateway_from_settings
 
 API_KEY = "sk_test_bench_ingest"
-PG_ADMIN = os.environ.get(
-    "FCSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 PAGE = 100
 # The table's columns, in the order `all_rows` gives each row's values.
 COLUMNS = tuple(column.name for column in Transaction.__table__.columns)
@@ -125,7 +123,7 @@ def refreshed_account(control: EmulatorControl, base_url: str, rows: int) -> str
 
 def pg_reachable() -> str | None:
     try:
-        engine = create_engine(PG_ADMIN)
+        engine = create_engine(POSTGRES_ADMIN_URL)
         with engine.connect():
             pass
         engine.dispose()
@@ -147,12 +145,12 @@ def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    url = create_postgres_database(PG_ADMIN, f"bench_ingest_{os.getpid()}")
+    url = create_postgres_database(POSTGRES_ADMIN_URL, f"bench_ingest_{os.getpid()}")
     try:
         upgrade_database(url)
         yield url
     finally:
-        drop_postgres_database(PG_ADMIN, url)
+        drop_postgres_database(POSTGRES_ADMIN_URL, url)
 
 
 # -- competitors ------------------------------------------------------------------------------

@@ -37,13 +37,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
+from bench._support import POSTGRES_ADMIN_URL
+
 if TYPE_CHECKING:
     from worker.records import Sweep
     from worker.runtime import Runtime
 
-PG_ADMIN_URL = os.environ.get(
-    "FCSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 DUE = 1_000
 TARGET_MS = 200.0
 FLAT = 0.20
@@ -62,12 +61,12 @@ def account_id(n: int) -> str:
 @contextmanager
 def database(name: str) -> Iterator[str]:
     """A database of this run's own on the local PostgreSQL, dropped when the block ends."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         try:
-            yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+            yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -250,9 +249,12 @@ def main() -> int:
     repeats = args.repeats or (3 if args.quick else 7)
     started = time.monotonic()
     try:
-        create_engine(PG_ADMIN_URL).connect().close()
+        create_engine(POSTGRES_ADMIN_URL).connect().close()
     except Exception as exc:
-        print(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc}; nothing measured", file=sys.stderr)
+        print(
+            f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}; nothing measured",
+            file=sys.stderr,
+        )
         return 2
 
     from worker.db import upgrade_database

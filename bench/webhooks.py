@@ -38,6 +38,7 @@ from celery import Celery
 from kombu import Queue
 from sqlalchemy import Engine, create_engine, text
 
+from bench._support import POSTGRES_ADMIN_URL
 from emulator import Emulator, EmulatorConfig
 from worker.db import make_engine, upgrade_database
 from worker.playground.emulator_env import free_port, scrubbed_environ
@@ -47,7 +48,6 @@ PATH = "/webhooks/stripe"
 SECRET = "whsec_bench_webhooks"
 API_KEY = "sk_test_bench_webhooks"
 EVENT_TYPE = "financial_connections.account.refreshed_transactions"
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 QUEUE = "fcsync"
 TARGET_EVENTS_PER_S = 1_000
@@ -318,7 +318,7 @@ class Databases:
     """Databases of this run's own on the local PostgreSQL, dropped at the end."""
 
     def __init__(self) -> None:
-        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         self.names: list[str] = []
 
     def create(self) -> str | None:
@@ -331,7 +331,7 @@ class Databases:
             print(f"PostgreSQL unreachable, its case skipped: {exc}", file=sys.stderr)
             return None
         self.names.append(name)
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
     def drop_all(self) -> None:
         with self.admin.connect() as conn:

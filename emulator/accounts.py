@@ -72,6 +72,8 @@ class Account:
     subscription_generation: int = 0
     # The next this many transaction refreshes to complete fail, whatever `failure_rate` says.
     fail_next_refreshes: int = 0
+    # The next succeeded transaction refresh changes exactly this many rows (None: as usual).
+    next_refresh_changes: int | None = None
     balance: dict[str, Any] | None = None
     balance_refresh: RefreshState | None = None
     ownership: str | None = None

@@ -154,10 +154,13 @@ class Bank:
         refresh_cooldown_s: float | None = None,
         failure_rate: float | None = None,
         fail_next_refreshes: int | None = None,
+        next_refresh_changes: int | None = None,
     ) -> None:
         """Change how the account's refreshes behave from now on (not an API change)."""
         if fail_next_refreshes is not None:
             account.fail_next_refreshes = fail_next_refreshes
+        if next_refresh_changes is not None:
+            account.next_refresh_changes = next_refresh_changes
         if refresh_delay_s is not None:
             account.refresh_delay_s = refresh_delay_s
         if refresh_cooldown_s is not None:

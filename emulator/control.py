@@ -49,7 +49,8 @@ class EmulatorControl:
     def update_account(self, account_id: str, **changes: Any) -> dict[str, Any]:
         """Keys: status (emits deactivated/reactivated/disconnected), refresh_delay_s,
         refresh_cooldown_s, failure_rate, fail_next_refreshes (the next n transaction refreshes
-        to complete fail)."""
+        to complete fail), next_refresh_changes (the next succeeded transaction refresh changes
+        exactly that many rows: pending rows settle first, new rows arrive for the rest)."""
         return dict(self._call("POST", f"/accounts/{account_id}", changes))
 
     def delete_account(self, account_id: str) -> None:

@@ -91,13 +91,23 @@ def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
 
 def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
     account = _account(bank, args["account"])
-    _check(body, {"status": (str,), "fail_next_refreshes": (int,), **TUNABLES})
+    _check(
+        body,
+        {
+            "status": (str,),
+            "fail_next_refreshes": (int,),
+            "next_refresh_changes": (int,),
+            **TUNABLES,
+        },
+    )
     _check_tunables(body)
-    if body.get("fail_next_refreshes", 0) < 0:
-        raise ControlRequestError(400, "fail_next_refreshes must be >= 0")
+    for key in ("fail_next_refreshes", "next_refresh_changes"):
+        if body.get(key, 0) < 0:
+            raise ControlRequestError(400, f"{key} must be >= 0")
     bank.tune_account(
         account,
         fail_next_refreshes=body.get("fail_next_refreshes"),
+        next_refresh_changes=body.get("next_refresh_changes"),
         **{key: float(body[key]) for key in TUNABLES if key in body},
     )
     if "status" in body:

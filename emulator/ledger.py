@@ -113,15 +113,22 @@ class Ledger:
         self.updated.extend(array("Q", bytes(8 * count)))
         self.refresh.extend(array("I", bytes(4 * count)))
 
-    def apply_refresh(self, rng: random.Random, seq: int, at: int) -> list[int]:
+    def apply_refresh(
+        self, rng: random.Random, seq: int, at: int, *, changes: int | None = None
+    ) -> list[int]:
         """A succeeded refresh at `at`: most pending rows settle, 0-10 new rows arrive.
 
+        `changes`: exactly this many rows change instead, the oldest pending rows settling
+        first and new rows arriving for the rest (a bank catching up after a gap).
         Returns the changed positions; they are remembered for transaction_refresh[after]."""
         changed: list[int] = []
         still_pending: list[int] = []
-        for pos in self.pending:
+        for index, pos in enumerate(self.pending):
             roll = rng.random()
             ta = self.transacted_at[pos]
+            if changes is not None:
+                # Settle (posted or void) while changes remain; the rest stay pending.
+                roll = roll * 0.85 if index < changes else 1.0
             if roll < 0.75:
                 self.status[pos] = POSTED
                 self.posted_at[pos] = ta + int(rng.random() * max(at - ta, 0))
@@ -137,9 +144,8 @@ class Ledger:
             changed.append(pos)
         newest = self.transacted_at[-1] if len(self) else at - DAY_S
         first_new = len(self)
-        dates = sorted(
-            newest + int(rng.random() * max(at - newest, 0)) for _ in range(rng.randint(0, 10))
-        )
+        arrivals = rng.randint(0, 10) if changes is None else max(changes - len(changed), 0)
+        dates = sorted(newest + int(rng.random() * max(at - newest, 0)) for _ in range(arrivals))
         for offset, ta in enumerate(dates):
             if rng.random() < INFLOW_SHARE:
                 m = len(OUTFLOWS) + int(rng.random() * len(INFLOWS))

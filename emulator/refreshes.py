@@ -166,7 +166,8 @@ class Refreshes:
                 account.discovery_seq = seq
                 account.discovered_at = int(at)
             data = random.Random(f"{seed}/{account.id}/refresh/{seq}/data")
-            account.ledger.apply_refresh(data, seq, int(at))
+            changes, account.next_refresh_changes = account.next_refresh_changes, None
+            account.ledger.apply_refresh(data, seq, int(at), changes=changes)
         refresh.next_refresh_available_at = math.ceil(at + account.refresh_cooldown_s)
         self._events.emit("financial_connections.account.refreshed_transactions", account, at)
 

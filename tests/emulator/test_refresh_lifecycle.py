@@ -359,3 +359,33 @@ def test_a_cooldown_of_hours_set_on_one_account_gates_from_its_next_refresh_on(
     assert control.stats()["gating_violations"] == 1
     control.advance(3_600)
     assert refresh(client, account_id).transaction_refresh.id != second.id
+
+
+@pytest.mark.parametrize("changes", [3, 150])
+def test_next_refresh_changes_changes_exactly_that_many_rows_once(
+    emulator: Emulator, client: stripe.StripeClient, changes: int
+) -> None:
+    control = emulator.control
+    account_id = control.create_account(transactions=300, refresh_cooldown_s=0)["id"]
+    refresh(client, account_id)
+    control.advance(5)
+    cursor = current_refresh(client, account_id).id
+    before = {t["id"]: t for t in control.transactions(account_id)}
+    control.update_account(account_id, next_refresh_changes=changes)
+    refresh(client, account_id)
+    control.advance(5)
+    after = current_refresh(client, account_id).id
+    changed = list_all(client, {"account": account_id, "transaction_refresh": {"after": cursor}})
+    assert len(changed) == changes
+    truth = control.transactions(account_id)
+    assert {t["id"] for t in truth if before.get(t["id"]) != t} == {t["id"] for t in changed}
+    # Only the next one: the refresh after it changes what refreshes usually do (0-10 rows
+    # arriving besides the pending ones settling), which is never 150.
+    refresh(client, account_id)
+    control.advance(5)
+    later = list_all(client, {"account": account_id, "transaction_refresh": {"after": after}})
+    assert len(later) != 150
+
+    with pytest.raises(ControlError) as exc:
+        control.update_account(account_id, next_refresh_changes=-1)
+    assert exc.value.status == 400

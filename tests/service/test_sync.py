@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -70,6 +71,24 @@ def test_sync_later_syncs_read_only_rows_changed_after_the_cursor(
     assert fc.mismatches(session, account_id) == []
     account = account_row(session, account_id)
     assert account.cursor_refresh_id == second.refresh_id != first.refresh_id
+
+
+@pytest.mark.parametrize("history", [50, 1_000])
+@pytest.mark.parametrize("changes", [1, 150])
+def test_sync_incremental_requests_grow_with_what_changed_never_with_the_history(
+    fc: EmulatedFC, session: Session, history: int, changes: int
+) -> None:
+    account_id = tracked_account(fc, session, transactions=history)
+    fc.refresh(session, account_id)
+    fc.sync(session, account_id)
+    fc.control.update_account(account_id, next_refresh_changes=changes)
+    fc.refresh(session, account_id)
+    calls_before = fc.list_calls()
+
+    _, steps = fc.sync(session, account_id)
+    assert fc.list_calls() - calls_before == len(steps) == math.ceil(changes / 100)
+    assert sum(s.inserted + s.updated for s in steps) == changes
+    assert fc.mismatches(session, account_id) == []
 
 
 def test_sync_records_the_cursor_as_the_after_parameter(fc: EmulatedFC, session: Session) -> None:
