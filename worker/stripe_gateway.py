@@ -5,6 +5,7 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -249,7 +250,11 @@ class StripeGateway:
         with self._ahead_lock:
             if self._reader is None:
                 self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
-            self._ahead[account_id] = (params, self._reader.submit(self._read_ahead, params))
+            # In a copy of the caller's context: the thread's lines (stripe-python's own among
+            # them) carry the unit of work's account and task like the rest of it.
+            context = contextvars.copy_context()
+            read = self._reader.submit(context.run, self._read_ahead, params)
+            self._ahead[account_id] = (params, read)
 
     def _take_read_ahead(
         self, account_id: str, params: dict[str, Any]
@@ -265,7 +270,7 @@ class StripeGateway:
             return None
 
     def _read_ahead(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
-        # A log context of this thread's own: the request id is noted where the page is used.
+        # The request id stays in this thread's own context; it is noted where the page is used.
         with log_context.bound():
             page = parse_transactions_page(self._list_body(params))
             return page, log_context.current().get("stripe_request_id")

@@ -86,7 +86,7 @@ def test_compose_webhooks_healthcheck_follows_the_database(
     _, _, ctx = parse_service(services["webhooks"])
     container_url = f"http://127.0.0.1:{ctx.params['port']}"
     settings = Settings(database_url=migrated_sqlite, stripe_webhook_secret="whsec_x")  # type: ignore[arg-type]
-    up = create_engine("sqlite://")
+    up = create_engine(migrated_sqlite)
     runtime = Runtime(settings, send=lambda _: None, engine=up)
     app = http.create_app(runtime, path=ctx.params["path"])
     with serving(app) as url:
