@@ -113,6 +113,13 @@ def main() -> None:
                 "ratio_large_over_small_median": ratios,
                 "max_ratio": max(ratios.values()),
                 "target_ratio": 2.0,
+                "targets": {
+                    "page latency, large over small account": {
+                        "target": "< x2 (median, every kind of page)",
+                        "value": max(ratios.values()),
+                        "holds": max(ratios.values()) < 2.0,
+                    }
+                },
                 "rss_mb": {
                     "start": round(rss_start, 1),
                     "before_large": round(rss_before_large, 1),

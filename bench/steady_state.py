@@ -62,6 +62,14 @@ def main() -> int:
             "elapsed_s": round(time.monotonic() - started, 1),
         }
     )
+    report["targets"] = {
+        "requests per account-day": {
+            "target": "<= 1 + ceil(changed/100) per account and day",
+            "value": report["requests"],
+            "bound": report["bound_requests"],
+            "holds": report["requests"] <= report["bound_requests"],
+        }
+    }
     print(json.dumps(report, indent=2))
     if problems:
         print("\n".join(problems[:20]), file=sys.stderr)
