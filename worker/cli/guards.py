@@ -4,6 +4,7 @@ Stripe's refresh cooldown): one line naming the problem and the fix."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -128,7 +129,8 @@ def publish(followup: Followup) -> None:
 def cooldown(retry_at: str, now: datetime) -> str:
     """When Stripe allows the next refresh, as a moment (UTC) and as a wait."""
     moment = datetime.fromisoformat(retry_at).astimezone(UTC)
-    wait = max(0, int((moment - now).total_seconds()))
+    # Rounded up: a wait under a second is still one, never "in 0s".
+    wait = max(0, math.ceil((moment - now).total_seconds()))
     hours, rest = divmod(wait, 3600)
     parts = [f"{hours}h"] if hours else []
     parts += [f"{rest // 60}m"] if rest >= 60 else []
