@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Account
-from worker.freshness import State, account_freshness
+from worker.freshness import Facts, State, freshness, refresh_facts
 from worker.metrics import FleetSnapshot
 
 # States in which fcsync is expected to keep an account synced. An untracked, inactive,
@@ -22,21 +22,21 @@ SYNCING_STATES = frozenset(
 
 def snapshot(session: Session, *, now: datetime) -> FleetSnapshot:
     """Sync lag: the time since an account's last completed sync (since it was first stored,
-    if it never synced), over the accounts in SYNCING_STATES."""
-    states = account_freshness(session, now=now)
+    if it never synced), over the accounts in SYNCING_STATES. One pass over the accounts."""
+    facts = refresh_facts(session)
     counts = dict.fromkeys((str(state) for state in State), 0)
-    for fresh in states.values():
+    pending: list[datetime] = []
+    lags = [0.0]
+    for account in session.scalars(select(Account)):
+        fresh = freshness(account, facts.get(account.id, Facts()), now=now)
         counts[str(fresh.state)] += 1
-    pending = [f.refresh_pending_since for f in states.values() if f.refresh_pending_since]
-    lags = [
-        (now - (synced or created)).total_seconds()
-        for account_id, synced, created in session.execute(
-            select(Account.id, Account.last_synced_at, Account.created_at)
-        )
-        if account_id in states and states[account_id].state in SYNCING_STATES
-    ]
+        if fresh.refresh_pending_since is not None:
+            pending.append(fresh.refresh_pending_since)
+        if fresh.state in SYNCING_STATES:
+            synced = account.last_synced_at or account.created_at
+            lags.append((now - synced).total_seconds())
     return FleetSnapshot(
         accounts=counts,
         oldest_pending_refresh_s=max(0.0, (now - min(pending)).total_seconds()) if pending else 0,
-        max_sync_lag_s=max([0.0, *lags]),
+        max_sync_lag_s=max(lags),
     )

@@ -63,13 +63,6 @@ class Freshness:
     next_due_at: datetime | None
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every stored time is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _from_ts(ts: int | None) -> datetime | None:
     return datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None
 
@@ -87,7 +80,7 @@ def _judge(a: Account, *, now: datetime) -> tuple[State, str | None, str | None]
     failing_or_stale = State.FAILING if code else State.STALE
     cooldown = _from_ts(a.refresh_next_available_at)
     cooling = cooldown is not None and cooldown > now
-    next_due = _utc(a.next_due_at)
+    next_due = a.next_due_at
     if not a.tracked:
         return State.UNTRACKED, "not tracked", None
     if a.gone_at is not None:
@@ -107,7 +100,7 @@ def _judge(a: Account, *, now: datetime) -> tuple[State, str | None, str | None]
     if a.refresh_status == "pending":
         return State.REFRESHING, f"refresh {a.refresh_id} pending at Stripe", None
     if a.sync_target_refresh_id is not None:
-        lease = _utc(a.sync_lease_expires_at)
+        lease = a.sync_lease_expires_at
         if lease is not None and lease > now:
             return State.REFRESHING, f"sync to {a.sync_target_refresh_id} in progress", None
         reason = f"sync to {a.sync_target_refresh_id} interrupted{error}; the next sweep resumes it"
@@ -149,11 +142,11 @@ def freshness(a: Account, facts: Facts, *, now: datetime) -> Freshness:
         reason=reason,
         until=cooldown if cooldown is not None and cooldown > now else None,
         code=code,
-        last_refresh_succeeded_at=_utc(facts.last_refresh_succeeded_at),
-        last_refresh_failed_at=_utc(facts.last_refresh_failed_at),
+        last_refresh_succeeded_at=facts.last_refresh_succeeded_at,
+        last_refresh_failed_at=facts.last_refresh_failed_at,
         refresh_pending_since=_from_ts(a.refresh_last_attempted_at) if pending else None,
-        last_rows_changed_at=_utc(facts.last_rows_changed_at),
-        next_due_at=_utc(a.next_due_at),
+        last_rows_changed_at=facts.last_rows_changed_at,
+        next_due_at=a.next_due_at,
     )
 
 
@@ -168,17 +161,4 @@ def refresh_facts(session: Session, account_id: str | None = None) -> dict[str, 
     ).group_by(Refresh.account_id)
     if account_id is not None:
         query = query.where(Refresh.account_id == account_id)
-    return {
-        row[0]: Facts(_utc(row[1]), _utc(row[2]), _utc(row[3])) for row in session.execute(query)
-    }
-
-
-def account_freshness(
-    session: Session, *, now: datetime, account_id: str | None = None
-) -> dict[str, Freshness]:
-    """Every account's freshness (or one account's), by account id."""
-    facts = refresh_facts(session, account_id)
-    query = select(Account).order_by(Account.id)
-    if account_id is not None:
-        query = query.where(Account.id == account_id)
-    return {a.id: freshness(a, facts.get(a.id, Facts()), now=now) for a in session.scalars(query)}
+    return {row[0]: Facts(row[1], row[2], row[3]) for row in session.execute(query)}

@@ -200,12 +200,3 @@ def test_a_pending_refresh_is_refreshing_since_stripe_started_it() -> None:
     assert judged.state is State.REFRESHING
     assert judged.refresh_pending_since == NOW - timedelta(seconds=300)
     assert judge(account()).refresh_pending_since is None
-
-
-def test_the_refresh_facts_come_along_as_utc() -> None:
-    naive = datetime(2026, 11, 1, 10, 0)  # as SQLite hands it back
-    facts = Facts(last_refresh_succeeded_at=naive, last_rows_changed_at=naive)
-    judged = freshness(account(), facts, now=NOW)
-    assert judged.last_refresh_succeeded_at == naive.replace(tzinfo=UTC)
-    assert judged.last_rows_changed_at == naive.replace(tzinfo=UTC)
-    assert judged.last_refresh_failed_at is None
