@@ -36,6 +36,20 @@ class State(StrEnum):
     UNTRACKED = "untracked"
 
 
+# Each state in a line, for people: the status page's legend.
+MEANING = {
+    State.FRESH: "synced up to Stripe's latest refresh, younger than the refresh interval",
+    State.REFRESHING: "a refresh is pending at Stripe, or a sync is running",
+    State.COOLING_DOWN: "older than the interval; Stripe allows the next refresh later",
+    State.STALE: "behind Stripe or older than the interval, no error: the next sweep catches up",
+    State.FAILING: "the last refresh or sync failed; the reason and last error say how",
+    State.RELINK_REQUIRED: "no transactions permission: the user must link the account again",
+    State.INACTIVE: "inactive at Stripe: no refresh until it is reactivated",
+    State.DISCONNECTED: "disconnected at Stripe, or Stripe no longer knows it: final",
+    State.UNTRACKED: "stored, but fcsync no longer keeps it in sync",
+}
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the refreshes table adds to an account row."""

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from werkzeug.datastructures import Authorization, Headers
 
 from worker import reports
-from worker.freshness import State
+from worker.freshness import MEANING, State
 from worker.redaction import redact
 
 if TYPE_CHECKING:
@@ -37,17 +37,6 @@ SEVERITY = (
     State.FRESH,
     State.UNTRACKED,
 )
-MEANING = {
-    State.FRESH: "synced up to Stripe's latest refresh, younger than the refresh interval",
-    State.REFRESHING: "a refresh is pending at Stripe, or a sync is running",
-    State.COOLING_DOWN: "older than the interval; Stripe allows the next refresh later",
-    State.STALE: "behind Stripe or older than the interval, no error: the next sweep catches up",
-    State.FAILING: "the last refresh or sync failed; the reason and last error say how",
-    State.RELINK_REQUIRED: "no transactions permission: the user must link the account again",
-    State.INACTIVE: "inactive at Stripe: no refresh until it is reactivated",
-    State.DISCONNECTED: "disconnected at Stripe, or Stripe no longer knows it: final",
-    State.UNTRACKED: "stored, but fcsync no longer keeps it in sync",
-}
 # Headers a reverse proxy adds: behind one, every request comes from the proxy's own address,
 # often loopback, so a request that carries any of them is never taken for a loopback client.
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from models import Account
-from worker.freshness import Facts, Freshness, State, freshness
+from worker.freshness import MEANING, Facts, Freshness, State, freshness
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 NOW_TS = int(NOW.timestamp())
@@ -200,3 +200,7 @@ def test_a_pending_refresh_is_refreshing_since_stripe_started_it() -> None:
     assert judged.state is State.REFRESHING
     assert judged.refresh_pending_since == NOW - timedelta(seconds=300)
     assert judge(account()).refresh_pending_since is None
+
+
+def test_every_state_has_a_meaning_for_people() -> None:
+    assert set(MEANING) == set(State)
