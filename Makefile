@@ -56,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench memory
 
 clean:
-	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync-broker.sqlite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) chaos-report.jsonl fcsync.db fcsync.db-wal fcsync.db-shm fcsync-broker.sqlite fcsync-broker.sqlite-wal fcsync-broker.sqlite-shm .pytest_cache .mypy_cache .ruff_cache
