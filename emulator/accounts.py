@@ -233,7 +233,13 @@ class AccountBook:
             and params.get("session", a.session) == a.session
         ]
         position = {a.id: i for i, a in enumerate(self._order)}
-        chosen, has_more = page_by_id(keys, params, position, "financial connections account")
+        chosen, has_more = page_by_id(
+            keys,
+            params,
+            position,
+            "financial connections account",
+            lambda p: self._order[p].scope == scope,
+        )
         return list_object(
             [self._order[i].render() for i in chosen],
             has_more,

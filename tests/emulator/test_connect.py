@@ -77,6 +77,9 @@ def test_connected_accounts_objects_need_their_stripe_account_header(
             "transaction",
         )
     assert [a.id for a in platform.v1.financial_connections.accounts.list().data] == [ours]
+    with pytest.raises(stripe.InvalidRequestError) as cursor:
+        platform.v1.financial_connections.accounts.list({"starting_after": theirs})
+    assert (cursor.value.code, cursor.value.param) == ("resource_missing", "starting_after")
     assert as_b.v1.financial_connections.accounts.list().data == []
     # The platform's own objects do not exist for a connected account either.
     assert_missing(lambda: as_a.v1.financial_connections.accounts.retrieve(ours), "account")
