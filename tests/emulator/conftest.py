@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 import stripe
 
 from emulator import Emulator, EmulatorConfig
+from tests.local_http import QuietHandler, serving
 
 OPENAPI_DIR = Path(
     os.environ.get(
@@ -139,7 +139,7 @@ class Receiver:
         """Listen on a free loopback port (`url`) until the block ends."""
         state = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if state.delay_s:
@@ -153,18 +153,9 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.url = f"http://127.0.0.1:{server.server_port}/webhooks"
-        try:
+        with serving(Handler) as base_url:
+            self.url = f"{base_url}/webhooks"
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
 
 
 @pytest.fixture
