@@ -14,6 +14,7 @@ from emulator.config import EmulatorConfig
 from emulator.identifiers import IdSource, TransactionIds, base62, transaction_tag
 from emulator.ledger import Ledger
 from emulator.paging import exclusive_cursors, list_object, page, page_by_id
+from emulator.scopes import Scope
 
 INSTITUTIONS = ("StripeBank", "Emulated Credit Union", "First Test Bank", "Sandbox Savings & Loan")
 ACCOUNT_STATUSES = ("active", "inactive", "disconnected")
@@ -51,7 +52,7 @@ class TransactionRefresh(RefreshState):
 class Account:
     id: str
     created: int
-    livemode: bool
+    scope: Scope
     holder: dict[str, str]
     permissions: list[str]
     status: str
@@ -78,6 +79,10 @@ class Account:
     balance_refresh: RefreshState | None = None
     ownership: str | None = None
     ownership_refresh: RefreshState | None = None
+
+    @property
+    def livemode(self) -> bool:
+        return self.scope.livemode
 
     def refresh_id(self, seq: int) -> str:
         resolved = seq or self.discovery_seq
@@ -112,7 +117,7 @@ class Account:
 
 
 class AccountBook:
-    """Every account of both modes in creation order, found by id, by the tag its transaction
+    """Every account of every scope in creation order, found by id, by the tag its transaction
     ids carry and by the refreshes it owns."""
 
     def __init__(self, config: EmulatorConfig, ids: IdSource) -> None:
@@ -134,7 +139,7 @@ class AccountBook:
         failure_rate: float | None = None,
         customer: str | None = None,
         holder: dict[str, str] | None = None,
-        livemode: bool = False,
+        scope: Scope,
         session: str | None = None,
         now: int,
     ) -> Account:
@@ -157,7 +162,7 @@ class AccountBook:
         account = Account(
             id=account_id,
             created=now,
-            livemode=livemode,
+            scope=scope,
             holder=holder,
             permissions=list(cfg.permissions if permissions is None else permissions),
             status=status,
@@ -189,11 +194,11 @@ class AccountBook:
         self._refresh_owner = {r: o for r, o in self._refresh_owner.items() if o[0] is not account}
 
     def get(self, account_id: str) -> Account | None:
-        """The account of either mode, as the control API sees it."""
+        """The account of any scope, as the control API sees it."""
         return self._accounts.get(account_id)
 
     def all(self) -> list[Account]:
-        """Every account of both modes, oldest first."""
+        """Every account of every scope, oldest first."""
         return list(self._order)
 
     def by_id(self) -> Mapping[str, Account]:
@@ -203,14 +208,14 @@ class AccountBook:
         """Record whose refresh `refresh_id` is, for `transaction_refresh[after]`."""
         self._refresh_owner[refresh_id] = (account, seq)
 
-    def find(self, account_id: str, livemode: bool, *, param: str) -> Account:
-        """The account as a key of this mode sees it: other modes' objects do not exist."""
+    def find(self, account_id: str, scope: Scope, *, param: str) -> Account:
+        """The account as a request in `scope` sees it: other scopes' objects do not exist."""
         account = self._accounts.get(account_id)
-        if account is None or account.livemode != livemode:
+        if account is None or account.scope != scope:
             raise errors.no_such("financial connections account", account_id, param=param)
         return account
 
-    def list_accounts(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
+    def list_accounts(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
         holder = params.get("account_holder", {})
         if "account" in holder and "customer" in holder:
             raise errors.StripeError(
@@ -223,12 +228,18 @@ class AccountBook:
         keys = [
             i
             for i, a in enumerate(self._order)
-            if a.livemode == livemode
+            if a.scope == scope
             and all(a.holder.get(k) == v for k, v in holder.items())
             and params.get("session", a.session) == a.session
         ]
         position = {a.id: i for i, a in enumerate(self._order)}
-        chosen, has_more = page_by_id(keys, params, position, "financial connections account")
+        chosen, has_more = page_by_id(
+            keys,
+            params,
+            position,
+            "financial connections account",
+            lambda p: self._order[p].scope == scope,
+        )
         return list_object(
             [self._order[i].render() for i in chosen],
             has_more,
@@ -237,8 +248,8 @@ class AccountBook:
 
     # -- transactions -------------------------------------------------------------------
 
-    def list_transactions(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        account = self.find(params["account"], livemode, param="account")
+    def list_transactions(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        account = self.find(params["account"], scope, param="account")
         ledger = account.ledger
         after_seq: int | None = None
         if "transaction_refresh" in params:
@@ -272,10 +283,10 @@ class AccountBook:
             "/v1/financial_connections/transactions",
         )
 
-    def transaction(self, transaction_id: str, livemode: bool) -> dict[str, Any]:
+    def transaction(self, transaction_id: str, scope: Scope) -> dict[str, Any]:
         tag = transaction_tag(transaction_id)
         account = self._by_tag.get(tag) if tag else None
-        if account is not None and account.livemode == livemode:
+        if account is not None and account.scope == scope:
             position = account.ledger.ids.position(transaction_id)
             visible = account.discovery_seq is not None
             if visible and position is not None and position < len(account.ledger):

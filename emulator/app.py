@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import itertools
 import json
-import re
 import socket
 import time
 from collections.abc import Iterable
@@ -25,15 +24,14 @@ from emulator.events import Origin
 from emulator.idempotency import IdempotencyKeys, StoredResponse
 from emulator.identifiers import base62
 from emulator.params import parse_pairs, validate
+from emulator.scopes import API_KEY, Scope, masked
 from emulator.stripe_api import OPERATIONS, Call, Operation
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]+$")
-
-# An Idempotency-Key as stored: (livemode, key).
-StoredKey = tuple[bool, str]
+# An Idempotency-Key as stored: (scope, key).
+StoredKey = tuple[Scope, str]
 
 
 def _json(body: Any) -> bytes:
@@ -141,7 +139,10 @@ class EmulatorApp:
     ) -> tuple[Response, StoredKey | None]:
         """The answer, and the key it is stored under when it is a keyed POST's (fresh or
         replayed), for a dropped connection to mark lost."""
-        livemode = _livemode(request)
+        api_key = _api_key(request)
+        bank = self.bank
+        with bank.lock:
+            scope = bank.scope(api_key, request.headers.get("Stripe-Account"))
         pairs = list(request.args.items(multi=True))
         if request.method == "POST":
             pairs += list(request.form.items(multi=True))
@@ -152,28 +153,28 @@ class EmulatorApp:
             headers["Idempotency-Key"] = key
             self._idempotency.check(key)
         fingerprint = json.dumps([operation.template, request.path, raw], sort_keys=True)
-        call = Call(livemode, Origin(api_version, request_id, key))
-        bank = self.bank
+        call = Call(scope, Origin(api_version, request_id, key))
         with bank.lock:
             bank.tick()
             if key is not None:
-                stored = self._idempotency.replay(livemode, key, fingerprint)
+                stored = self._idempotency.replay(scope, key, fingerprint)
                 if stored is not None:
                     bank.count_replay(operation.template, lost=stored.lost)
-                    return _replay(stored, headers), (livemode, key)
+                    return _replay(stored, headers), (scope, key)
             try:
                 status, body = 200, _json(operation.handler(bank, call, params, args))
             except StripeError as exc:
                 status, body = exc.status, _json(exc.body())
             if key is not None:
                 self._idempotency.store(
-                    livemode, key, StoredResponse(fingerprint, status, body, request_id)
+                    scope, key, StoredResponse(fingerprint, status, body, request_id)
                 )
         response = Response(body, status, headers, content_type="application/json")
-        return response, (livemode, key) if key is not None else None
+        return response, (scope, key) if key is not None else None
 
 
-def _livemode(request: Request) -> bool:
+def _api_key(request: Request) -> str:
+    """The request's well-formed secret or restricted key, else Stripe's 401."""
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "basic":
@@ -190,9 +191,8 @@ def _livemode(request: Request) -> bool:
         )
     key = credentials.strip()
     if not API_KEY.match(key):
-        shown = f"{key[:8]}{'*' * 4}{key[-4:]}" if len(key) > 12 else key
-        raise StripeError(401, f"Invalid API Key provided: {shown}")
-    return key.split("_")[1] == "live"
+        raise StripeError(401, f"Invalid API Key provided: {masked(key)}")
+    return key
 
 
 def _replay(stored: StoredResponse, headers: dict[str, str]) -> Response:

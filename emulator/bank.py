@@ -1,6 +1,7 @@
-"""The emulated Stripe account, as one facade over the objects that hold its state: the
-AccountBook, the Refreshes state machine with its due heap, the Events log with webhook
-delivery, Sessions and Stats, on one clock. Callers hold `Bank.lock` around every call."""
+"""The emulated Stripe, as one facade over the objects that hold its state: the platforms and
+their scopes, the AccountBook, the Refreshes state machine with its due heap, the Events log
+with webhook delivery, Sessions and Stats, on one clock. Callers hold `Bank.lock` around every
+call."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from emulator.events import ACCOUNT_EVENT_TYPES, Events, Origin
 from emulator.faults import FaultInjector, Outcome
 from emulator.identifiers import IdSource
 from emulator.refreshes import Refreshes
+from emulator.scopes import DEFAULT_PLATFORM, Platforms, Scope
 from emulator.sessions import Session, Sessions
 from emulator.stats import Stats
 from emulator.webhooks import Endpoint, WebhookDispatcher
@@ -40,6 +42,7 @@ class Bank:
     def _clear(self) -> None:
         # One id stream for every object, so the same calls mint the same ids after a reset.
         ids = IdSource(self.config.seed, "objects")
+        self._platforms = Platforms(ids)
         self._accounts = AccountBook(self.config, ids)
         self._events = Events(
             ids,
@@ -54,7 +57,8 @@ class Bank:
         )
 
     def reset(self) -> None:
-        """Back to a fresh emulator: no objects, clock offset 0, default faults, zero stats."""
+        """Back to a fresh emulator: no objects, no registered platforms, clock offset 0,
+        default faults, zero stats."""
         self._clear()
         self._clock.reset()
         self.faults.replace(self.config.initial_faults())
@@ -87,6 +91,23 @@ class Bank:
         # After the refreshes: a delivery delayed until a refresh's end goes out after its event.
         self._webhooks.release_due(now)
 
+    # -- platforms and scopes -----------------------------------------------------------
+
+    def register_platform(self, keys: list[str], platform_id: str | None = None) -> str:
+        """Another Stripe account beside the emulator's own, reached by `keys` (ValueError for
+        a malformed key or id, or a key taken); its objects are its own."""
+        return self._platforms.register(keys, platform_id)
+
+    def platforms(self) -> dict[str, list[str]]:
+        return self._platforms.all()
+
+    def known_platform(self, platform_id: str) -> bool:
+        return self._platforms.known(platform_id)
+
+    def scope(self, key: str, stripe_account: str | None) -> Scope:
+        """Whose objects a request with this key and `Stripe-Account` header sees."""
+        return self._platforms.scope(key, stripe_account)
+
     # -- accounts -----------------------------------------------------------------------
 
     def create_account(
@@ -100,9 +121,10 @@ class Bank:
         failure_rate: float | None = None,
         customer: str | None = None,
         holder: dict[str, str] | None = None,
-        livemode: bool = False,
+        scope: Scope | None = None,
         session: str | None = None,
     ) -> Account:
+        """A new FC account of `scope` (default: the emulator's platform, test mode)."""
         now = int(self._clock.now())
         account = self._accounts.create(
             transactions=transactions,
@@ -113,7 +135,7 @@ class Bank:
             failure_rate=failure_rate,
             customer=customer,
             holder=holder,
-            livemode=livemode,
+            scope=scope or Scope(),
             session=session,
             now=now,
         )
@@ -128,22 +150,22 @@ class Bank:
 
     @property
     def accounts(self) -> Mapping[str, Account]:
-        """Every account of both modes by id: for in-process checks, not the API."""
+        """Every account of every scope by id: for in-process checks, not the API."""
         return self._accounts.by_id()
 
-    def account(self, account_id: str, livemode: bool, *, param: str) -> Account:
-        """The account as a key of this mode sees it: other modes' objects do not exist."""
-        return self._accounts.find(account_id, livemode, param=param)
+    def account(self, account_id: str, scope: Scope, *, param: str) -> Account:
+        """The account as a request in `scope` sees it: other scopes' objects do not exist."""
+        return self._accounts.find(account_id, scope, param=param)
 
-    def list_accounts(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        return self._accounts.list_accounts(params, livemode)
+    def list_accounts(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        return self._accounts.list_accounts(params, scope)
 
     def find_account(self, account_id: str) -> Account | None:
-        """The account of either mode, as the control API sees it."""
+        """The account of any scope, as the control API sees it."""
         return self._accounts.get(account_id)
 
     def all_accounts(self) -> list[Account]:
-        """Every account of both modes, oldest first."""
+        """Every account of every scope, oldest first."""
         return self._accounts.all()
 
     def tune_account(
@@ -188,11 +210,11 @@ class Bank:
 
     # -- transactions -------------------------------------------------------------------
 
-    def list_transactions(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        return self._accounts.list_transactions(params, livemode)
+    def list_transactions(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        return self._accounts.list_transactions(params, scope)
 
-    def transaction(self, transaction_id: str, livemode: bool) -> dict[str, Any]:
-        return self._accounts.transaction(transaction_id, livemode)
+    def transaction(self, transaction_id: str, scope: Scope) -> dict[str, Any]:
+        return self._accounts.transaction(transaction_id, scope)
 
     def ground_truth(self, account: Account) -> list[dict[str, Any]]:
         """Every transaction the API shows for the account right now, newest first."""
@@ -200,14 +222,14 @@ class Bank:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def create_session(self, params: dict[str, Any], livemode: bool) -> Session:
-        return self._sessions.create(params, livemode)
+    def create_session(self, params: dict[str, Any], scope: Scope) -> Session:
+        return self._sessions.create(params, scope)
 
-    def session(self, session_id: str, livemode: bool) -> Session:
-        return self._sessions.get(session_id, livemode)
+    def session(self, session_id: str, scope: Scope) -> Session:
+        return self._sessions.get(session_id, scope)
 
     def find_session(self, session_id: str) -> Session | None:
-        """The session of either mode, as the control API sees it."""
+        """The session of any scope, as the control API sees it."""
         return self._sessions.find(session_id)
 
     def complete_session(self, session: Session, count: int) -> None:
@@ -216,7 +238,7 @@ class Bank:
             account = self.create_account(
                 holder=dict(session.account_holder),
                 permissions=list(session.permissions),
-                livemode=session.livemode,
+                scope=session.scope,
                 session=session.id,
             )
             session.accounts.append(account.id)
@@ -230,18 +252,18 @@ class Bank:
 
     @property
     def events(self) -> Sequence[dict[str, Any]]:
-        """Every event of both modes, oldest first: for in-process checks, not the API."""
+        """Every event of every scope, oldest first: for in-process checks, not the API."""
         return self._events.all()
 
     def _delivered(self, event_id: str) -> None:
         with self.lock:
             self._events.delivered(event_id)
 
-    def list_events(self, params: dict[str, Any], livemode: bool) -> dict[str, Any]:
-        return self._events.page(params, livemode, now=self._clock.now())
+    def list_events(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        return self._events.page(params, scope, now=self._clock.now())
 
-    def event(self, event_id: str, livemode: bool) -> dict[str, Any]:
-        return self._events.get(event_id, livemode)
+    def event(self, event_id: str, scope: Scope) -> dict[str, Any]:
+        return self._events.get(event_id, scope, now=self._clock.now())
 
     def trigger_event(self, type_: str, account: Account) -> dict[str, Any]:
         """Emit `type_` for the account as it is now, changing nothing else (like `stripe
@@ -252,8 +274,9 @@ class Bank:
         return self._events.emit(type_, account, self._clock.now())
 
     def resend_event(self, event_id: str) -> int | None:
-        """Send a stored event (of either mode) again to every endpoint, outside the webhook
-        faults; how many endpoints it is due to reach, None for an unknown event."""
+        """Send a stored event (of any scope) again to every endpoint that receives its scope,
+        outside the webhook faults; how many endpoints it is due to reach, None for an unknown
+        event."""
         return self._events.resend(event_id)
 
     def start_webhooks(self) -> None:
@@ -263,8 +286,12 @@ class Bank:
     def stop_webhooks(self) -> None:
         self._webhooks.stop()
 
-    def add_webhook_endpoint(self, url: str, secret: str) -> Endpoint:
-        return self._webhooks.add_endpoint(url, secret)
+    def add_webhook_endpoint(
+        self, url: str, secret: str, *, connect: bool = False, platform: str = DEFAULT_PLATFORM
+    ) -> Endpoint:
+        """An account endpoint of `platform` (its own events), or with `connect` a Connect
+        endpoint (its connected accounts' events)."""
+        return self._webhooks.add_endpoint(url, secret, connect=connect, platform=platform)
 
     def webhook_endpoints(self) -> list[Endpoint]:
         return self._webhooks.endpoints()

@@ -20,9 +20,19 @@ class EmulatorControl:
         self.timeout = timeout
         self._http = requests.Session()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Any:
         response = self._http.request(
-            method, f"{self.base_url}/_emulator{path}", json=body, timeout=self.timeout
+            method,
+            f"{self.base_url}/_emulator{path}",
+            json=body,
+            params=query,
+            timeout=self.timeout,
         )
         if response.status_code >= 400:
             try:
@@ -32,15 +42,35 @@ class EmulatorControl:
             raise ControlError(response.status_code, str(message))
         return response.json()
 
+    def register_platform(self, keys: list[str], platform_id: str | None = None) -> str:
+        """Another Stripe account beside the emulator's own, reached by `keys` (which then
+        see only its objects); returns its `acct_` id (minted unless given)."""
+        body: dict[str, Any] = {"keys": keys}
+        if platform_id is not None:
+            body["id"] = platform_id
+        return str(self._call("POST", "/platforms", body)["id"])
+
+    def platforms(self) -> dict[str, list[str]]:
+        """Every registered platform's id and keys (the emulator's own is not listed)."""
+        return {p["id"]: p["keys"] for p in self._call("GET", "/platforms")}
+
     def create_account(self, **spec: Any) -> dict[str, Any]:
         """Keys: transactions, status, permissions, refresh_delay_s, refresh_cooldown_s,
-        failure_rate, customer. Returns the account as Stripe renders it."""
+        failure_rate, customer, stripe_account (a connected account's `acct_` id: the API
+        shows it only with that `Stripe-Account` header), platform (a registered platform's
+        id). Returns the account as Stripe renders it."""
         return dict(self._call("POST", "/accounts", spec))
 
-    def accounts(self) -> list[dict[str, Any]]:
-        """Every account of both modes as Stripe renders it now, oldest first (not an API
-        request)."""
-        return list(self._call("GET", "/accounts"))
+    def accounts(
+        self, *, stripe_account: str | None = None, platform: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every account of every scope as Stripe renders it now, oldest first (not an API
+        request); or those of one connected account (`stripe_account=""`: the platform's
+        own) and/or one registered platform."""
+        query = {"stripe_account": stripe_account, "platform": platform}
+        return list(
+            self._call("GET", "/accounts", query={k: v for k, v in query.items() if v is not None})
+        )
 
     def account(self, account_id: str) -> dict[str, Any]:
         """The account as Stripe renders it now, without counting as an API request."""
@@ -77,8 +107,15 @@ class EmulatorControl:
     def faults(self) -> dict[str, Any]:
         return dict(self._call("GET", "/faults"))
 
-    def add_webhook_endpoint(self, url: str, secret: str) -> dict[str, Any]:
-        return dict(self._call("POST", "/webhook_endpoints", {"url": url, "secret": secret}))
+    def add_webhook_endpoint(
+        self, url: str, secret: str, *, connect: bool = False, platform: str | None = None
+    ) -> dict[str, Any]:
+        """An account endpoint (the platform's own events) or, with `connect`, a Connect
+        endpoint (its connected accounts' events, which carry `account`)."""
+        body: dict[str, Any] = {"url": url, "secret": secret, "connect": connect}
+        if platform is not None:
+            body["platform"] = platform
+        return dict(self._call("POST", "/webhook_endpoints", body))
 
     def trigger_event(self, type_: str, account_id: str) -> dict[str, Any]:
         """Emit an account event of `type_` for the account as it is now (nothing else

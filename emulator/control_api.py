@@ -1,12 +1,14 @@
 """The control API under /_emulator/: JSON in and out, no auth, never subject to faults.
 
-Tests, benchmarks and the demo use it to seed and list accounts, read the ground truth, move the
-clock, inject faults, register webhook endpoints, trigger and resend events and read stats."""
+Tests, benchmarks and the demo use it to register platforms, seed and list accounts (of the
+platform or of a connected account), read the ground truth, move the clock, inject faults,
+register webhook endpoints, trigger and resend events and read stats."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -15,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from emulator.accounts import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account
 from emulator.bank import Bank
+from emulator.scopes import DEFAULT_PLATFORM, STRIPE_ACCOUNT, Scope
 
 PREFIX = "/_emulator/"
 
@@ -61,6 +64,21 @@ def _check_tunables(body: dict[str, Any]) -> None:
         raise ControlRequestError(400, f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
 
+def _platform(bank: Bank, body: dict[str, Any]) -> str:
+    platform = body.get("platform", DEFAULT_PLATFORM)
+    if not bank.known_platform(platform):
+        raise ControlRequestError(404, f"no such platform: {platform}")
+    return str(platform)
+
+
+def _scope(bank: Bank, body: dict[str, Any]) -> Scope:
+    """The scope `platform` and `stripe_account` name (default: the emulator's platform)."""
+    stripe_account = body.get("stripe_account")
+    if stripe_account is not None and not STRIPE_ACCOUNT.match(stripe_account):
+        raise ControlRequestError(400, "stripe_account must look like acct_ and letters or digits")
+    return Scope(False, _platform(bank, body), stripe_account)
+
+
 def _account(bank: Bank, account_id: str) -> Account:
     account = bank.find_account(account_id)
     if account is None:
@@ -76,17 +94,21 @@ def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
             "status": (str,),
             "permissions": (list,),
             "customer": (str,),
+            "stripe_account": (str,),
+            "platform": (str,),
             **TUNABLES,
         },
     )
     _check_tunables(body)
+    scope = _scope(bank, body)
+    body = {k: v for k, v in body.items() if k not in ("stripe_account", "platform")}
     if not 0 <= body.get("transactions", 0) <= MAX_TRANSACTIONS:
         raise ControlRequestError(400, f"transactions must be between 0 and {MAX_TRANSACTIONS}")
     permissions = body.get("permissions")
     allowed = {"balances", "ownership", "payment_method", "transactions"}
     if permissions is not None and not set(permissions) <= allowed:
         raise ControlRequestError(400, f"permissions must be drawn from {sorted(allowed)}")
-    return bank.create_account(**body).render()
+    return bank.create_account(scope=scope, **body).render()
 
 
 def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
@@ -118,9 +140,18 @@ def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> A
     return account.render()
 
 
-def _list_accounts(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+def _list_accounts(bank: Bank, query: dict[str, Any], _: dict[str, str]) -> Any:
+    """Every account, or those of one `platform` and/or `stripe_account` (empty: the
+    platform's own)."""
+    _check(query, {"stripe_account": (str,), "platform": (str,)})
     bank.tick()
-    return [account.render() for account in bank.all_accounts()]
+    accounts = bank.all_accounts()
+    if "platform" in query:
+        accounts = [a for a in accounts if a.scope.platform == query["platform"]]
+    if "stripe_account" in query:
+        wanted = query["stripe_account"] or None
+        accounts = [a for a in accounts if a.scope.stripe_account == wanted]
+    return [account.render() for account in accounts]
 
 
 def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
@@ -161,15 +192,33 @@ def _faults(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 
 def _add_endpoint(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(body, {"url": (str,), "secret": (str,)})
+    _check(body, {"url": (str,), "secret": (str,), "connect": (bool,), "platform": (str,)})
     if "url" not in body or "secret" not in body:
         raise ControlRequestError(400, "url and secret are required")
-    endpoint = bank.add_webhook_endpoint(body["url"], body["secret"])
-    return {"url": endpoint.url, "secret": endpoint.secret}
+    endpoint = bank.add_webhook_endpoint(
+        body["url"],
+        body["secret"],
+        connect=body.get("connect", False),
+        platform=_platform(bank, body),
+    )
+    return asdict(endpoint)
 
 
 def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
-    return [{"url": e.url, "secret": e.secret} for e in bank.webhook_endpoints()]
+    return [asdict(e) for e in bank.webhook_endpoints()]
+
+
+def _register_platform(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
+    _check(body, {"keys": (list,), "id": (str,)})
+    keys = body.get("keys")
+    if not keys or not all(isinstance(k, str) for k in keys):
+        raise ControlRequestError(400, "keys must be a non-empty list of API keys")
+    platform = bank.register_platform(keys, body.get("id"))
+    return {"id": platform, "keys": bank.platforms()[platform]}
+
+
+def _platforms(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
+    return [{"id": platform, "keys": keys} for platform, keys in bank.platforms().items()]
 
 
 def _trigger_event(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
@@ -209,6 +258,8 @@ def _reset(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 ROUTES = Map(
     [
+        Rule("/_emulator/platforms", endpoint=_register_platform, methods=["POST"]),
+        Rule("/_emulator/platforms", endpoint=_platforms, methods=["GET"]),
         Rule("/_emulator/accounts", endpoint=_create_account, methods=["POST"]),
         Rule("/_emulator/accounts", endpoint=_list_accounts, methods=["GET"]),
         Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
@@ -240,7 +291,8 @@ def handle(bank: Bank, request: Request) -> Response:
             raise ControlRequestError(
                 404, f"no control route {request.method} {request.path}"
             ) from exc
-        body: Any = {}
+        # A GET's query is its body: filters such as ?stripe_account=acct_...
+        body: Any = request.args.to_dict() if request.method == "GET" else {}
         if request.method == "POST" and request.get_data():
             try:
                 body = json.loads(request.get_data())

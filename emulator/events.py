@@ -1,5 +1,6 @@
-"""Events: each change to an account as Stripe records it, kept 30 days for GET /v1/events,
-published to the webhook endpoints the moment it is emitted and resent on request."""
+"""Events: each change to an account as Stripe records it, in the account's scope (a connected
+account's carry `account`), kept 30 days for GET /v1/events, published to the webhook
+endpoints that receive that scope the moment it is emitted, and resent on request."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from emulator.faults import FaultInjector
 from emulator.identifiers import IdSource
 from emulator.ledger import DAY_S
 from emulator.paging import list_object, page_by_id
+from emulator.scopes import Scope
 from emulator.webhooks import WebhookDispatcher
 
 EVENT_RETENTION_S = 30 * DAY_S
@@ -43,7 +45,7 @@ class Origin:
 
 
 class Events:
-    """The event log of one emulated Stripe account and its hand-off to webhook delivery."""
+    """The event log of every scope and its hand-off to webhook delivery."""
 
     def __init__(
         self,
@@ -58,7 +60,10 @@ class Events:
         self._webhooks = webhooks
         self._faults = faults
         self._events: list[dict[str, Any]] = []
+        self._scopes: list[Scope] = []
         self._position: dict[str, int] = {}
+        # Each scope's events by position, oldest first: a list reads only its own scope's.
+        self._by_scope: dict[Scope, list[int]] = {}
 
     def emit(
         self,
@@ -69,38 +74,47 @@ class Events:
         previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record `type_` with the account as it is now, and queue it for every endpoint."""
+        scope = account.scope
         data: dict[str, Any] = {"object": account.render()}
         if previous is not None:
             data["previous_attributes"] = previous
-        event: dict[str, Any] = {
-            "id": self._ids.make("evt_"),
-            "object": "event",
-            "api_version": origin.api_version if origin else self._api_version,
-            "created": int(at),
-            "data": data,
-            "livemode": account.livemode,
-            "pending_webhooks": len(self._webhooks.endpoints()),
-            "request": {
-                "id": origin.request_id if origin else None,
-                "idempotency_key": origin.idempotency_key if origin else None,
-            },
-            "type": type_,
-        }
-        self._position[event["id"]] = len(self._events)
+        event: dict[str, Any] = {"id": self._ids.make("evt_"), "object": "event"}
+        if scope.stripe_account is not None:
+            # Stripe's top-level `account`: whose object it is, for Connect endpoints.
+            event["account"] = scope.stripe_account
+        event.update(
+            {
+                "api_version": origin.api_version if origin else self._api_version,
+                "created": int(at),
+                "data": data,
+                "livemode": account.livemode,
+                "pending_webhooks": len(self._webhooks.endpoints(scope)),
+                "request": {
+                    "id": origin.request_id if origin else None,
+                    "idempotency_key": origin.idempotency_key if origin else None,
+                },
+                "type": type_,
+            }
+        )
+        position = len(self._events)
+        self._position[event["id"]] = position
         self._events.append(event)
+        self._scopes.append(scope)
+        self._by_scope.setdefault(scope, []).append(position)
         body = json.dumps(event, indent=2).encode()
-        self._webhooks.publish(event["id"], body, self._faults.settings, at=at)
+        self._webhooks.publish(event["id"], body, self._faults.settings, at=at, scope=scope)
         return event
 
     def resend(self, event_id: str) -> int | None:
-        """Send a stored event once more to every endpoint (as it was emitted, so its account
-        may be long out of date); how many endpoints it is due to reach, None if unknown."""
+        """Send a stored event once more to every endpoint that receives its scope (as it was
+        emitted, so its account may be long out of date); how many endpoints it is due to
+        reach, None if unknown."""
         position = self._position.get(event_id)
         if position is None:
             return None
         event = self._events[position]
         body = json.dumps(event, indent=2).encode()
-        endpoints = self._webhooks.resend(event_id, body)
+        endpoints = self._webhooks.resend(event_id, body, self._scopes[position])
         event["pending_webhooks"] += endpoints
         return endpoints
 
@@ -112,10 +126,12 @@ class Events:
             event["pending_webhooks"] = max(0, event["pending_webhooks"] - 1)
 
     def all(self) -> Sequence[dict[str, Any]]:
-        """Every event of both modes, oldest first, retention ignored."""
+        """Every event of every scope, oldest first, retention ignored."""
         return self._events
 
-    def page(self, params: dict[str, Any], livemode: bool, *, now: float) -> dict[str, Any]:
+    def page(self, params: dict[str, Any], scope: Scope, *, now: float) -> dict[str, Any]:
+        """One page of the scope's events of the last 30 days, newest first (emission order),
+        filtered as GET /v1/events documents it."""
         if "type" in params and "types" in params:
             raise errors.StripeError(
                 400,
@@ -128,9 +144,8 @@ class Events:
         since = now - EVENT_RETENTION_S
         keys = [
             i
-            for i, e in enumerate(self._events)
-            if e["livemode"] == livemode
-            and e["created"] >= since
+            for i in self._by_scope.get(scope, [])
+            if (e := self._events[i])["created"] >= since
             and wanted(e["type"])
             and _in_range(e["created"], created)
             and (
@@ -138,12 +153,19 @@ class Events:
                 or params["delivery_success"] == (e["pending_webhooks"] == 0)
             )
         ]
-        chosen, has_more = page_by_id(keys, params, self._position, "event")
+        chosen, has_more = page_by_id(
+            keys, params, self._position, "event", lambda p: self._scopes[p] == scope
+        )
         return list_object([self._events[i] for i in chosen], has_more, "/v1/events")
 
-    def get(self, event_id: str, livemode: bool) -> dict[str, Any]:
+    def get(self, event_id: str, scope: Scope, *, now: float) -> dict[str, Any]:
+        """The event if it is the scope's and of the last 30 days, as Stripe retrieves one."""
         position = self._position.get(event_id)
-        if position is None or self._events[position]["livemode"] != livemode:
+        if (
+            position is None
+            or self._scopes[position] != scope
+            or self._events[position]["created"] < now - EVENT_RETENTION_S
+        ):
             raise errors.no_such("event", event_id, param="id")
         return self._events[position]
 

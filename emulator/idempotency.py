@@ -1,6 +1,7 @@
-"""Idempotency-Keys, an HTTP-layer concern: a POST's answer kept under its key (per mode) and
-replayed for a retry with the same parameters; other parameters under that key are refused.
-A stored answer whose delivery was lost (a dropped connection) is marked so until replayed."""
+"""Idempotency-Keys, an HTTP-layer concern: a POST's answer kept under its key (per scope:
+platform, mode and `Stripe-Account`) and replayed for a retry with the same parameters; other
+parameters under that key are refused. A stored answer whose delivery was lost (a dropped
+connection) is marked so until replayed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from emulator import errors
 from emulator.errors import StripeError
+from emulator.scopes import Scope
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -28,7 +30,7 @@ class IdempotencyKeys:
     """Keys never expire (a simplification): they go only with a reset of the emulator."""
 
     def __init__(self) -> None:
-        self._stored: dict[tuple[bool, str], StoredResponse] = {}
+        self._stored: dict[tuple[Scope, str], StoredResponse] = {}
 
     @staticmethod
     def check(key: str) -> None:
@@ -38,10 +40,10 @@ class IdempotencyKeys:
                 f"Idempotency keys can be at most {MAX_IDEMPOTENCY_KEY} characters long.",
             )
 
-    def replay(self, livemode: bool, key: str, fingerprint: str) -> StoredResponse | None:
+    def replay(self, scope: Scope, key: str, fingerprint: str) -> StoredResponse | None:
         """The answer stored under `key` (as it stood before this replay delivers it), or None;
         refused if it was for other parameters."""
-        stored = self._stored.get((livemode, key))
+        stored = self._stored.get((scope, key))
         if stored is None:
             return None
         if stored.fingerprint != fingerprint:
@@ -53,16 +55,16 @@ class IdempotencyKeys:
                 type_="idempotency_error",
             )
         if stored.lost:
-            self._stored[(livemode, key)] = replace(stored, lost=False)
+            self._stored[(scope, key)] = replace(stored, lost=False)
         return stored
 
-    def store(self, livemode: bool, key: str, response: StoredResponse) -> None:
-        self._stored[(livemode, key)] = response
+    def store(self, scope: Scope, key: str, response: StoredResponse) -> None:
+        self._stored[(scope, key)] = response
 
-    def mark_lost(self, livemode: bool, key: str) -> None:
-        stored = self._stored.get((livemode, key))
+    def mark_lost(self, scope: Scope, key: str) -> None:
+        stored = self._stored.get((scope, key))
         if stored is not None:
-            self._stored[(livemode, key)] = replace(stored, lost=True)
+            self._stored[(scope, key)] = replace(stored, lost=True)
 
     def clear(self) -> None:
         self._stored.clear()

@@ -4,7 +4,7 @@ Stripe's list envelope. `keys` is a range or a sorted list, so a cursor is a bis
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from emulator import errors
@@ -49,15 +49,20 @@ def exclusive_cursors(params: dict[str, Any]) -> None:
 
 
 def page_by_id(
-    keys: list[int], params: dict[str, Any], position: dict[str, int], kind: str
+    keys: list[int],
+    params: dict[str, Any],
+    position: dict[str, int],
+    kind: str,
+    visible: Callable[[int], bool],
 ) -> tuple[list[int], bool]:
-    """One page of `keys` whose cursors are object ids, looked up in `position`."""
+    """One page of `keys` whose cursors are object ids, looked up in `position`; an object
+    the request may not see (another scope's) is no cursor: it does not exist for it."""
     exclusive_cursors(params)
     cursors: dict[str, int] = {}
     for name in ("starting_after", "ending_before"):
         if name in params:
             found = position.get(params[name])
-            if found is None:
+            if found is None or not visible(found):
                 raise errors.no_such(kind, params[name], param=name, status=400)
             cursors[name] = found
     return page(keys, limit=params.get("limit", 10), **cursors)

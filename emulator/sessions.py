@@ -10,12 +10,13 @@ from emulator import errors
 from emulator.accounts import AccountBook
 from emulator.identifiers import IdSource
 from emulator.paging import list_object
+from emulator.scopes import Scope
 
 
 @dataclass
 class Session:
     id: str
-    livemode: bool
+    scope: Scope
     client_secret: str
     account_holder: dict[str, str]
     permissions: list[str]
@@ -28,14 +29,14 @@ class Session:
 
 
 class Sessions:
-    """Every session of both modes by id."""
+    """Every session of every scope by id."""
 
     def __init__(self, ids: IdSource, accounts: AccountBook) -> None:
         self._ids = ids
         self._accounts = accounts
         self._sessions: dict[str, Session] = {}
 
-    def create(self, params: dict[str, Any], livemode: bool) -> Session:
+    def create(self, params: dict[str, Any], scope: Scope) -> Session:
         holder = params["account_holder"]
         kind = holder["type"]
         other = "account" if kind == "customer" else "customer"
@@ -51,7 +52,7 @@ class Sessions:
         session_id = self._ids.make("fcsess_")
         session = Session(
             id=session_id,
-            livemode=livemode,
+            scope=scope,
             client_secret=f"{session_id}_secret_{self._ids.make('', 24)}",
             account_holder=dict(holder),
             permissions=list(dict.fromkeys(params["permissions"])),
@@ -65,13 +66,13 @@ class Sessions:
         return session
 
     def find(self, session_id: str) -> Session | None:
-        """The session of either mode, as the control API sees it."""
+        """The session of any scope, as the control API sees it."""
         return self._sessions.get(session_id)
 
-    def get(self, session_id: str, livemode: bool) -> Session:
-        """The session as a key of this mode sees it: other modes' objects do not exist."""
+    def get(self, session_id: str, scope: Scope) -> Session:
+        """The session as a request in `scope` sees it: other scopes' objects do not exist."""
         session = self._sessions.get(session_id)
-        if session is None or session.livemode != livemode:
+        if session is None or session.scope != scope:
             raise errors.no_such("financial connections session", session_id, param="session")
         return session
 
@@ -87,7 +88,7 @@ class Sessions:
             ),
             "client_secret": session.client_secret,
             "filters": session.filters,
-            "livemode": session.livemode,
+            "livemode": session.scope.livemode,
             "permissions": list(session.permissions),
             "prefetch": list(session.prefetch),
         }

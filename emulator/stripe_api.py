@@ -21,11 +21,12 @@ from emulator.params import (
     String,
     endpoint,
 )
+from emulator.scopes import Scope
 
 
 @dataclass(frozen=True)
 class Call:
-    livemode: bool
+    scope: Scope
     origin: Origin
 
 
@@ -51,59 +52,59 @@ TRANSACTIONS_FEATURE = endpoint({"features": Array(Enum(("transactions",)))}, ["
 
 
 def _retrieve_account(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.account(args["account"], call.livemode, param="account").render()
+    return bank.account(args["account"], call.scope, param="account").render()
 
 
 def _list_accounts(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, str]) -> Any:
-    return bank.list_accounts(params, call.livemode)
+    return bank.list_accounts(params, call.scope)
 
 
 def _refresh(bank: Bank, call: Call, params: dict[str, Any], args: dict[str, str]) -> Any:
-    account = bank.account(args["account"], call.livemode, param="account")
+    account = bank.account(args["account"], call.scope, param="account")
     bank.refresh(account, params["features"])
     return account.render()
 
 
 def _subscribe(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    account = bank.account(args["account"], call.livemode, param="account")
+    account = bank.account(args["account"], call.scope, param="account")
     bank.subscribe(account)
     return account.render()
 
 
 def _unsubscribe(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    account = bank.account(args["account"], call.livemode, param="account")
+    account = bank.account(args["account"], call.scope, param="account")
     bank.unsubscribe(account)
     return account.render()
 
 
 def _disconnect(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    account = bank.account(args["account"], call.livemode, param="account")
+    account = bank.account(args["account"], call.scope, param="account")
     bank.set_status(account, "disconnected", call.origin)
     return account.render()
 
 
 def _list_transactions(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, str]) -> Any:
-    return bank.list_transactions(params, call.livemode)
+    return bank.list_transactions(params, call.scope)
 
 
 def _retrieve_transaction(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.transaction(args["transaction"], call.livemode)
+    return bank.transaction(args["transaction"], call.scope)
 
 
 def _create_session(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, str]) -> Any:
-    return bank.render_session(bank.create_session(params, call.livemode))
+    return bank.render_session(bank.create_session(params, call.scope))
 
 
 def _retrieve_session(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.render_session(bank.session(args["session"], call.livemode))
+    return bank.render_session(bank.session(args["session"], call.scope))
 
 
 def _list_events(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, str]) -> Any:
-    return bank.list_events(params, call.livemode)
+    return bank.list_events(params, call.scope)
 
 
 def _retrieve_event(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.event(args["id"], call.livemode)
+    return bank.event(args["id"], call.scope)
 
 
 OPERATIONS = (

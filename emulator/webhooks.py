@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import requests
 
 from emulator.config import FaultSettings
+from emulator.scopes import DEFAULT_PLATFORM, Scope
 
 # Deliveries made while reordering is on are held this long (wall time), then sent shuffled.
 REORDER_WINDOW_S = 0.3
@@ -39,8 +40,18 @@ def signature_header(payload: bytes, secret: str, timestamp: int | None = None) 
 
 @dataclass(frozen=True)
 class Endpoint:
+    """An account endpoint hears its platform's own events; a Connect endpoint (`connect`)
+    those of the platform's connected accounts, as Stripe splits them."""
+
     url: str
     secret: str
+    connect: bool = False
+    platform: str = DEFAULT_PLATFORM
+
+    def receives(self, scope: Scope) -> bool:
+        return self.platform == scope.platform and self.connect == (
+            scope.stripe_account is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -95,15 +106,19 @@ class WebhookDispatcher:
             self._thread.join(timeout=SEND_TIMEOUT_S + 1)
         self._http.close()
 
-    def add_endpoint(self, url: str, secret: str) -> Endpoint:
-        endpoint = Endpoint(url, secret)
+    def add_endpoint(
+        self, url: str, secret: str, *, connect: bool = False, platform: str = DEFAULT_PLATFORM
+    ) -> Endpoint:
+        endpoint = Endpoint(url, secret, connect, platform)
         with self._cond:
             self._endpoints.append(endpoint)
         return endpoint
 
-    def endpoints(self) -> list[Endpoint]:
+    def endpoints(self, scope: Scope | None = None) -> list[Endpoint]:
+        """Every endpoint, or those that receive the events of `scope` (re-entrant: the
+        condition's lock is an RLock)."""
         with self._cond:
-            return list(self._endpoints)
+            return [e for e in self._endpoints if scope is None or e.receives(scope)]
 
     def counts(self) -> dict[str, int]:
         """What happened to deliveries so far, and two gauges: `queued` (due on wall time:
@@ -128,12 +143,15 @@ class WebhookDispatcher:
             self._counts = dict.fromkeys(self._counts, 0)
             self._rng = random.Random(f"{seed}/webhooks")
 
-    def publish(self, event_id: str, body: bytes, faults: FaultSettings, *, at: float) -> int:
-        """Queue `body` (an event emitted at emulator time `at`) for every endpoint, through
-        the webhook faults; returns how many endpoints it is due to reach."""
+    def publish(
+        self, event_id: str, body: bytes, faults: FaultSettings, *, at: float, scope: Scope
+    ) -> int:
+        """Queue `body` (an event of `scope` emitted at emulator time `at`) for every endpoint
+        that receives it, through the webhook faults; returns how many it is due to reach."""
         now = time.monotonic()
         with self._cond:
-            for endpoint in self._endpoints:
+            targets = self.endpoints(scope)
+            for endpoint in targets:
                 # Every roll is always drawn so one fault's rate never shifts another's stream.
                 drop = self._rng.random() < faults.webhook_drop_rate
                 duplicate = self._rng.random() < faults.webhook_duplicate_rate
@@ -161,7 +179,7 @@ class WebhookDispatcher:
                     else:
                         self._admit(delivery, now)
             self._cond.notify_all()
-            return len(self._endpoints)
+            return len(targets)
 
     def release_due(self, now: float) -> None:
         """Hand the delayed deliveries due by emulator time `now` to the sender, oldest first."""
@@ -173,16 +191,17 @@ class WebhookDispatcher:
                 self._admit(heapq.heappop(self._waiting)[2], started)
             self._cond.notify_all()
 
-    def resend(self, event_id: str, body: bytes) -> int:
-        """Send `body` once more to every endpoint now, as a manual resend does: outside the
-        webhook faults. Returns how many endpoints it is due to reach."""
+    def resend(self, event_id: str, body: bytes, scope: Scope) -> int:
+        """Send `body` once more to every endpoint that receives `scope`'s events, now, as a
+        manual resend does: outside the webhook faults. Returns how many it is due to reach."""
         now = time.monotonic()
         with self._cond:
-            for endpoint in self._endpoints:
+            targets = self.endpoints(scope)
+            for endpoint in targets:
                 self._counts["resent"] += 1
                 self._push(now, Delivery(endpoint, event_id, body, 1, self._generation))
             self._cond.notify_all()
-            return len(self._endpoints)
+            return len(targets)
 
     def _admit(self, delivery: Delivery, now: float) -> None:
         if delivery.reorder:

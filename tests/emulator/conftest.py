@@ -8,8 +8,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 import stripe
 
 from emulator import Emulator, EmulatorConfig
+from tests.local_http import QuietHandler, serving
 
 OPENAPI_DIR = Path(
     os.environ.get(
@@ -133,37 +134,35 @@ class Receiver:
         with self.lock:
             return list(self.received)
 
+    @contextmanager
+    def serving(self) -> Iterator[Receiver]:
+        """Listen on a free loopback port (`url`) until the block ends."""
+        state = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if state.delay_s:
+                    time.sleep(state.delay_s)
+                with state.lock:
+                    state.attempts += 1
+                    failing = state.attempts <= state.fail_first
+                    if not failing:
+                        state.received.append(Received(dict(self.headers.items()), body))
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        with serving(Handler) as base_url:
+            self.url = f"{base_url}/webhooks"
+            yield self
+
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if state.delay_s:
-                time.sleep(state.delay_s)
-            with state.lock:
-                state.attempts += 1
-                failing = state.attempts <= state.fail_first
-                if not failing:
-                    state.received.append(Received(dict(self.headers.items()), body))
-            self.send_response(500 if failing else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}/webhooks"
-    try:
+    with state.serving():
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:

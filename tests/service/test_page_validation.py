@@ -8,7 +8,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Refresh
 from tasks.tracking import track_account_task
+from tests.local_http import QuietHandler, serving
 from tests.rows import account_row
 from tests.service.conftest import TaskRig, make_settings
 from tests.service.harness import EmulatedFC
@@ -59,7 +59,7 @@ def standin(fc: EmulatedFC) -> Iterator[StandIn]:
     state = StandIn(fc.emulator.base_url)
     forwarded = ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             answer = requests.request(
@@ -81,19 +81,10 @@ def standin(fc: EmulatedFC) -> Iterator[StandIn]:
 
         do_GET = do_POST = forward
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    fc.gateway = gateway_from_settings(make_settings(state.url))
-    try:
+    with serving(Handler) as url:
+        state.url = url
+        fc.gateway = gateway_from_settings(make_settings(state.url))
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def empty_page_with_more(page: Any) -> Any:
