@@ -7,6 +7,12 @@ import time
 from typing import Any
 
 from worker.errors import RateLimitedError
+from worker.stripe_keys import DEFAULT
+
+# Stripe limits each account on its own, so each configured Stripe account has its own bucket.
+# `default` keeps the key of the single-key days: during a rolling upgrade old and new workers
+# draw on one budget.
+BUCKET_KEY = "fcsync:ratelimit:stripe"
 
 # How much budget an idle bucket saves up, in seconds of its rate (at least one request).
 # Stripe limits with a bucket of its own, about a second's worth: had ours a second's worth too,
@@ -59,7 +65,7 @@ class RedisTokenBucket:
         rate: float,
         burst: float | None = None,
         max_wait_s: float = 10.0,
-        key: str = "fcsync:ratelimit:stripe",
+        key: str = BUCKET_KEY,
     ) -> None:
         self._script = client.register_script(_TOKEN_BUCKET_LUA)
         self._rate = rate
@@ -109,11 +115,21 @@ class LocalTokenBucket:
         return wait
 
 
-def limiter_for(redis_url: str | None, rate: float) -> RedisTokenBucket | LocalTokenBucket | None:
+def bucket_key(stripe_key: str) -> str:
+    """The Redis key of the budget of the Stripe account named `stripe_key`."""
+    return BUCKET_KEY if stripe_key == DEFAULT else f"{BUCKET_KEY}:{stripe_key}"
+
+
+def limiter_for(
+    redis_url: str | None, rate: float, stripe_key: str = DEFAULT
+) -> RedisTokenBucket | LocalTokenBucket | None:
+    """The request budget of one configured Stripe account (worker/stripe_keys.py names them)."""
     if rate <= 0:
         return None
     if redis_url:
         import redis
 
-        return RedisTokenBucket(redis.Redis.from_url(redis_url), rate=rate)
+        return RedisTokenBucket(
+            redis.Redis.from_url(redis_url), rate=rate, key=bucket_key(stripe_key)
+        )
     return LocalTokenBucket(rate=rate)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str = STRIPE_DEFAULT_API_BASE
     stripe_webhook_secret: SecretStr | None = None
+    # A TOML file of named Stripe accounts, beside or instead of the two above
+    # (worker/stripe_keys_file.py reads it; README "Several Stripe accounts").
+    fcsync_stripe_accounts: Path | None = None
 
     # Tuning knobs. Defaults are chosen for Stripe's test mode limits (25 req/s).
     fcsync_embedded_broker_path: Path = Path("fcsync-broker.sqlite")
@@ -107,6 +110,7 @@ class Settings(BaseSettings):
         "fcsync_clock_url",
         "fcsync_failpoints",
         "fcsync_status_token",
+        "fcsync_stripe_accounts",
         mode="before",
     )
     @classmethod

@@ -10,7 +10,7 @@ import sys
 import click
 
 from worker import log_context
-from worker.cli import accounts, schema, serve, show
+from worker.cli import accounts, keys, schema, serve, show
 from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
 from worker.logs import configure_logging
@@ -46,6 +46,7 @@ cli.add_command(serve.webhooks)
 cli.add_command(serve.run)
 cli.add_command(serve.demo)
 cli.add_command(serve.emulator)
+cli.add_command(keys.keys)
 
 
 def _cli_naming_a_missing_schema() -> None:
