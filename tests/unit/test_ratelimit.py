@@ -11,7 +11,14 @@ import pytest
 import redis
 
 from worker.errors import RateLimitedError
-from worker.ratelimit import LocalTokenBucket, RedisTokenBucket, default_burst
+from worker.ratelimit import (
+    LocalTokenBucket,
+    RedisTokenBucket,
+    bucket_key,
+    default_burst,
+    limiter_for,
+)
+from worker.stripe_keys import DEFAULT
 
 RATE = 20.0
 CLIENTS = 3
@@ -87,3 +94,28 @@ def test_ratelimit_local_bucket_paces_threads_of_one_process() -> None:
     strict.acquire()
     with pytest.raises(RateLimitedError):
         strict.acquire()
+
+
+def test_ratelimit_bucket_key_per_stripe_account() -> None:
+    # `default` keeps the single-key bucket, so old and new workers share it during an upgrade.
+    assert bucket_key(DEFAULT) == "fcsync:ratelimit:stripe"
+    assert bucket_key("eu-live") == "fcsync:ratelimit:stripe:eu-live"
+
+
+@pytest.mark.redis
+def test_ratelimit_each_stripe_account_has_its_own_budget(redis_url: str) -> None:
+    """Stripe limits every account on its own: one account's spent budget never slows another,
+    while two limiters of one account share theirs."""
+    client = redis.Redis.from_url(redis_url)
+    names = [f"test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        spent, other = (limiter_for(redis_url, 1.0, name) for name in names)
+        again = limiter_for(redis_url, 1.0, names[0])
+        assert isinstance(spent, RedisTokenBucket) and isinstance(again, RedisTokenBucket)
+        assert spent.acquire() == 0.0  # the one-request burst
+        assert other is not None and other.acquire() == 0.0
+        assert again.acquire() > 0.5  # same account: waited for the next token
+        assert client.exists(bucket_key(names[0]), bucket_key(names[1])) == 2
+    finally:
+        client.delete(*(bucket_key(name) for name in names))
+        client.close()
