@@ -234,3 +234,24 @@ def test_readme_compose_walkthrough_names_real_services_commands_and_ports() -> 
     assert {path for _, path in urls} >= {"/status", "/metrics", "/_emulator/clock", ""}
     for host, _ in urls:
         assert host in published, f"{host} is not published by docker-compose.yml"
+
+
+# ---------------------------------------------------------------- several Stripe accounts
+
+
+def test_readme_stripe_accounts_example_is_a_file_fcsync_keys_accepts(workdir: Workdir) -> None:
+    (example,) = fenced(section("Several Stripe accounts"), "toml")
+    path = workdir.path / "stripe-accounts.toml"
+    path.write_text(example)
+    env = {
+        "FCSYNC_STRIPE_ACCOUNTS": str(path),
+        "STRIPE_EU_API_KEY": "sk_live_readme_example_key_1",
+        "STRIPE_EU_WEBHOOK_SECRETS": "whsec_readme_1,whsec_readme_2",
+        "STRIPE_US_API_KEY": "rk_live_readme_example_key_2",
+    }
+    rows = json.loads(workdir.run("keys", "--json", **env).stdout)
+    assert [(r["name"], r["webhook_secrets"]) for r in rows] == [
+        ("default", 0),
+        ("eu", 2),
+        ("us", 1),
+    ]
