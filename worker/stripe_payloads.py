@@ -9,7 +9,13 @@ from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 from worker.errors import PermanentError
-from worker.records import FCAccount, FCTransaction, TransactionPage, TransactionRefreshState
+from worker.records import (
+    EventPage,
+    FCAccount,
+    FCTransaction,
+    TransactionPage,
+    TransactionRefreshState,
+)
 
 # The widths of fcsync's columns (models/): a longer value is no Stripe id or enum we know, and
 # PostgreSQL would refuse it halfway through a page.
@@ -170,6 +176,30 @@ def parse_transactions_page(body: object) -> TransactionPage:
     if has_more and not rows:
         page.fail("has_more", "is true on an empty page: the list would end without its rows")
     return TransactionPage(transactions=rows, has_more=has_more)
+
+
+def parse_events_page(body: object) -> EventPage:
+    """One answer of GET /v1/events: a list of objects with string ids that pages on. Each
+    event's own envelope is checked where every event is, on its way into the inbox."""
+    page = _Fields(body, "events list")
+    page.literal("object", "list")
+    data = page.obj.get("data")
+    if not isinstance(data, list):
+        page.fail("data", f"must be an array, got {_shown(data)}")
+    has_more = page.flag("has_more")
+    ids = [
+        _Fields(obj, f"event {i} of the list").text("id", prefix="evt_")
+        for i, obj in enumerate(data)
+    ]
+    if len(set(ids)) != len(ids):
+        page.fail("data", "holds the same event twice")
+    if has_more and not ids:
+        page.fail("has_more", "is true on an empty page: the list would end without its events")
+    return EventPage(
+        bodies=tuple(json.dumps(obj) for obj in data),
+        last_id=ids[-1] if ids else None,
+        has_more=has_more,
+    )
 
 
 def check_page_for_sync(
