@@ -57,6 +57,15 @@ def retention_start(now: datetime) -> int:
     return int((now - EVENTS_RETENTION).timestamp())
 
 
+def retention_gap(session: Session, *, now: datetime) -> datetime | None:
+    """When the newest inbox event was created, if that is longer ago than Stripe lists events
+    (events since then cannot be read back); None when the sweep can cover the gap."""
+    newest = inbox.newest_event_created(session)
+    if newest is None or newest >= retention_start(now):
+        return None
+    return datetime.fromtimestamp(newest, tz=now.tzinfo)
+
+
 def sweep_events(
     session: Session,
     gateway: StripeGateway,
