@@ -4,6 +4,7 @@ duplicates; the overlap re-reads the last minutes; a gap past Stripe's 30 days i
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -17,6 +18,7 @@ from tests.service.harness import EmulatedFC, sync_requests
 from tests.service.test_webhooks import REFRESHED, deliver, events, start_and_finish_refresh
 from worker import contract, events_sweep, webhooks
 from worker.intents import HandleEvent
+from worker.stripe_payloads import InvalidStripeResponse, parse_events_page
 
 DAY_S = 86_400
 
@@ -43,6 +45,14 @@ def handle(fc: EmulatedFC, session: Session, swept: events_sweep.EventsSweep) ->
     return syncs
 
 
+def missed_refresh(fc: EmulatedFC, session: Session, *, transactions: int = 20) -> str:
+    """A tracked account whose refresh finished at Stripe; no webhook told fcsync."""
+    account_id = fc.create_account(transactions=transactions)
+    fc.track(session, account_id)
+    start_and_finish_refresh(fc, session, account_id)
+    return account_id
+
+
 def inbox_ids(session: Session) -> set[str]:
     return set(session.scalars(select(WebhookEvent.id)))
 
@@ -50,9 +60,7 @@ def inbox_ids(session: Session) -> set[str]:
 def test_events_sweep_stores_and_handles_events_webhooks_never_delivered(
     fc: EmulatedFC, session: Session
 ) -> None:
-    account_id = fc.create_account(transactions=150)
-    fc.track(session, account_id)
-    start_and_finish_refresh(fc, session, account_id)
+    account_id = missed_refresh(fc, session, transactions=150)
     assert fc.mismatches(session, account_id) != []
 
     swept = sweep(fc, session)
@@ -74,9 +82,7 @@ def test_events_sweep_stores_and_handles_events_webhooks_never_delivered(
 def test_events_sweep_skips_events_the_receiver_already_stored(
     fc: EmulatedFC, session: Session
 ) -> None:
-    account_id = fc.create_account(transactions=20)
-    fc.track(session, account_id)
-    start_and_finish_refresh(fc, session, account_id)
+    missed_refresh(fc, session)
     (event,) = events(fc, REFRESHED)
     receipt, result = deliver(fc, session, event, now=fc.now())
     assert not receipt.duplicate and result.outcome == "processed"
@@ -93,9 +99,7 @@ def test_events_sweep_skips_events_the_receiver_already_stored(
 def test_events_sweep_reads_from_the_newest_inbox_event_less_the_overlap(
     fc: EmulatedFC, session: Session
 ) -> None:
-    account_id = fc.create_account(transactions=20)
-    fc.track(session, account_id)
-    start_and_finish_refresh(fc, session, account_id)  # an old, missed event
+    account_id = missed_refresh(fc, session)  # an old, missed event
     fc.advance(3_600)
     start_and_finish_refresh(fc, session, account_id)  # missed, 5 min before the next
     fc.advance(300)
@@ -148,9 +152,7 @@ def test_sweep_events_task_enqueues_handling_of_what_it_stored(
     monkeypatch.setattr(rig.runtime, "clock", fc)  # the emulator's frozen clock
 
     with Session(rig.engine) as session:
-        account_id = fc.create_account(transactions=20)
-        fc.track(session, account_id)
-        start_and_finish_refresh(fc, session, account_id)
+        missed_refresh(fc, session)
 
     report = sweep_events_task.run()
 
@@ -168,3 +170,34 @@ def test_events_sweep_asks_only_for_the_types_fcsync_handles(fc: EmulatedFC) -> 
 
 def test_events_sweep_contexts_are_the_platform_alone_today(session: Session) -> None:
     assert events_sweep.contexts_to_sweep(session) == (None,)
+
+
+def test_list_events_page_reads_a_connected_accounts_events_with_its_context(
+    fc: EmulatedFC,
+) -> None:
+    platform = fc.create_account(transactions=1)
+    connected = fc.create_account(transactions=1, stripe_account="acct_1SweptTenant")
+
+    def listed(stripe_account: str | None) -> list[str]:
+        page = fc.gateway.list_events_page(
+            types=events_sweep.SWEPT_TYPES, created_gt=0, stripe_account=stripe_account
+        )
+        return [json.loads(body)["data"]["object"]["id"] for body in page.bodies]
+
+    assert listed(None) == [platform]
+    assert listed("acct_1SweptTenant") == [connected]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"object": "list", "data": {}, "has_more": False}, "`data` must be an array"),
+        ({"object": "list", "data": [], "has_more": True}, "true on an empty page"),
+        ({"object": "list", "data": [{"id": "evt_1"}] * 2, "has_more": False}, "same event twice"),
+        ({"object": "list", "data": [{"id": "ch_1"}], "has_more": True}, "starting with evt_"),
+        ({"object": "event", "data": [], "has_more": False}, "`object`"),
+    ],
+)
+def test_events_page_is_checked_before_paging_on(body: dict[str, object], problem: str) -> None:
+    with pytest.raises(InvalidStripeResponse, match=problem):
+        parse_events_page(body)
