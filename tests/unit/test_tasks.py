@@ -29,6 +29,7 @@ PINNED = {
     "fcsync.refresh_due_accounts": refresh.refresh_due_accounts_task,
     "fcsync.poll_stale_refreshes": refresh.poll_stale_refreshes_task,
     "fcsync.retry_failed_syncs": sync.retry_failed_syncs_task,
+    "fcsync.sweep_events": webhooks.sweep_events_task,
 }
 
 
@@ -81,6 +82,8 @@ print(json.dumps({
     "max_countdown_s": s.fcsync_max_countdown_s,
     "poll_max_s": s.fcsync_poll_max_s,
     "events": [celeryconfig.worker_send_task_events, celeryconfig.task_send_sent_event],
+    "beat": {name: [e["task"], e["schedule"], e["options"]["expires"]]
+             for name, e in celeryconfig.beat_schedule.items()},
 }))
 """
 
@@ -169,6 +172,20 @@ def test_tasks_rabbitmq_consumer_timeout_outlasts_every_countdown_and_run(
 def test_tasks_events_are_on_unless_turned_off(env: dict[str, str], on: bool) -> None:
     # Workers' task events and every sender's task-sent event: what Flower shows.
     assert celeryconfig_on(REDIS_BROKER, **env)["events"] == [on, on]
+
+
+@pytest.mark.parametrize(
+    ("env", "every"),
+    [({}, 300.0), ({"FCSYNC_EVENTS_SWEEP_S": "30"}, 30.0), ({"FCSYNC_EVENTS_SWEEP_S": "0"}, None)],
+)
+def test_tasks_events_sweep_runs_every_its_period_unless_off(
+    env: dict[str, str], every: float | None
+) -> None:
+    beat = celeryconfig_on(REDIS_BROKER, **env)["beat"]
+    if every is None:
+        assert "fcsync.sweep_events" not in [task for task, _, _ in beat.values()]
+    else:
+        assert beat["sweep-events"] == ["fcsync.sweep_events", every, every]
 
 
 @pytest.mark.parametrize(
