@@ -28,10 +28,10 @@ SWEPT_TYPES = tuple(sorted(webhooks.HANDLERS))
 
 @dataclass(frozen=True)
 class EventsSweep:
-    """What one context's sweep read (`created` after `since`) and what became of it."""
+    """What one context's sweep read (`created` after `start`) and what became of it."""
 
     stripe_account: str | None
-    since: int
+    start: int
     outcomes: dict[str, int] = field(default_factory=dict)
     # The newest inbox event is older than Stripe's retention: events in between are lost.
     gap_beyond_retention: bool = False
@@ -73,23 +73,30 @@ def sweep_events(
     now: datetime,
     settings: Settings,
     stripe_account: str | None = None,
+    since: datetime | None = None,
 ) -> EventsSweep:
-    """Page the context's events created since the newest inbox event (less the overlap) into
-    the inbox; the intents handle the newly stored ones, as the receiver's enqueue does.
+    """Page the context's events created since the newest inbox event (less the overlap), or
+    since `since` when given, into the inbox; the intents handle the newly stored ones, as the
+    receiver's enqueue does.
 
     All pages go into one transaction: the list is newest first, so a sweep that committed its
     newer pages and died would leave the inbox's newest event past older ones never read."""
     oldest_listed = retention_start(now)
-    newest = inbox.newest_event_created(session, stripe_account)
-    # An empty inbox (a new install) reads whatever Stripe still holds.
-    since = oldest_listed if newest is None else newest - settings.fcsync_events_overlap_s
-    gap = newest is not None and newest < oldest_listed
+    if since is not None:
+        # Asked for (`fcsync events sweep --since`): created at `since` or later.
+        start = int(since.timestamp()) - 1
+        gap = start + 1 < oldest_listed
+    else:
+        newest = inbox.newest_event_created(session, stripe_account)
+        # An empty inbox (a new install) reads whatever Stripe still holds.
+        start = oldest_listed if newest is None else newest - settings.fcsync_events_overlap_s
+        gap = newest is not None and newest < oldest_listed
     if gap:
         log.warning(
-            "the newest event in the inbox (%s) is older than the %d days Stripe lists events "
-            "for: events in between cannot be read back; beat's reconciliation of account state "
-            "still catches every refresh",
-            datetime.fromtimestamp(newest or 0, tz=now.tzinfo).isoformat(),
+            "the events sweep should read from %s, longer ago than the %d days Stripe lists "
+            "events for: events in between cannot be read back; beat's reconciliation of "
+            "account state still catches every refresh",
+            datetime.fromtimestamp(start, tz=now.tzinfo).isoformat(),
             EVENTS_RETENTION.days,
         )
         metrics.events_sweep_gap()
@@ -100,7 +107,7 @@ def sweep_events(
     while True:
         page = gateway.list_events_page(
             types=SWEPT_TYPES,
-            created_gt=since,
+            created_gt=start,
             starting_after=starting_after,
             stripe_account=stripe_account,
         )
@@ -122,4 +129,4 @@ def sweep_events(
     if outcomes["stored"]:
         log.info("events sweep stored %d events webhooks had not delivered", outcomes["stored"])
     metrics.events_swept(session, outcomes)
-    return EventsSweep(stripe_account, since, dict(outcomes), gap, tuple(intents))
+    return EventsSweep(stripe_account, start, dict(outcomes), gap, tuple(intents))

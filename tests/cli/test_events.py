@@ -37,7 +37,12 @@ def test_events_sweep_inline_recovers_a_refresh_no_webhook_announced(
 
 def test_events_sweep_enqueues_the_task_for_a_worker(migrated: Workdir) -> None:
     migrated.run("events", "sweep")
-    assert [m["task"] for m in migrated.queued()] == [contract.SWEEP_EVENTS]
+    migrated.run("events", "sweep", "--since", "2026-11-29T10:30")
+    queued = [(m["task"], m["kwargs"]) for m in migrated.queued()]
+    assert queued == [
+        (contract.SWEEP_EVENTS, {}),
+        (contract.SWEEP_EVENTS, {"since": "2026-11-29T10:30:00+00:00"}),
+    ]
 
 
 def test_status_warns_when_the_inbox_is_older_than_stripes_30_days(migrated: Workdir) -> None:

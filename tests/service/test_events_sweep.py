@@ -109,12 +109,35 @@ def test_events_sweep_reads_from_the_newest_inbox_event_less_the_overlap(
 
     swept = sweep(fc, session, fcsync_events_overlap_s=600)
 
-    assert swept.since == delivered["created"] - 600
+    assert swept.start == delivered["created"] - 600
     stored = {i.event_id for i in swept.intents if isinstance(i, HandleEvent)}
     # Within the overlap: read back; before it, the sweep trusts the inbox.
     assert in_overlap["id"] in stored and old["id"] not in stored
     assert swept.outcomes == {"stored": 1, "duplicate": 1}
     assert old["id"] not in inbox_ids(session)
+
+
+def test_events_sweep_since_a_given_time_reads_what_the_inbox_already_passed(
+    fc: EmulatedFC, session: Session
+) -> None:
+    """The whole deployment was down, and the receiver stored a newer event before beat swept:
+    sweeping from the start of the outage reads the events the newest one hides."""
+    account_id = missed_refresh(fc, session)
+    outage = fc.now()
+    fc.advance(3_600)
+    start_and_finish_refresh(fc, session, account_id)  # missed
+    fc.advance(3_600)
+    start_and_finish_refresh(fc, session, account_id)  # delivered after the restart
+    _, missed, delivered = events(fc, REFRESHED)
+    deliver(fc, session, delivered, now=fc.now())
+    assert HandleEvent(missed["id"]) not in sweep(fc, session).intents
+
+    swept = events_sweep.sweep_events(
+        session, fc.gateway, now=fc.now(), settings=fc.settings, since=outage
+    )
+
+    assert HandleEvent(missed["id"]) in swept.intents
+    assert swept.start == int(outage.timestamp()) - 1 and not swept.gap_beyond_retention
 
 
 def gaps() -> float:
@@ -139,7 +162,7 @@ def test_events_sweep_warns_when_the_inbox_is_older_than_stripes_30_days(
 
     assert swept.gap_beyond_retention
     assert gaps() == before + 1
-    assert any("older than the 30 days" in r.getMessage() for r in caplog.records)
+    assert any("longer ago than the 30 days" in r.getMessage() for r in caplog.records)
     # What Stripe still lists is read all the same.
     assert swept.stored == 1
 

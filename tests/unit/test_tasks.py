@@ -204,6 +204,9 @@ def test_tasks_events_sweep_runs_every_its_period_unless_off(
         (sync.sync_transactions_task, {"account_id": None}),
         (webhooks.handle_event_task, {"event_id": "not-an-event"}),
         (webhooks.handle_event_task, {"event_id": "evt_1\x00"}),
+        (webhooks.sweep_events_task, {"since": "yesterday"}),
+        (webhooks.sweep_events_task, {"since": "2026-11-01T00:00:00"}),
+        (webhooks.sweep_events_task, {"since": 1_790_000_000}),
     ],
 )
 def test_tasks_bad_argument_is_a_permanent_failure_not_a_retry(task, kwargs) -> None:  # type: ignore[no-untyped-def]
