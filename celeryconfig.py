@@ -75,3 +75,12 @@ beat_schedule = {
         "options": {"expires": 2 * _every},
     },
 }
+
+# The events sweep reads back what webhooks may have missed: its own period, off at 0.
+_events_every = _settings.fcsync_events_sweep_s
+if _events_every > 0:
+    beat_schedule["sweep-events"] = {
+        "task": contract.SWEEP_EVENTS,
+        "schedule": _events_every,
+        "options": {"expires": _events_every},
+    }

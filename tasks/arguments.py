@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+from datetime import datetime
 from typing import Any
 
 from worker.errors import ErrorCode, PermanentError
@@ -67,3 +68,17 @@ def bounded_int(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise bad_argument(name, f"an integer from {low} to {high}", value)
     return value
+
+
+def moment(value: Any, name: str) -> datetime:
+    """An ISO 8601 time with its UTC offset (a time without one means different moments on
+    different machines)."""
+    try:
+        parsed = (
+            datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 40 else None
+        )
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise bad_argument(name, "an ISO 8601 time with its UTC offset", value)
+    return parsed

@@ -11,5 +11,6 @@ HANDLE_EVENT = "fcsync.handle_event"
 REFRESH_DUE_ACCOUNTS = "fcsync.refresh_due_accounts"
 POLL_STALE_REFRESHES = "fcsync.poll_stale_refreshes"
 RETRY_FAILED_SYNCS = "fcsync.retry_failed_syncs"
+SWEEP_EVENTS = "fcsync.sweep_events"
 
 REFRESH_SOURCES = frozenset({"manual", "beat", "webhook", "task", "subscription"})

@@ -101,3 +101,13 @@ def refresh_announced_at(session: Session, account_id: str, refresh_id: str) -> 
             WebhookEvent.payload.contains(f'"{refresh_id}"', autoescape=True),
         )
     )
+
+
+def newest_event_created(session: Session, stripe_account: str | None = None) -> int | None:
+    """`created` of the newest event in the inbox (delivered or swept), None when it is empty.
+
+    The inbox does not record an event's Stripe account context yet: every row counts as the
+    platform's (`stripe_account` None). Once it does, connected accounts filter on it here."""
+    if stripe_account is not None:
+        raise NotImplementedError("the inbox does not record Stripe account contexts yet")
+    return session.scalar(select(func.max(WebhookEvent.created)))

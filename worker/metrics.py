@@ -164,6 +164,17 @@ WEBHOOK_TO_ROWS = Histogram(
     "From a refreshed_transactions event's arrival to its refresh's rows being stored",
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
+EVENTS_SWEPT = Counter(
+    "fcsync_events_swept",
+    "Events the events sweep read from GET /v1/events, by outcome (stored: missed by webhooks; "
+    "duplicate, ignored, rejected)",
+    ["outcome"],
+)
+EVENTS_SWEEP_GAPS = Counter(
+    "fcsync_events_sweep_gaps",
+    "Events sweeps that found the newest inbox event older than Stripe keeps events (30 days): "
+    "events in between can no longer be read back",
+)
 # --- Celery tasks: the names and labels of danihodovic/celery-exporter -------------------------
 _TASK_LABELS = ["name", "hostname", "queue_name"]
 CELERY_TASK_SENT = Counter("celery_task_sent", "Task messages published", _TASK_LABELS)
@@ -277,6 +288,20 @@ def webhook_received(event_type: str | None, outcome: str) -> None:
 @_never_raises
 def webhook_handled(session: Session, event_type: str, outcome: str) -> None:
     _after_commit(session, lambda: WEBHOOK_EVENTS_HANDLED.labels(event_type, outcome).inc())
+
+
+@_never_raises
+def events_swept(session: Session, outcomes: Mapping[str, int]) -> None:
+    def record() -> None:
+        for outcome, n in outcomes.items():
+            EVENTS_SWEPT.labels(outcome).inc(n)
+
+    _after_commit(session, record)
+
+
+@_never_raises
+def events_sweep_gap() -> None:
+    EVENTS_SWEEP_GAPS.inc()
 
 
 _HOSTNAME = socket.gethostname()

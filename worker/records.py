@@ -69,6 +69,15 @@ class FCEvent:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """One page of GET /v1/events, newest first: each event's JSON text, as a webhook body."""
+
+    bodies: tuple[str, ...]
+    last_id: str | None
+    has_more: bool
+
+
+@dataclass(frozen=True)
 class Followup:
     """A task to send once the current unit of work has committed (never inside it)."""
 

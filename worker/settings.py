@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # with it (worker/status_page.py). Unset: loopback only.
     fcsync_status_token: SecretStr | None = None
     fcsync_beat_interval_s: float = Field(default=60.0, gt=0)
+    # Beat period of the events sweep (GET /v1/events back into the inbox); 0: no sweep.
+    fcsync_events_sweep_s: float = Field(default=300.0, ge=0)
+    # The sweep re-reads this much before the newest inbox event: events are not listed in
+    # the order they were created in every case, and the inbox's dedupe makes re-reading free.
+    fcsync_events_overlap_s: int = Field(default=600, ge=0)
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
     fcsync_log_format: LogFormat = "text"

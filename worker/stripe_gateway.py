@@ -23,9 +23,14 @@ from worker.event_envelope import (
     is_fc_event_type,
     load_event_json,
 )
-from worker.records import FCAccount, FCEvent, TransactionPage
+from worker.records import EventPage, FCAccount, FCEvent, TransactionPage
 from worker.settings import STRIPE_API_VERSION, Settings
-from worker.stripe_payloads import parse_account, parse_account_answer, parse_transactions_page
+from worker.stripe_payloads import (
+    parse_account,
+    parse_account_answer,
+    parse_events_page,
+    parse_transactions_page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ ACCOUNT_PATH = "/v1/financial_connections/accounts/{account}"
 PAGE_LIMIT = 100
 
 TRANSACTIONS_PATH = "/v1/financial_connections/transactions"
+EVENTS_PATH = "/v1/events"
 
 # Error codes that mean "the same call can succeed later" even though they arrive as 4xx.
 TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_use"})
@@ -274,6 +280,28 @@ class StripeGateway:
         with log_context.bound():
             page = parse_transactions_page(self._list_body(params))
             return page, log_context.current().get("stripe_request_id")
+
+    def list_events_page(
+        self,
+        *,
+        types: Sequence[str],
+        created_gt: int,
+        starting_after: str | None = None,
+        stripe_account: str | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> EventPage:
+        """One page of the events of `types` created after `created_gt`, newest first, of the
+        platform's own account or (`stripe_account`, acct_...) a connected account's."""
+        params: dict[str, Any] = {"types": list(types), "created": {"gt": created_gt}}
+        params["limit"] = limit
+        if starting_after:
+            params["starting_after"] = starting_after
+        if stripe_account:
+            params["stripe_account"] = stripe_account  # sent as the Stripe-Account header
+        body = self._request(
+            "GET " + EVENTS_PATH, lambda: self._client.raw_request("get", EVENTS_PATH, **params)
+        )
+        return parse_events_page(body)
 
     def _list_body(self, params: dict[str, Any]) -> Any:
         # The page's JSON as the SDK received it (same request, retries and typed errors as

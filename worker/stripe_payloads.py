@@ -9,7 +9,13 @@ from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 from worker.errors import PermanentError
-from worker.records import FCAccount, FCTransaction, TransactionPage, TransactionRefreshState
+from worker.records import (
+    EventPage,
+    FCAccount,
+    FCTransaction,
+    TransactionPage,
+    TransactionRefreshState,
+)
 
 # The widths of fcsync's columns (models/): a longer value is no Stripe id or enum we know, and
 # PostgreSQL would refuse it halfway through a page.
@@ -157,19 +163,44 @@ def parse_transaction(obj: object, *, position: int = 0) -> FCTransaction:
 
 def parse_transactions_page(body: object) -> TransactionPage:
     """One answer of GET /v1/financial_connections/transactions, checked whole before use."""
-    page = _Fields(body, "transactions list")
+    page, data, has_more = _list_answer(body, "transactions list")
+    rows = tuple(parse_transaction(obj, position=i) for i, obj in enumerate(data))
+    _check_listed_ids(page, [t.id for t in rows], has_more, "transaction", "rows")
+    return TransactionPage(transactions=rows, has_more=has_more)
+
+
+def _list_answer(body: object, what: str) -> tuple[_Fields, list[Any], bool]:
+    """A list object's `data` and `has_more`, checked."""
+    page = _Fields(body, what)
     page.literal("object", "list")
     data = page.obj.get("data")
     if not isinstance(data, list):
         page.fail("data", f"must be an array, got {_shown(data)}")
-    has_more = page.flag("has_more")
-    rows = tuple(parse_transaction(obj, position=i) for i, obj in enumerate(data))
-    ids = [t.id for t in rows]
+    return page, data, page.flag("has_more")
+
+
+def _check_listed_ids(page: _Fields, ids: list[str], has_more: bool, item: str, items: str) -> None:
+    """Paging can go on: no id twice, and more only after a page that has an item to page from."""
     if len(set(ids)) != len(ids):
-        page.fail("data", "holds the same transaction twice")
-    if has_more and not rows:
-        page.fail("has_more", "is true on an empty page: the list would end without its rows")
-    return TransactionPage(transactions=rows, has_more=has_more)
+        page.fail("data", f"holds the same {item} twice")
+    if has_more and not ids:
+        page.fail("has_more", f"is true on an empty page: the list would end without its {items}")
+
+
+def parse_events_page(body: object) -> EventPage:
+    """One answer of GET /v1/events: a list of objects with string ids that pages on. Each
+    event's own envelope is checked where every event is, on its way into the inbox."""
+    page, data, has_more = _list_answer(body, "events list")
+    ids = [
+        _Fields(obj, f"event {i} of the list").text("id", prefix="evt_")
+        for i, obj in enumerate(data)
+    ]
+    _check_listed_ids(page, ids, has_more, "event", "events")
+    return EventPage(
+        bodies=tuple(json.dumps(obj) for obj in data),
+        last_id=ids[-1] if ids else None,
+        has_more=has_more,
+    )
 
 
 def check_page_for_sync(

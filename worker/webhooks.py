@@ -90,6 +90,26 @@ def receive_webhook(
         )
     except PermanentError as exc:
         return Receipt(400, error=str(exc), code=exc.code)
+    return _store_event(session, event, payload.decode("utf-8"), settings=settings, now=now)
+
+
+def receive_listed_event(
+    session: Session, body: str, *, settings: Settings, now: datetime
+) -> Receipt:
+    """An event read back from Stripe's `GET /v1/events` (the events sweep), through the same
+    checks and into the same inbox as a delivered one: only the signature is not there to
+    check, the event having come over the authenticated API."""
+    try:
+        event = _read_event(lambda: parse_event(body))
+    except PermanentError as exc:
+        return Receipt(400, error=str(exc), code=exc.code)
+    return _store_event(session, event, body, settings=settings, now=now)
+
+
+def _store_event(
+    session: Session, event: FCEvent, body: str, *, settings: Settings, now: datetime
+) -> Receipt:
+    """A verified event into the inbox once (by its id), or acknowledged without work."""
     expected = settings.livemode
     if expected is not None and event.livemode != expected:
         # Both modes' endpoints may point here; the other mode's events are never applied,
@@ -117,7 +137,7 @@ def receive_webhook(
         account_id=account_id,
         livemode=event.livemode,
         created=event.created,
-        payload=payload.decode("utf-8"),
+        payload=body,
         now=now,
         # Kept for the record, with nothing left to do for a type fcsync does not act on.
         outcome=None if handled else "ignored",

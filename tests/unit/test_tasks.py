@@ -29,6 +29,7 @@ PINNED = {
     "fcsync.refresh_due_accounts": refresh.refresh_due_accounts_task,
     "fcsync.poll_stale_refreshes": refresh.poll_stale_refreshes_task,
     "fcsync.retry_failed_syncs": sync.retry_failed_syncs_task,
+    "fcsync.sweep_events": webhooks.sweep_events_task,
 }
 
 
@@ -81,6 +82,8 @@ print(json.dumps({
     "max_countdown_s": s.fcsync_max_countdown_s,
     "poll_max_s": s.fcsync_poll_max_s,
     "events": [celeryconfig.worker_send_task_events, celeryconfig.task_send_sent_event],
+    "beat": {name: [e["task"], e["schedule"], e["options"]["expires"]]
+             for name, e in celeryconfig.beat_schedule.items()},
 }))
 """
 
@@ -172,6 +175,20 @@ def test_tasks_events_are_on_unless_turned_off(env: dict[str, str], on: bool) ->
 
 
 @pytest.mark.parametrize(
+    ("env", "every"),
+    [({}, 300.0), ({"FCSYNC_EVENTS_SWEEP_S": "30"}, 30.0), ({"FCSYNC_EVENTS_SWEEP_S": "0"}, None)],
+)
+def test_tasks_events_sweep_runs_every_its_period_unless_off(
+    env: dict[str, str], every: float | None
+) -> None:
+    beat = celeryconfig_on(REDIS_BROKER, **env)["beat"]
+    if every is None:
+        assert "fcsync.sweep_events" not in [task for task, _, _ in beat.values()]
+    else:
+        assert beat["sweep-events"] == ["fcsync.sweep_events", every, every]
+
+
+@pytest.mark.parametrize(
     ("task", "kwargs"),
     [
         (tracking.track_account_task, {"account_id": 42}),
@@ -187,6 +204,9 @@ def test_tasks_events_are_on_unless_turned_off(env: dict[str, str], on: bool) ->
         (sync.sync_transactions_task, {"account_id": None}),
         (webhooks.handle_event_task, {"event_id": "not-an-event"}),
         (webhooks.handle_event_task, {"event_id": "evt_1\x00"}),
+        (webhooks.sweep_events_task, {"since": "yesterday"}),
+        (webhooks.sweep_events_task, {"since": "2026-11-01T00:00:00"}),
+        (webhooks.sweep_events_task, {"since": 1_790_000_000}),
     ],
 )
 def test_tasks_bad_argument_is_a_permanent_failure_not_a_retry(task, kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import sys
 import click
 
 from worker import log_context
-from worker.cli import accounts, keys, schema, serve, show
+from worker.cli import accounts, events, keys, schema, serve, show
 from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
 from worker.logs import configure_logging
@@ -40,6 +40,7 @@ cli.add_command(accounts.track)
 cli.add_command(accounts.untrack)
 cli.add_command(accounts.refresh)
 cli.add_command(accounts.sync)
+cli.add_command(events.events)
 cli.add_command(show.status)
 cli.add_command(show.transactions)
 cli.add_command(serve.webhooks)

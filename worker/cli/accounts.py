@@ -3,40 +3,12 @@ with --inline runs it and the follow-ups it needs in this process."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from worker import contract
 from worker.cli.exits import expected_errors
-from worker.cli.guards import account_argument, after_cooldown, known_account, publish
-from worker.cli.inline import run_inline
-from worker.records import Followup
-
-
-def _enqueue(task: str, **kwargs: Any) -> None:
-    publish(Followup(task, kwargs))
-    click.echo(f"enqueued {task} {json.dumps(kwargs, sort_keys=True)}")
-
-
-def _dispatch_or_inline(
-    task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
-) -> list[dict[str, Any]]:
-    if inline:
-        return run_inline(Followup(task, kwargs), follow=follow)
-    _enqueue(task, **kwargs)
-    return []
-
-
-def _only(*names: str) -> Callable[[Followup], bool]:
-    return lambda f: f.task in names
-
-
-inline_option = click.option(
-    "--inline", is_flag=True, help="Run in this process instead of enqueueing for a worker."
-)
+from worker.cli.guards import account_argument, after_cooldown, known_account
+from worker.cli.inline import dispatch_or_inline, inline_option, only
 
 
 @click.command()
@@ -46,10 +18,10 @@ inline_option = click.option(
 @expected_errors
 def track(account: str, no_subscribe: bool, inline: bool) -> None:
     """Start keeping ACCOUNT (fca_...) in sync."""
-    _dispatch_or_inline(
+    dispatch_or_inline(
         contract.TRACK_ACCOUNT,
         inline,
-        _only(contract.SYNC_TRANSACTIONS),
+        only(contract.SYNC_TRANSACTIONS),
         account_id=account,
         subscribe=not no_subscribe,
     )
@@ -62,10 +34,10 @@ def track(account: str, no_subscribe: bool, inline: bool) -> None:
 @expected_errors
 def untrack(account: str, keep_subscription: bool, inline: bool) -> None:
     """Stop scheduling ACCOUNT; its stored transactions stay."""
-    _dispatch_or_inline(
+    dispatch_or_inline(
         contract.UNTRACK_ACCOUNT,
         inline,
-        _only(),
+        only(),
         account_id=account,
         unsubscribe=not keep_subscription,
     )
@@ -83,8 +55,8 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
     # The task would start tracking an account it has never seen (other services rely on
     # that); from the command line that is more likely a typo, so it needs `track` first.
     known = known_account(account, "refresh")
-    follow = _only(contract.POLL_REFRESH, contract.SYNC_TRANSACTIONS) if wait else _only()
-    results = _dispatch_or_inline(
+    follow = only(contract.POLL_REFRESH, contract.SYNC_TRANSACTIONS) if wait else only()
+    results = dispatch_or_inline(
         contract.REFRESH_ACCOUNT, inline, follow, account_id=account, source="manual"
     )
     if results and results[0]["outcome"] == "cooldown":
@@ -99,10 +71,10 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
 def sync(account: str, full: bool, inline: bool) -> None:
     """Page ACCOUNT's transactions from Stripe into the database."""
     known_account(account, "sync")
-    _dispatch_or_inline(
+    dispatch_or_inline(
         contract.SYNC_TRANSACTIONS,
         inline,
-        _only(contract.SYNC_TRANSACTIONS),
+        only(contract.SYNC_TRANSACTIONS),
         account_id=account,
         full=full,
     )

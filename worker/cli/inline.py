@@ -3,13 +3,17 @@ worker), with their countdowns honoured and transient errors retried with backof
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import click
+
 from worker import log_context
+from worker.cli.guards import publish
 from worker.cli.progress import progress_report
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
@@ -84,3 +88,24 @@ def run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[d
             code, why = PERMANENT_OUTCOMES[result["outcome"]]
             raise PermanentError(f"{result['account']}: {why}", code=code)
     return results
+
+
+inline_option = click.option(
+    "--inline", is_flag=True, help="Run in this process instead of enqueueing for a worker."
+)
+
+
+def only(*names: str) -> Callable[[Followup], bool]:
+    """The follow-ups a command runs with --inline: those of these tasks."""
+    return lambda f: f.task in names
+
+
+def dispatch_or_inline(
+    task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Enqueue `task` for a worker, or with --inline run it (and what `follow` accepts) here."""
+    if inline:
+        return run_inline(Followup(task, kwargs), follow=follow)
+    publish(Followup(task, kwargs))
+    click.echo(f"enqueued {task} {json.dumps(kwargs, sort_keys=True)}")
+    return []

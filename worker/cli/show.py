@@ -26,10 +26,21 @@ def status(account: str | None, as_json: bool) -> None:
     --json times are Unix seconds (UTC), as in Stripe's objects."""
     from worker.clock import Clock
     from worker.db import session_scope
+    from worker.events_sweep import EVENTS_RETENTION, retention_gap
     from worker.reports import account_status
 
+    now = Clock(get_settings().fcsync_clock_url).now()
     with session_scope() as session:
-        rows = account_status(session, account, now=Clock(get_settings().fcsync_clock_url).now())
+        rows = account_status(session, account, now=now)
+        gap = retention_gap(session, now=now)
+    if gap is not None:
+        # On stderr: the table and the JSON stay what scripts read.
+        click.echo(
+            f"warning: the newest event in the webhook inbox is from {gap:%Y-%m-%d %H:%M} UTC, "
+            f"older than the {EVENTS_RETENTION.days} days Stripe lists events for: events since "
+            "then cannot be read back (beat's reconciliation still finds every refresh)",
+            err=True,
+        )
     if account and not rows:
         raise PermanentError(
             f"account {account} is not known to fcsync", code=ErrorCode.UNKNOWN_ACCOUNT
