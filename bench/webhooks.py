@@ -139,11 +139,10 @@ class Receiver:
             broker.dispose()
 
     def cpu_s(self) -> float:
-        """CPU seconds the receiver process has used so far (user + system)."""
+        """CPU seconds the receiver has used so far (user + system), its forked processes
+        (FCSYNC_WEBHOOK_PROCESSES) included."""
         assert self.supervisor is not None
-        pid = self.supervisor.procs[self.name].pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_s(pid) for pid in _process_tree(self.supervisor.procs[self.name].pid))
 
     def pg_sessions(self) -> int | None:
         """Sessions PostgreSQL has opened on this database so far (None on SQLite)."""
@@ -156,6 +155,23 @@ class Receiver:
                     text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
                 ).scalar_one()
             )
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += _process_tree(int(child))
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def receiver_env(db_url: str, **extra: str) -> dict[str, str]:

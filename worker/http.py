@@ -11,8 +11,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, metrics, status_page, webhooks
-from worker.db import make_engine, require_schema
+from worker import log_context, metrics, receiver_processes, status_page, webhooks
+from worker.db import dispose_engines, make_engine, require_schema
 from worker.errors import TransientError
 from worker.inbox_writer import InboxWriter
 from worker.runtime import Runtime
@@ -111,7 +111,25 @@ def _answer(receipt: Receipt) -> tuple[Response, int]:
 
 
 def serve(host: str, port: int, *, path: str = DEFAULT_PATH) -> None:
+    """Serve until stopped: in this process, or in FCSYNC_WEBHOOK_PROCESSES forked ones sharing
+    one listening socket."""
     import waitress
 
-    threads = get_settings().fcsync_webhook_threads
-    waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")
+    settings = get_settings()
+    threads = settings.fcsync_webhook_threads
+    if settings.fcsync_webhook_processes == 1:
+        waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")
+        return
+    # Refused here, once, with the CLI's message, rather than by every child.
+    settings.webhook_secrets()
+    require_schema(settings.database_url)
+    dispose_engines()  # nothing of the parent's pool crosses the fork
+    sock = receiver_processes.listening_socket(host, port)
+    receiver_processes.serve_forked(
+        sock,
+        settings.fcsync_webhook_processes,
+        # Each child builds its own app: its runtime, database pool and broker connections.
+        lambda: waitress.serve(
+            create_app(path=path), sockets=[sock], threads=threads, ident="fcsync"
+        ),
+    )

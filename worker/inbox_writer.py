@@ -111,15 +111,15 @@ class InboxWriter:
             waiting.set_result(receipt)
 
     def _enqueue(self, receipts: Sequence[Receipt], *, now: datetime) -> None:
-        new = [r for r in receipts if r.enqueue and r.event_id]
+        new = [(r.event_id, r.account_id) for r in receipts if r.enqueue and r.event_id]
         try:
-            self._runtime.dispatch_all([HandleEvent(r.event_id) for r in new], now=now)
+            self._runtime.dispatch_all([HandleEvent(event_id) for event_id, _ in new], now=now)
         except Exception:
             # Stored in the inbox already: the retry_failed_syncs sweep enqueues them later.
-            for n, receipt in enumerate(new):
-                with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
+            for n, (event_id, account_id) in enumerate(new):
+                with log_context.bound(event_id=event_id, account_id=account_id):
                     log.error(
                         "could not enqueue %s; the sweep will pick it up",
-                        receipt.event_id,
+                        event_id,
                         exc_info=n == 0,  # the batch's one cause, once
                     )

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Requests `fcsync webhooks` serves at once (waitress threads); its database pool holds as
     # many connections, so no request waits for one or opens a session of its own.
     fcsync_webhook_threads: int = Field(default=8, ge=1, le=256)
+    # Processes `fcsync webhooks` serves with, sharing its listening socket (each with as many
+    # threads): more than one lets the receiver use more than one core.
+    fcsync_webhook_processes: int = Field(default=1, ge=1, le=64)
     # The receiver's /status page answers loopback clients without it; any other client only
     # with it (worker/status_page.py). Unset: loopback only.
     fcsync_status_token: SecretStr | None = None
