@@ -12,7 +12,7 @@ stored). The client's own ceiling (against a trivial server) is measured too. Pr
 object last; exits 1 when a correctness check fails.
 
     .venv/bin/python -m bench webhooks [--quick] [--events 4000] [--rounds 3]
-        [--connections 16] [--stacks postgresql,sqlite]
+        [--connections 16] [--stacks postgresql,sqlite] [--processes 1]
 """
 
 from __future__ import annotations
@@ -404,9 +404,15 @@ def commit() -> str:
 
 
 def receivers_for(
-    stacks: list[str], databases: Databases, tmp: Path, *, code: Path | None = None
+    stacks: list[str],
+    databases: Databases,
+    tmp: Path,
+    *,
+    code: Path | None = None,
+    processes: int = 1,
 ) -> list[Receiver]:
-    """A receiver per reachable stack; with `code`, running that checkout's fcsync instead."""
+    """A receiver per reachable stack; with `code`, running that checkout's fcsync instead.
+    `processes`: FCSYNC_WEBHOOK_PROCESSES of the PostgreSQL + Redis receiver."""
     suffix, extra = ("", {}) if code is None else ("@baseline", {"PYTHONPATH": str(code)})
     found = []
     if "postgresql" in stacks and redis_reachable():
@@ -415,7 +421,9 @@ def receivers_for(
             name = f"postgresql+redis{suffix}"
             workdir = tmp / name
             workdir.mkdir()
-            env = receiver_env(db_url, REDIS_URL=REDIS_URL, **extra)
+            env = receiver_env(
+                db_url, REDIS_URL=REDIS_URL, FCSYNC_WEBHOOK_PROCESSES=str(processes), **extra
+            )
             found.append(Receiver(name, db_url, REDIS_URL, env, workdir))
     if "sqlite" in stacks:
         name = f"sqlite+embedded{suffix}"
@@ -454,6 +462,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="concurrent senders")
     parser.add_argument("--stacks", default="postgresql,sqlite")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="FCSYNC_WEBHOOK_PROCESSES of this checkout's PostgreSQL + Redis receiver",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a checkout of another fcsync commit: its receivers run in the same rounds",
@@ -467,7 +481,7 @@ def main() -> int:
     databases = Databases()
     rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="fcsync-bench-webhooks-") as tmp:
-        receivers = receivers_for(stacks, databases, Path(tmp))
+        receivers = receivers_for(stacks, databases, Path(tmp), processes=args.processes)
         if args.baseline is not None:
             receivers += receivers_for(stacks, databases, Path(tmp), code=args.baseline.resolve())
         try:
@@ -520,6 +534,7 @@ def main() -> int:
         "events_per_round": args.events,
         "rounds": args.rounds,
         "connections": args.connections,
+        "postgresql_receiver_processes": args.processes,
         "event_bytes": len(json.dumps(template, indent=2)),
         "client_ceiling_events_per_s": ceiling,
         **results,
