@@ -38,7 +38,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
     app.register_blueprint(status_page.blueprint)
-    writer = InboxWriter(runtime)
+    writer = InboxWriter(runtime, batch_enqueue=not settings.uses_embedded_broker)
 
     @app.post(path)
     def receive() -> tuple[Response, int]:

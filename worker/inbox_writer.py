@@ -33,8 +33,13 @@ class InboxWriter:
     for each newly stored one, then answers them all. Under load a batch fills while the
     previous one is written, so one round trip (and one WAL flush) serves many events."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, batch_enqueue: bool = True) -> None:
+        """`batch_enqueue`: the writer sends a batch's tasks at once (on Redis one pipeline).
+        False for a broker that commits each message on its own (the embedded SQLite broker):
+        there each request sends its own task after its event is stored, so those commits
+        overlap the next batch's INSERT instead of queueing behind one thread."""
         self._runtime = runtime
+        self._batch_enqueue = batch_enqueue
         self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -45,7 +50,10 @@ class InboxWriter:
         self._ensure_started()
         waiting: Future[Receipt] = Future()
         self._queue.put((verified, waiting))
-        return waiting.result()
+        receipt = waiting.result()
+        if not self._batch_enqueue:
+            self._enqueue([receipt], now=self._runtime.clock.now())
+        return receipt
 
     def _ensure_started(self) -> None:
         if self._thread is not None:
@@ -106,7 +114,8 @@ class InboxWriter:
             # A second copy of one event in the same batch is its duplicate.
             stored.discard(verified.event.id)
             receipts.append(verified.receipt(stored=new))
-        self._enqueue(receipts, now=now)
+        if self._batch_enqueue:
+            self._enqueue(receipts, now=now)
         for (_, waiting), receipt in zip(batch, receipts, strict=True):
             waiting.set_result(receipt)
 
