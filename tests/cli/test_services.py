@@ -97,6 +97,12 @@ def test_webhooks_in_several_processes_share_the_port_and_stop_together(
         assert answer.status_code == 200 and answer.json()["duplicate"] is False, answer.text
     assert sorted(row[0] for row in migrated.query("SELECT id FROM webhook_events")) == sorted(ids)
     assert len(migrated.queued()) == len(ids)
+    # Whichever process answers the scrape counts every process's deliveries.
+    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert (
+        'fcsync_webhook_events_received_total{outcome="stored",'
+        f'type="{event["type"]}"}} {float(len(ids))}'
+    ) in metrics, metrics
     os.kill(proc.pid, signal.SIGTERM)  # a process manager stopping the service
     assert proc.wait(timeout=20) == -signal.SIGTERM, children.logs()
     deadline = time.monotonic() + 5
