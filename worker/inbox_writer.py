@@ -74,7 +74,14 @@ class InboxWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
+            try:
+                self._write(batch)
+            except BaseException as exc:
+                # Never leave a request waiting for an answer, nor the receiver without a writer.
+                log.exception("inbox writer failed on a batch of %d", len(batch))
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(exc)
 
     def _write(self, batch: Sequence[_Waiting]) -> None:
         try:

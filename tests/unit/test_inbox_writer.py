@@ -98,3 +98,40 @@ def test_a_value_the_database_refuses_fails_only_its_own_request(postgres_engine
     finally:
         with postgres_engine.begin() as conn:
             conn.execute(WebhookEvent.__table__.delete())
+
+
+class _Abort(BaseException):
+    """Not an Exception: what a send that is interrupted (not failed) raises."""
+
+
+def test_a_batch_that_breaks_the_writer_answers_its_requests_and_the_next_batch_is_served(
+    committed_engine: Engine,
+) -> None:
+    calls: list[int] = []
+
+    def send_many(followups: Sequence[Followup]) -> None:
+        calls.append(len(followups))
+        if len(calls) == 1:
+            raise _Abort
+
+    settings = Settings(
+        database_url=committed_engine.url.render_as_string(hide_password=False),
+        stripe_webhook_secret=SECRET,  # type: ignore[arg-type]
+    )
+    runtime = Runtime(settings, send=lambda f: None, send_many=send_many, engine=committed_engine)
+    writer = InboxWriter(runtime)
+    answers: list[object] = []
+
+    def deliver(event_id: str) -> None:
+        try:
+            answers.append(writer.store(verified(event_id)).enqueue)
+        except _Abort as exc:
+            answers.append(exc)
+
+    for event_id in ("evt_broken", "evt_next"):
+        # A daemon: a request left waiting fails the test instead of hanging it.
+        request = threading.Thread(target=deliver, args=(event_id,), daemon=True)
+        request.start()
+        request.join(timeout=10)
+    assert len(answers) == 2 and isinstance(answers[0], _Abort) and answers[1] is True
+    assert calls == [1, 1]
