@@ -12,7 +12,7 @@ stored). The client's own ceiling (against a trivial server) is measured too. Pr
 object last; exits 1 when a correctness check fails.
 
     .venv/bin/python -m bench webhooks [--quick] [--events 4000] [--rounds 3]
-        [--connections 16] [--stacks postgresql,sqlite]
+        [--connections 16] [--stacks postgresql,sqlite] [--processes 1]
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ PATH = "/webhooks/stripe"
 SECRET = "whsec_bench_webhooks"
 API_KEY = "sk_test_bench_webhooks"
 EVENT_TYPE = "financial_connections.account.refreshed_transactions"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+# A Redis database of this benchmark's own (its queue is counted and cleared there).
+REDIS_URL = os.environ.get("FCSYNC_BENCH_WEBHOOKS_REDIS_URL", "redis://127.0.0.1:6379/14")
 QUEUE = "fcsync"
 TARGET_EVENTS_PER_S = 1_000
 TARGET_P99_MS = 50.0
@@ -138,11 +139,10 @@ class Receiver:
             broker.dispose()
 
     def cpu_s(self) -> float:
-        """CPU seconds the receiver process has used so far (user + system)."""
+        """CPU seconds the receiver has used so far (user + system), its forked processes
+        (FCSYNC_WEBHOOK_PROCESSES) included."""
         assert self.supervisor is not None
-        pid = self.supervisor.procs[self.name].pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_s(pid) for pid in _process_tree(self.supervisor.procs[self.name].pid))
 
     def pg_sessions(self) -> int | None:
         """Sessions PostgreSQL has opened on this database so far (None on SQLite)."""
@@ -155,6 +155,23 @@ class Receiver:
                     text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
                 ).scalar_one()
             )
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += _process_tree(int(child))
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def receiver_env(db_url: str, **extra: str) -> dict[str, str]:
@@ -387,9 +404,15 @@ def commit() -> str:
 
 
 def receivers_for(
-    stacks: list[str], databases: Databases, tmp: Path, *, code: Path | None = None
+    stacks: list[str],
+    databases: Databases,
+    tmp: Path,
+    *,
+    code: Path | None = None,
+    processes: int = 1,
 ) -> list[Receiver]:
-    """A receiver per reachable stack; with `code`, running that checkout's fcsync instead."""
+    """A receiver per reachable stack; with `code`, running that checkout's fcsync instead.
+    `processes`: FCSYNC_WEBHOOK_PROCESSES of the PostgreSQL + Redis receiver."""
     suffix, extra = ("", {}) if code is None else ("@baseline", {"PYTHONPATH": str(code)})
     found = []
     if "postgresql" in stacks and redis_reachable():
@@ -398,7 +421,9 @@ def receivers_for(
             name = f"postgresql+redis{suffix}"
             workdir = tmp / name
             workdir.mkdir()
-            env = receiver_env(db_url, REDIS_URL=REDIS_URL, **extra)
+            env = receiver_env(
+                db_url, REDIS_URL=REDIS_URL, FCSYNC_WEBHOOK_PROCESSES=str(processes), **extra
+            )
             found.append(Receiver(name, db_url, REDIS_URL, env, workdir))
     if "sqlite" in stacks:
         name = f"sqlite+embedded{suffix}"
@@ -437,6 +462,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="concurrent senders")
     parser.add_argument("--stacks", default="postgresql,sqlite")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="FCSYNC_WEBHOOK_PROCESSES of this checkout's PostgreSQL + Redis receiver",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a checkout of another fcsync commit: its receivers run in the same rounds",
@@ -450,7 +481,7 @@ def main() -> int:
     databases = Databases()
     rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="fcsync-bench-webhooks-") as tmp:
-        receivers = receivers_for(stacks, databases, Path(tmp))
+        receivers = receivers_for(stacks, databases, Path(tmp), processes=args.processes)
         if args.baseline is not None:
             receivers += receivers_for(stacks, databases, Path(tmp), code=args.baseline.resolve())
         try:
@@ -503,6 +534,7 @@ def main() -> int:
         "events_per_round": args.events,
         "rounds": args.rounds,
         "connections": args.connections,
+        "postgresql_receiver_processes": args.processes,
         "event_bytes": len(json.dumps(template, indent=2)),
         "client_ceiling_events_per_s": ceiling,
         **results,

@@ -5,17 +5,16 @@ WSGI server)."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from worker import log_context, metrics, status_page, webhooks
-from worker.db import make_engine, require_schema
+from worker import log_context, metrics, receiver_processes, status_page, webhooks
+from worker.db import dispose_engines, make_engine, require_schema
 from worker.errors import TransientError
-from worker.intents import HandleEvent
+from worker.inbox_writer import InboxWriter
 from worker.runtime import Runtime
 from worker.settings import Settings, get_settings
 from worker.webhooks import Receipt
@@ -39,6 +38,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
     app.extensions["fcsync"] = runtime  # what it runs with, for whoever holds the app
     app.config["MAX_CONTENT_LENGTH"] = settings.fcsync_webhook_max_body_bytes
     app.register_blueprint(status_page.blueprint)
+    writer = InboxWriter(runtime, batch_enqueue=not settings.uses_embedded_broker)
 
     @app.post(path)
     def receive() -> tuple[Response, int]:
@@ -47,16 +47,11 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
         except RequestEntityTooLarge:
             return jsonify(error="payload too large"), 413
         try:
-            now = runtime.clock.now()
-            # Receiving is one INSERT: committed as it runs, without BEGIN/COMMIT round trips.
-            with runtime.session(one_statement=True) as session:
-                receipt = webhooks.receive_webhook(
-                    session,
-                    payload,
-                    request.headers.get("Stripe-Signature"),
-                    settings=settings,
-                    now=now,
-                )
+            read = webhooks.read_webhook(
+                payload, request.headers.get("Stripe-Signature"), settings=settings
+            )
+            # Stored with the events of concurrent requests, in one statement (group commit).
+            receipt = read if isinstance(read, Receipt) else writer.store(read)
         except (TransientError, OperationalError, InterfaceError) as exc:
             metrics.webhook_received(None, "unavailable")
             # Not the sender's fault: 503 makes Stripe deliver the event again later.
@@ -70,7 +65,7 @@ def create_app(runtime: Runtime | None = None, *, path: str = DEFAULT_PATH) -> F
         metrics.webhook_received(receipt.event_type, receipt.outcome)
         # The rest of this event's lines name it, and its account.
         with log_context.bound(event_id=receipt.event_id, account_id=receipt.account_id):
-            return _answer(runtime, receipt, now=now)
+            return _answer(receipt)
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
@@ -103,17 +98,11 @@ def receiver_engine(settings: Settings) -> Engine:
     )
 
 
-def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Response, int]:
-    """Stripe's answer for a verified (or refused) event; a new one is enqueued first."""
+def _answer(receipt: Receipt) -> tuple[Response, int]:
+    """Stripe's answer for a verified (stored, and enqueued if new) or refused event."""
     if receipt.status != 200:
         log.warning("rejected webhook: [%s] %s", receipt.code, receipt.error)
         return jsonify(error=receipt.error, code=receipt.code), receipt.status
-    if receipt.enqueue and receipt.event_id:
-        try:
-            runtime.dispatch(HandleEvent(receipt.event_id), now=now)
-        except Exception:
-            # Stored in the inbox already: the retry_failed_syncs sweep enqueues it later.
-            log.exception("could not enqueue %s; the sweep will pick it up", receipt.event_id)
     answer = {"received": True, "id": receipt.event_id, "duplicate": receipt.duplicate}
     if receipt.ignored:
         log.info("acknowledged webhook %s without work: %s", receipt.event_id, receipt.ignored)
@@ -122,7 +111,25 @@ def _answer(runtime: Runtime, receipt: Receipt, *, now: datetime) -> tuple[Respo
 
 
 def serve(host: str, port: int, *, path: str = DEFAULT_PATH) -> None:
+    """Serve until stopped: in this process, or in FCSYNC_WEBHOOK_PROCESSES forked ones sharing
+    one listening socket."""
     import waitress
 
-    threads = get_settings().fcsync_webhook_threads
-    waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")
+    settings = get_settings()
+    threads = settings.fcsync_webhook_threads
+    if settings.fcsync_webhook_processes == 1:
+        waitress.serve(create_app(path=path), host=host, port=port, threads=threads, ident="fcsync")
+        return
+    # Refused here, once, with the CLI's message, rather than by every child.
+    settings.webhook_secrets()
+    require_schema(settings.database_url)
+    dispose_engines()  # nothing of the parent's pool crosses the fork
+    sock = receiver_processes.listening_socket(host, port)
+    receiver_processes.serve_forked(
+        sock,
+        settings.fcsync_webhook_processes,
+        # Each child builds its own app: its runtime, database pool and broker connections.
+        lambda: waitress.serve(
+            create_app(path=path), sockets=[sock], threads=threads, ident="fcsync"
+        ),
+    )

@@ -3,6 +3,8 @@ the sweep; never commits (the edge that starts the unit of work does)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -16,6 +18,19 @@ from worker.event_envelope import FC_EVENT_PREFIX
 from worker.redaction import redact
 
 REFRESHED_TRANSACTIONS = FC_EVENT_PREFIX + "refreshed_transactions"
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """An event as the inbox stores it; `outcome` set means already processed (ignored)."""
+
+    id: str
+    type: str
+    account_id: str | None
+    livemode: bool
+    created: int
+    payload: str
+    outcome: str | None = None
 
 
 def insert_webhook_event(
@@ -32,35 +47,47 @@ def insert_webhook_event(
 ) -> bool:
     """Store an event once (with an `outcome`, already processed); returns False when it was
     already in the inbox."""
-    result = session.connection().execute(
-        _insert_once(session.get_bind().dialect.name),
-        {
-            "id": event_id,
-            "type": type,
-            "account_id": account_id,
-            "livemode": livemode,
-            "created": created,
-            "payload": payload,
+    event = InboxEvent(event_id, type, account_id, livemode, created, payload, outcome)
+    return bool(insert_webhook_events(session, [event], now=now))
+
+
+def insert_webhook_events(
+    session: Session, events: Sequence[InboxEvent], *, now: datetime
+) -> set[str]:
+    """Store each event once, all in one statement; returns the ids that were not in the inbox
+    yet (an id given twice is stored, and returned, once)."""
+    rows = {
+        event.id: {
+            "id": event.id,
+            "type": event.type,
+            "account_id": event.account_id,
+            "livemode": event.livemode,
+            "created": event.created,
+            "payload": event.payload,
             "received_at": now,
-            "processed_at": None if outcome is None else now,
-            "outcome": outcome,
-        },
+            "processed_at": None if event.outcome is None else now,
+            "outcome": event.outcome,
+        }
+        for event in reversed(events)  # the first of an id's copies is the one kept
+    }
+    if not rows:
+        return set()
+    result = session.connection().execute(
+        _insert_once(session.get_bind().dialect.name), list(rows.values())
     )
-    return bool(result.rowcount)
+    return set(result.scalars())
 
 
 @cache
 def _insert_once(dialect: str) -> Any:
-    """The inbox's INSERT, built once per dialect and run with each event's values: building a
+    """The inbox's INSERT, built once per dialect and run with each batch's values: building a
     statement per event (and the ORM's handling of it) cost the receiver as much CPU as the
-    round trip to run it."""
+    round trip to run it. Run with many rows, SQLAlchemy sends them as one multi-row INSERT
+    ("insertmanyvalues"); RETURNING names the rows it stored, the others being duplicates."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
     return (
-        insert(WebhookEvent.metadata.tables[WebhookEvent.__tablename__])
-        .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
-        # SQLAlchemy keeps rowcounts of UPDATE/DELETE only: without this an INSERT reports -1
-        # on PostgreSQL (psycopg), and every duplicate delivery would look newly stored.
-        .execution_options(preserve_rowcount=True)
+        insert(table).on_conflict_do_nothing(index_elements=[WebhookEvent.id]).returning(table.c.id)
     )
 
 

@@ -166,14 +166,18 @@ class Runtime:
             if account_id and not isinstance(exc, ConfigurationError):
                 self.record_failure(account_id, exc, create=record_unknown)
             raise
+        self.dispatch_all(getattr(result, "intents", ()), now=now)
+        return result
+
+    def dispatch_all(self, intents: Sequence[Intent], *, now: datetime) -> None:
+        """Send the tasks that carry out `intents` at once (timed from `now`)."""
         followups = [
             followup
-            for intent in getattr(result, "intents", ())
+            for intent in intents
             if (followup := followup_for(intent, settings=self.settings, now=now)) is not None
         ]
         if followups:
             self.send_all(followups)
-        return result
 
     def send_all(self, followups: Sequence[Followup]) -> None:
         """A sweep's hundreds of tasks at once (`send_many`, e.g. one Redis pipeline), else each."""

@@ -79,9 +79,13 @@ class Settings(BaseSettings):
     fcsync_auto_track: bool = False
     fcsync_webhook_tolerance_s: int = Field(default=300, ge=0)
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
-    # Requests `fcsync webhooks` serves at once (waitress threads); its database pool holds as
-    # many connections, so no request waits for one or opens a session of its own.
-    fcsync_webhook_threads: int = Field(default=8, ge=1, le=256)
+    # Requests `fcsync webhooks` serves at once (waitress threads, per process); their events are
+    # stored together (worker/inbox_writer.py), so more threads make larger batches: 16 cut the
+    # receiver's CPU per event by a sixth against 8 (bench/webhooks.py, 16 senders).
+    fcsync_webhook_threads: int = Field(default=16, ge=1, le=256)
+    # Processes `fcsync webhooks` serves with, sharing its listening socket (each with as many
+    # threads): more than one lets the receiver use more than one core.
+    fcsync_webhook_processes: int = Field(default=1, ge=1, le=64)
     # The receiver's /status page answers loopback clients without it; any other client only
     # with it (worker/status_page.py). Unset: loopback only.
     fcsync_status_token: SecretStr | None = None

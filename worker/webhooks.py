@@ -73,14 +73,31 @@ def _read_event(parse: Callable[[], tuple[FCEvent, dict[str, Any]]]) -> FCEvent:
         raise InvalidEventError("not a Stripe event fcsync can read") from exc
 
 
-def receive_webhook(
-    session: Session,
-    payload: bytes,
-    sig_header: str | None,
-    *,
-    settings: Settings,
-    now: datetime,
-) -> Receipt:
+@dataclass(frozen=True)
+class Verified:
+    """A signed Financial Connections event to store, and what to answer once it is."""
+
+    event: inbox.InboxEvent
+
+    def receipt(self, *, stored: bool) -> Receipt:
+        """The answer once the inbox has it: newly `stored`, or a duplicate of a stored one."""
+        handled = self.event.outcome is None
+        return Receipt(
+            200,
+            self.event.id,
+            self.event.account_id,
+            event_type=self.event.type,
+            duplicate=not stored,
+            ignored=None if handled else "no handler for this event type",
+            enqueue=stored and handled,
+        )
+
+
+def read_webhook(
+    payload: bytes, sig_header: str | None, *, settings: Settings
+) -> Receipt | Verified:
+    """A delivery checked (signature, then envelope) without the database: the answer when
+    there is nothing to store, else the event to store."""
     secrets = settings.webhook_secrets()  # a configuration error is not the sender's fault
     try:
         event = _read_event(
@@ -90,7 +107,7 @@ def receive_webhook(
         )
     except PermanentError as exc:
         return Receipt(400, error=str(exc), code=exc.code)
-    return _store_event(session, event, payload.decode("utf-8"), settings=settings, now=now)
+    return _check_event(event, payload.decode("utf-8"), settings=settings)
 
 
 def receive_listed_event(
@@ -103,13 +120,16 @@ def receive_listed_event(
         event = _read_event(lambda: parse_event(body))
     except PermanentError as exc:
         return Receipt(400, error=str(exc), code=exc.code)
-    return _store_event(session, event, body, settings=settings, now=now)
+    checked = _check_event(event, body, settings=settings)
+    if isinstance(checked, Receipt):
+        return checked
+    stored = inbox.insert_webhook_events(session, [checked.event], now=now)
+    return checked.receipt(stored=bool(stored))
 
 
-def _store_event(
-    session: Session, event: FCEvent, body: str, *, settings: Settings, now: datetime
-) -> Receipt:
-    """A verified event into the inbox once (by its id), or acknowledged without work."""
+def _check_event(event: FCEvent, body: str, *, settings: Settings) -> Receipt | Verified:
+    """A verified event's fate: acknowledged without work (the answer), or to be stored once
+    by its id (the event to store)."""
     expected = settings.livemode
     if expected is not None and event.livemode != expected:
         # Both modes' endpoints may point here; the other mode's events are never applied,
@@ -128,29 +148,34 @@ def _store_event(
             event_type=event.type,
             ignored="not a Financial Connections account event",
         )
-    handled = event.type in HANDLERS
-    account_id = event.account.id if event.account else None
-    stored = inbox.insert_webhook_event(
-        session,
-        event_id=event.id,
-        type=event.type,
-        account_id=account_id,
-        livemode=event.livemode,
-        created=event.created,
-        payload=body,
-        now=now,
-        # Kept for the record, with nothing left to do for a type fcsync does not act on.
-        outcome=None if handled else "ignored",
+    return Verified(
+        inbox.InboxEvent(
+            id=event.id,
+            type=event.type,
+            account_id=event.account.id if event.account else None,
+            livemode=event.livemode,
+            created=event.created,
+            payload=body,
+            # Kept for the record, with nothing left to do for a type fcsync does not act on.
+            outcome=None if event.type in HANDLERS else "ignored",
+        )
     )
-    return Receipt(
-        200,
-        event.id,
-        account_id,
-        event_type=event.type,
-        duplicate=not stored,
-        ignored=None if handled else "no handler for this event type",
-        enqueue=stored and handled,
-    )
+
+
+def receive_webhook(
+    session: Session,
+    payload: bytes,
+    sig_header: str | None,
+    *,
+    settings: Settings,
+    now: datetime,
+) -> Receipt:
+    """One delivery read and, when it is to be stored, stored once."""
+    read = read_webhook(payload, sig_header, settings=settings)
+    if isinstance(read, Receipt):
+        return read
+    stored = inbox.insert_webhook_events(session, [read.event], now=now)
+    return read.receipt(stored=bool(stored))
 
 
 EventOutcome = Literal["processed", "ignored", "duplicate", "failed"]

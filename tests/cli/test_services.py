@@ -74,6 +74,43 @@ def test_webhooks_serves_healthz_and_stores_a_signed_event(
     ]
 
 
+def test_webhooks_in_several_processes_share_the_port_and_stop_together(
+    migrated: Workdir, control: EmulatorControl, children: Supervisor
+) -> None:
+    port = free_port()
+    env = migrated.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, FCSYNC_WEBHOOK_PROCESSES="2")
+    proc = children.spawn("webhooks", [FCSYNC, "webhooks", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: healthy(f"{base}/healthz"), timeout=20, what=f"/healthz\n{children.logs()}")
+    below = descendants(proc.pid)
+    assert len(below) == 2, below  # the two serving processes, under the one that bound the port
+    account = control.create_account(transactions=1)["id"]
+    events = requests.get(
+        f"{migrated.base_url}/v1/events", auth=(API_KEY, ""), params={"limit": 100}, timeout=5
+    ).json()["data"]
+    event = next(e for e in events if e["data"]["object"]["id"] == account)
+    ids = [f"evt_processes{i}" for i in range(20)]
+    for event_id in ids:  # a connection each: the kernel hands each to one of the processes
+        payload = json.dumps({**event, "id": event_id}).encode()
+        headers = {"Stripe-Signature": signature_header(payload, WEBHOOK_SECRET)}
+        answer = requests.post(f"{base}/webhooks/stripe", data=payload, headers=headers, timeout=5)
+        assert answer.status_code == 200 and answer.json()["duplicate"] is False, answer.text
+    assert sorted(row[0] for row in migrated.query("SELECT id FROM webhook_events")) == sorted(ids)
+    assert len(migrated.queued()) == len(ids)
+    # Whichever process answers the scrape counts every process's deliveries.
+    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert (
+        'fcsync_webhook_events_received_total{outcome="stored",'
+        f'type="{event["type"]}"}} {float(len(ids))}'
+    ) in metrics, metrics
+    os.kill(proc.pid, signal.SIGTERM)  # a process manager stopping the service
+    assert proc.wait(timeout=20) == -signal.SIGTERM, children.logs()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in below if alive(pid)], "a receiver process outlived the receiver"
+
+
 @pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])
 def test_run_on_embedded_defaults_stops_every_child_on_signal(
     tmp_path: Path, children: Supervisor, stop: str

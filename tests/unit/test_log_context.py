@@ -233,27 +233,38 @@ def test_the_gateway_notes_each_answer_s_request_id_and_refresh() -> None:
 
 
 @pytest.fixture
-def contexts_at_dispatch() -> list[dict[str, str]]:
-    return []
-
-
-@pytest.fixture
-def receiver_runtime(
-    committed_engine: Engine, receiver_settings: Settings, contexts_at_dispatch: list[Any]
-) -> Runtime:
+def receiver_runtime(committed_engine: Engine, receiver_settings: Settings) -> Runtime:
     def send(_: Followup) -> None:
-        contexts_at_dispatch.append(dict(log_context.current()))
+        raise ConnectionError("broker down")
 
     return Runtime(receiver_settings, send=send, engine=committed_engine)
 
 
+class _Contexts(logging.Handler):
+    """The log context of each record, as the JSON lines would carry it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(dict(log_context.current()))
+
+
 def test_the_receiver_s_lines_for_an_event_name_it_and_its_account(
-    receiver_runtime: Runtime, contexts_at_dispatch: list[dict[str, str]]
+    receiver_runtime: Runtime,
 ) -> None:
     client: FlaskClient = create_app(receiver_runtime).test_client()
-    body = event("evt_logged")
-    assert post(client, body, signature_header(body, SECRET)).status_code == 200
-    assert contexts_at_dispatch == [{"event_id": "evt_logged", "account_id": "fca_1"}]
+    contexts = _Contexts()
+    logger = logging.getLogger("worker.inbox_writer")
+    logger.addHandler(contexts)
+    try:
+        body = event("evt_logged")
+        # Stored, so answered 200 even though its task could not be sent (the sweep sends it).
+        assert post(client, body, signature_header(body, SECRET)).status_code == 200
+    finally:
+        logger.removeHandler(contexts)
+    assert contexts.seen == [{"event_id": "evt_logged", "account_id": "fca_1"}]
     assert log_context.current() == {}
     # The handle_event task knows only the event: its account comes from the inbox row.
     with log_context.bound(event_id="evt_logged"), receiver_runtime.session() as session:

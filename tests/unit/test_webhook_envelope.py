@@ -222,11 +222,11 @@ def test_envelope_value_the_database_refuses_is_400(
 ) -> None:
     """The last resort for a value the envelope checks would let through."""
 
-    def refuse(*_: Any, **__: Any) -> bool:
+    def refuse(*_: Any, **__: Any) -> set[str]:
         raise DataError("INSERT", {}, Exception("value too long for type character varying"))
 
     client, sent = receiver
-    monkeypatch.setattr(inbox, "insert_webhook_event", refuse)
+    monkeypatch.setattr(inbox, "insert_webhook_events", refuse)
     payload = encoded(event_dict())
     response = post(client, payload, signature_header(payload, SECRET))
     assert response.status_code == 400
