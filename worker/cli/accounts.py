@@ -11,7 +11,13 @@ import click
 
 from worker import contract
 from worker.cli.exits import expected_errors
-from worker.cli.guards import account_argument, after_cooldown, known_account, publish
+from worker.cli.guards import (
+    account_argument,
+    after_cooldown,
+    known_account,
+    publish,
+    stripe_account_option,
+)
 from worker.cli.inline import run_inline
 from worker.records import Followup
 
@@ -22,8 +28,15 @@ def _enqueue(task: str, **kwargs: Any) -> None:
 
 
 def _dispatch_or_inline(
-    task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
+    task: str,
+    inline: bool,
+    follow: Callable[[Followup], bool],
+    stripe_account: str | None,
+    **kwargs: Any,
 ) -> list[dict[str, Any]]:
+    if stripe_account is not None:
+        # Only when given: the platform's tasks keep the arguments they always had.
+        kwargs["stripe_account"] = stripe_account
     if inline:
         return run_inline(Followup(task, kwargs), follow=follow)
     _enqueue(task, **kwargs)
@@ -42,14 +55,16 @@ inline_option = click.option(
 @click.command()
 @account_argument
 @click.option("--no-subscribe", is_flag=True, help="Do not subscribe to Stripe's daily refresh.")
+@stripe_account_option
 @inline_option
 @expected_errors
-def track(account: str, no_subscribe: bool, inline: bool) -> None:
+def track(account: str, no_subscribe: bool, stripe_account: str | None, inline: bool) -> None:
     """Start keeping ACCOUNT (fca_...) in sync."""
     _dispatch_or_inline(
         contract.TRACK_ACCOUNT,
         inline,
         _only(contract.SYNC_TRANSACTIONS),
+        stripe_account,
         account_id=account,
         subscribe=not no_subscribe,
     )
@@ -58,14 +73,18 @@ def track(account: str, no_subscribe: bool, inline: bool) -> None:
 @click.command()
 @account_argument
 @click.option("--keep-subscription", is_flag=True, help="Leave Stripe's daily refresh on.")
+@stripe_account_option
 @inline_option
 @expected_errors
-def untrack(account: str, keep_subscription: bool, inline: bool) -> None:
+def untrack(
+    account: str, keep_subscription: bool, stripe_account: str | None, inline: bool
+) -> None:
     """Stop scheduling ACCOUNT; its stored transactions stay."""
     _dispatch_or_inline(
         contract.UNTRACK_ACCOUNT,
         inline,
         _only(),
+        stripe_account,
         account_id=account,
         unsubscribe=not keep_subscription,
     )
@@ -74,9 +93,10 @@ def untrack(account: str, keep_subscription: bool, inline: bool) -> None:
 @click.command()
 @account_argument
 @click.option("--wait", is_flag=True, help="With --inline: poll until done, then sync.")
+@stripe_account_option
 @inline_option
 @expected_errors
-def refresh(account: str, wait: bool, inline: bool) -> None:
+def refresh(account: str, wait: bool, stripe_account: str | None, inline: bool) -> None:
     """Ask Stripe for a transaction refresh of ACCOUNT (only when Stripe allows one)."""
     if wait and not inline:
         raise click.UsageError("--wait needs --inline (a queued refresh completes in the worker)")
@@ -85,7 +105,12 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
     known = known_account(account, "refresh")
     follow = _only(contract.POLL_REFRESH, contract.SYNC_TRANSACTIONS) if wait else _only()
     results = _dispatch_or_inline(
-        contract.REFRESH_ACCOUNT, inline, follow, account_id=account, source="manual"
+        contract.REFRESH_ACCOUNT,
+        inline,
+        follow,
+        stripe_account,
+        account_id=account,
+        source="manual",
     )
     if results and results[0]["outcome"] == "cooldown":
         click.echo(after_cooldown(known))
@@ -94,15 +119,17 @@ def refresh(account: str, wait: bool, inline: bool) -> None:
 @click.command()
 @account_argument
 @click.option("--full", is_flag=True, help="Re-read the whole history, not just what changed.")
+@stripe_account_option
 @inline_option
 @expected_errors
-def sync(account: str, full: bool, inline: bool) -> None:
+def sync(account: str, full: bool, stripe_account: str | None, inline: bool) -> None:
     """Page ACCOUNT's transactions from Stripe into the database."""
     known_account(account, "sync")
     _dispatch_or_inline(
         contract.SYNC_TRANSACTIONS,
         inline,
         _only(contract.SYNC_TRANSACTIONS),
+        stripe_account,
         account_id=account,
         full=full,
     )
