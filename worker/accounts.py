@@ -44,9 +44,12 @@ def stripe_context(session: Session, account_id: str, given: str | None) -> str 
     anything is sent: it is the request that is wrong, and Stripe would answer for another
     account, or 404 and park this one as gone."""
     account = repository.get_account(session, account_id)
-    if account is None or account.status == "unknown":
-        # Nothing Stripe confirmed yet (a failed track leaves a row with status `unknown`):
-        # a retry with the right context must not be held to a mistyped one.
+    if account is None:
+        return given
+    if account.status == "unknown":
+        # Nothing Stripe confirmed yet (a failed track leaves a row with status `unknown`): a
+        # retry with the right context is not held to a mistyped one, and the row shows it.
+        account.stripe_account = given
         return given
     if given is not None and given != account.stripe_account:
         raise StripeAccountMismatch(

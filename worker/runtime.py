@@ -220,6 +220,9 @@ class Runtime:
                 account = repository.save_unknown_account(
                     session, account_id, stripe_account=stripe_account, now=now
                 )
+            elif account is not None and create and account.status == "unknown":
+                # Stripe never confirmed it: the row shows the context last tried.
+                account.stripe_account = stripe_account
             if account is not None:
                 repository.record_error(account, exc.code, str(exc), now=now)
 

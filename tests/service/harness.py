@@ -115,7 +115,7 @@ class EmulatedFC:
         key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
         self.control.set_account_status(account_id, "inactive")
         try:
-            self.gateway.refresh_transactions(account_id, idempotency_key=key)
+            self.gateway.refresh_transactions(account_id, stripe_account=None, idempotency_key=key)
         except PermanentError:
             pass
         else:

@@ -34,7 +34,7 @@ def gateway(
 def failure(*answers: Answer | Exception) -> FcsyncError:
     stripe_gateway, _ = gateway(*answers)
     with pytest.raises(FcsyncError) as raised:
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     return raised.value
 
 
@@ -127,7 +127,7 @@ def test_gateway_errors_the_sdk_retries_exactly_max_network_retries_times(
 ) -> None:
     stripe_gateway, http = gateway(answer, retries=retries)
     with pytest.raises(TransientError):
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     assert len(http.calls) == 1 + retries
 
 
@@ -139,7 +139,7 @@ def test_gateway_errors_the_sdk_retries_exactly_max_network_retries_times(
 def test_gateway_errors_the_sdk_never_retries_a_4xx(answer: Answer) -> None:
     stripe_gateway, http = gateway(answer, retries=3)
     with pytest.raises(FcsyncError):
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     assert len(http.calls) == 1
 
 
@@ -147,7 +147,9 @@ def test_gateway_errors_a_retried_refresh_keeps_its_idempotency_key_and_succeeds
     stripe_gateway, http = gateway(
         error(500, "api_error"), lost_connection(), Answer(200, ACCOUNT_BODY), retries=2
     )
-    account = stripe_gateway.refresh_transactions(ACCOUNT, idempotency_key="refresh-fca_1-1")
+    account = stripe_gateway.refresh_transactions(
+        ACCOUNT, stripe_account=None, idempotency_key="refresh-fca_1-1"
+    )
     assert account.id == ACCOUNT
     assert [call.method for call in http.calls] == ["post"] * 3
     assert {call.headers["Idempotency-Key"] for call in http.calls} == {"refresh-fca_1-1"}
@@ -200,7 +202,7 @@ def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_er
         retries=1,
     )
     page = stripe_gateway.list_transactions_page(
-        ACCOUNT, after_refresh="fctxnref_1", starting_after="fctxn_9"
+        ACCOUNT, stripe_account=None, after_refresh="fctxnref_1", starting_after="fctxn_9"
     )
     assert page.transactions == () and not page.has_more
     assert [call.method for call in http.calls] == ["get", "get"]
@@ -210,4 +212,6 @@ def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_er
     assert "starting_after=fctxn_9" in url and "limit=100" in url
     assert http.calls[0].headers["Stripe-Version"] == STRIPE_API_VERSION
     with pytest.raises(RateLimitedError):
-        stripe_gateway.list_transactions_page(ACCOUNT, after_refresh=None, starting_after=None)
+        stripe_gateway.list_transactions_page(
+            ACCOUNT, stripe_account=None, after_refresh=None, starting_after=None
+        )
