@@ -9,11 +9,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from tests.local_http import QuietHandler, serving
 
 LIST_PATH = "/v1/financial_connections/transactions"
 ACCOUNT_PATH = "/v1/financial_connections/accounts/"
@@ -57,11 +58,11 @@ class StandIn:
 
 
 @contextmanager
-def serving(upstream: str) -> Iterator[StandIn]:
+def stand_in(upstream: str) -> Iterator[StandIn]:
     """The stand-in on a free port in front of `upstream`."""
     state = StandIn(upstream)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             answer = requests.request(
@@ -85,15 +86,6 @@ def serving(upstream: str) -> Iterator[StandIn]:
 
         do_GET = do_POST = forward
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
