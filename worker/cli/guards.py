@@ -63,7 +63,7 @@ def connected_account_id(
 stripe_account_option = click.option(
     "--stripe-account",
     callback=connected_account_id,
-    metavar="acct_...",
+    metavar="ACCT",
     help="The Connect connected account ACCOUNT lives in (sent as Stripe-Account); "
     "default: the platform, or the context fcsync stored for ACCOUNT.",
 )
