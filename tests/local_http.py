@@ -1,5 +1,5 @@
-"""A plain HTTP server on a free loopback port, in a thread, for tests that stand in for
-something on the wire (a webhook receiver, a proxy in front of the emulator)."""
+"""A local HTTP server for tests: a handler class served from a background thread on a free
+loopback port, for as long as a `with` block lasts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 
 class QuietHandler(BaseHTTPRequestHandler):
-    """A handler that keeps the test's output free of one access line per request."""
+    """No access log: one stderr line per request would bury the test's output."""
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -19,7 +19,7 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve `handler` until the block ends; yields the server's base URL."""
+    """Serve `handler` until the block ends; yields the base URL (`http://127.0.0.1:PORT`)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import pytest
 import stripe
 
 from emulator import Emulator, EmulatorConfig
-from tests.local_http import QuietHandler, serving
 
 OPENAPI_DIR = Path(
     os.environ.get(
@@ -138,7 +138,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(QuietHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if state.delay_s:
@@ -152,9 +152,18 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    with serving(Handler) as url:
-        state.url = f"{url}/webhooks"
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_port}/webhooks"
+    try:
         yield state
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
