@@ -1,7 +1,7 @@
 """Connect end to end: real worker, beat and receiver processes keep the platform's FC accounts
 and those of two connected accounts (reached with `Stripe-Account`) equal to Stripe's truth,
 and no request about a connected account's FC account goes out without its context (Stripe,
-like the emulator, answers 404 there: such a request would mark the account gone).
+like the emulator, answers 404 there, and the account would never converge).
 
 Skipped until the emulator scopes objects by `Stripe-Account` (branch emu-connect)."""
 
@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from emulator.control import ControlError
 from models import Account, Transaction
-from tests.emulator.conftest import API_KEY
+from tests.service.connect import NOT_SCOPED, platform_cannot_see
 from worker.playground.stack import Stack, StackOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
@@ -30,12 +29,6 @@ CONTEXTS = (PLATFORM, TENANT_A, TENANT_B)
 SIZES = (100, 137)
 BACKFILL_TIMEOUT_S = 90.0
 DAY_TIMEOUT_S = 60.0
-
-NOT_SCOPED = (
-    "the emulator does not scope FC accounts by Stripe-Account yet (POST /_emulator/accounts "
-    "refuses `stripe_account`, or the platform can read a connected account's FC account): "
-    "enable after merging the emulator's Connect support (branch emu-connect)"
-)
 
 
 def bank() -> list[dict[str, object]]:
@@ -56,7 +49,7 @@ def connect_stack(options: StackOptions) -> Iterator[Stack]:
         if exc.status == 400 and "stripe_account" in exc.message:
             pytest.skip(NOT_SCOPED)
         raise
-    if not platform_cannot_see(stack, stack.accounts[len(SIZES)]):
+    if not platform_cannot_see(stack.ctl.base_url, stack.accounts[len(SIZES)]):
         stack.__exit__(None, None, None)
         pytest.skip(NOT_SCOPED)
     failed: type[BaseException] | None = Exception
@@ -65,16 +58,6 @@ def connect_stack(options: StackOptions) -> Iterator[Stack]:
         failed = None
     finally:
         stack.__exit__(failed, None, None)
-
-
-def platform_cannot_see(stack: Stack, account_id: str) -> bool:
-    """The 404 check: without `Stripe-Account`, a connected account's FC account is unknown."""
-    answer = requests.get(
-        f"{stack.ctl.base_url}/v1/financial_connections/accounts/{account_id}",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=10,
-    )
-    return answer.status_code == 404
 
 
 def test_connect_end_to_end_platform_and_two_connected_accounts_converge(
@@ -89,11 +72,12 @@ def test_connect_end_to_end_platform_and_two_connected_accounts_converge(
         assert not problems, "\n".join(problems[:40])
         with stack.session() as session:
             accounts = {a.id: a for a in session.scalars(select(Account))}
-            stored = set(
-                session.execute(
+            stored = {
+                (account_id, context)
+                for account_id, context in session.execute(
                     select(Transaction.account_id, Transaction.stripe_account).distinct()
-                ).tuples()
-            )
+                )
+            }
     for account_id, context in context_of.items():
         account = accounts[account_id]
         # A request without the context would have met Stripe's 404 and parked it as gone.

@@ -27,7 +27,7 @@ def refreshed_event(fc: EmulatedFC, session: Session, context: str | None) -> di
     account_id = account_id or fc.create_account(transactions=20)
     fc.track(session, account_id, stripe_account=context)
     start_and_finish_refresh(fc, session, account_id)
-    (event,) = events(fc, REFRESHED)
+    (event,) = events(fc, REFRESHED, stripe_account=context)
     return event
 
 
