@@ -16,6 +16,7 @@ from worker.cli.guards import (
     after_cooldown,
     known_account,
     publish,
+    stripe_account_kwargs,
     stripe_account_option,
 )
 from worker.cli.inline import run_inline
@@ -28,15 +29,8 @@ def _enqueue(task: str, **kwargs: Any) -> None:
 
 
 def _dispatch_or_inline(
-    task: str,
-    inline: bool,
-    follow: Callable[[Followup], bool],
-    stripe_account: str | None,
-    **kwargs: Any,
+    task: str, inline: bool, follow: Callable[[Followup], bool], **kwargs: Any
 ) -> list[dict[str, Any]]:
-    if stripe_account is not None:
-        # Only when given: the platform's tasks keep the arguments they always had.
-        kwargs["stripe_account"] = stripe_account
     if inline:
         return run_inline(Followup(task, kwargs), follow=follow)
     _enqueue(task, **kwargs)
@@ -64,9 +58,9 @@ def track(account: str, no_subscribe: bool, stripe_account: str | None, inline: 
         contract.TRACK_ACCOUNT,
         inline,
         _only(contract.SYNC_TRANSACTIONS),
-        stripe_account,
         account_id=account,
         subscribe=not no_subscribe,
+        **stripe_account_kwargs(stripe_account),
     )
 
 
@@ -84,9 +78,9 @@ def untrack(
         contract.UNTRACK_ACCOUNT,
         inline,
         _only(),
-        stripe_account,
         account_id=account,
         unsubscribe=not keep_subscription,
+        **stripe_account_kwargs(stripe_account),
     )
 
 
@@ -108,9 +102,9 @@ def refresh(account: str, wait: bool, stripe_account: str | None, inline: bool) 
         contract.REFRESH_ACCOUNT,
         inline,
         follow,
-        stripe_account,
         account_id=account,
         source="manual",
+        **stripe_account_kwargs(stripe_account),
     )
     if results and results[0]["outcome"] == "cooldown":
         click.echo(after_cooldown(known))
@@ -129,7 +123,7 @@ def sync(account: str, full: bool, stripe_account: str | None, inline: bool) -> 
         contract.SYNC_TRANSACTIONS,
         inline,
         _only(contract.SYNC_TRANSACTIONS),
-        stripe_account,
         account_id=account,
         full=full,
+        **stripe_account_kwargs(stripe_account),
     )

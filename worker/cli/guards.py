@@ -60,6 +60,12 @@ def connected_account_id(
     return value
 
 
+def stripe_account_kwargs(stripe_account: str | None) -> dict[str, str]:
+    """The task argument for --stripe-account, only when given: the platform's tasks keep the
+    arguments they always had."""
+    return {} if stripe_account is None else {"stripe_account": stripe_account}
+
+
 stripe_account_option = click.option(
     "--stripe-account",
     callback=connected_account_id,
