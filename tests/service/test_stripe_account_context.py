@@ -25,7 +25,10 @@ from worker.errors import ErrorCode, PermanentError
 HISTORY = 254
 
 
-def contexts(session: Session, model: type[Refresh] | type[Transaction], account_id: str) -> set:
+def contexts(
+    session: Session, model: type[Refresh] | type[Transaction], account_id: str
+) -> set[str | None]:
+    """The contexts stored on the account's refresh or transaction rows."""
     return set(session.scalars(select(model.stripe_account).where(model.account_id == account_id)))
 
 
