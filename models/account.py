@@ -19,6 +19,10 @@ class Account(Base):
 
     # Mirror of the Stripe object (Stripe's names; Stripe timestamps stay Unix seconds).
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The Stripe account context the FC account lives in: a Connect connected account
+    # (`acct_...`, sent as `Stripe-Account`), or NULL for the platform itself. Every request to
+    # Stripe about the account carries it; `id` alone stays the key (Stripe ids are unique).
+    stripe_account: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(default=False)
     institution_name: Mapped[str] = mapped_column(String(255), default="")
     display_name: Mapped[str | None] = mapped_column(String(255))

@@ -18,6 +18,8 @@ class Refresh(Base):
     account_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("accounts.id", ondelete="CASCADE")
     )
+    # The account's Stripe account context (NULL = the platform), see Account.stripe_account.
+    stripe_account: Mapped[str | None] = mapped_column(String(64))
     # manual | beat | webhook | task | subscription
     source: Mapped[str] = mapped_column(String(16))
     requested_at: Mapped[datetime | None]

@@ -21,6 +21,8 @@ class Transaction(Base):
     account_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("accounts.id", ondelete="CASCADE")
     )
+    # The account's Stripe account context (NULL = the platform), see Account.stripe_account.
+    stripe_account: Mapped[str | None] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
     description: Mapped[str] = mapped_column(Text, default="")

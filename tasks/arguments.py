@@ -51,6 +51,12 @@ def stripe_id(
     return value
 
 
+def stripe_account_id(value: Any) -> str | None:
+    """The optional `stripe_account` argument: a connected account's `acct_` id, or None (the
+    account's stored context; the platform for one fcsync does not know)."""
+    return None if value is None else stripe_id(value, "acct_", "stripe_account")
+
+
 def flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise bad_argument(name, "true or false", value)

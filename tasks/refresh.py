@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from tasks.arguments import bounded_int, choice, stripe_id
+from tasks.arguments import bounded_int, choice, stripe_account_id, stripe_id
 from tasks.base import FcsyncTask, fcsync_task
 from worker import contract, refresh
 from worker.dispatch import MAX_POLL_ATTEMPT
@@ -29,14 +29,23 @@ class SweepReport(TypedDict):
 
 
 @fcsync_task(contract.REFRESH_ACCOUNT)
-def refresh_account_task(self: FcsyncTask, account_id: str, source: str = "task") -> RefreshReport:
+def refresh_account_task(
+    self: FcsyncTask, account_id: str, source: str = "task", stripe_account: str | None = None
+) -> RefreshReport:
     account_id = stripe_id(account_id, "fca_")
     source = choice(source, contract.REFRESH_SOURCES, "source")
+    context = stripe_account_id(stripe_account)
     rt = self.runtime
     decision = rt.run(
         account_id,
         lambda s, gw, now: refresh.request_refresh(
-            s, gw, account_id, source=source, now=now, settings=rt.settings
+            s,
+            gw,
+            account_id,
+            source=source,
+            now=now,
+            settings=rt.settings,
+            stripe_account=context,
         ),
     )
     return {
@@ -48,16 +57,25 @@ def refresh_account_task(self: FcsyncTask, account_id: str, source: str = "task"
 
 
 @fcsync_task(contract.POLL_REFRESH)
-def poll_refresh_task(self: FcsyncTask, account_id: str, attempt: int = 0) -> PollReport:
+def poll_refresh_task(
+    self: FcsyncTask, account_id: str, attempt: int = 0, stripe_account: str | None = None
+) -> PollReport:
     """Still pending -> poll again later, waiting longer each time (worker/dispatch.py), until
     the deadline in FCSYNC_POLL_DEADLINE_S marks the refresh stale (beat re-polls stale ones)."""
     account_id = stripe_id(account_id, "fca_")
     attempt = bounded_int(attempt, "attempt", 0, MAX_POLL_ATTEMPT)
+    context = stripe_account_id(stripe_account)
     rt = self.runtime
     result = rt.run(
         account_id,
         lambda s, gw, now: refresh.poll_refresh(
-            s, gw, account_id, now=now, settings=rt.settings, attempt=attempt
+            s,
+            gw,
+            account_id,
+            now=now,
+            settings=rt.settings,
+            attempt=attempt,
+            stripe_account=context,
         ),
     )
     return {"account": account_id, "outcome": result.outcome, "refresh": result.refresh_id}

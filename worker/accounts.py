@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Refresh
 from worker import pacing, repository
-from worker.errors import ErrorCode, PermanentError
+from worker.errors import ErrorCode, PermanentError, StripeAccountMismatch
 from worker.records import FCAccount
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -32,6 +32,33 @@ class Observation:
     needs_sync: bool
 
 
+def context_name(stripe_account: str | None) -> str:
+    """How people read a context: `acct_...`, or `platform`."""
+    return stripe_account or "platform"
+
+
+def stripe_context(session: Session, account_id: str, given: str | None) -> str | None:
+    """The Stripe account context every request about the account goes out in: the stored
+    one; for an account fcsync has never mirrored from Stripe, the one the request names (None =
+    the platform). A request naming another context than the stored one is refused before
+    anything is sent: it is the request that is wrong, and Stripe would answer for another
+    account, or 404 and park this one as gone."""
+    account = repository.get_account(session, account_id)
+    if account is None:
+        return given
+    if account.status == "unknown":
+        # Nothing Stripe confirmed yet (a failed track leaves a row with status `unknown`): a
+        # retry with the right context is not held to a mistyped one, and the row shows it.
+        account.stripe_account = given
+        return given
+    if given is not None and given != account.stripe_account:
+        raise StripeAccountMismatch(
+            f"account {account_id} belongs to Stripe account context "
+            f"{context_name(account.stripe_account)}, not {given}"
+        )
+    return account.stripe_account
+
+
 def observe_account(
     session: Session,
     fc: FCAccount,
@@ -47,6 +74,17 @@ def observe_account(
     `mirror=False` takes only the refresh state (for event payloads that may be stale).
     """
     account = repository.get_account(session, fc.id)
+    if (
+        account is not None
+        and account.status != "unknown"
+        and fc.stripe_account != account.stripe_account
+    ):
+        # The last line of defence behind `stripe_context`: never fold one context's view
+        # into another's row.
+        raise StripeAccountMismatch(
+            f"account {fc.id} belongs to Stripe account context "
+            f"{context_name(account.stripe_account)}, not {context_name(fc.stripe_account)}"
+        )
     if account is None or mirror:
         account = repository.save_account(session, fc, now=now)
         if account.gone_at is not None:
@@ -58,7 +96,13 @@ def observe_account(
     if state is None:
         return Observation(account, None, needs_sync=False)
     refresh = repository.save_refresh(
-        session, account.id, state, source=source, now=now, requested=requested
+        session,
+        account.id,
+        state,
+        stripe_account=account.stripe_account,
+        source=source,
+        now=now,
+        requested=requested,
     )
     previous_id = account.refresh_id
     moved = repository.apply_refresh(account, state)
@@ -116,12 +160,17 @@ def mark_gone(session: Session, account_id: str, *, now: datetime) -> bool:
 
 
 def retrieve_or_mark_gone(
-    session: Session, gateway: StripeGateway, account_id: str, *, now: datetime
+    session: Session,
+    gateway: StripeGateway,
+    account_id: str,
+    *,
+    stripe_account: str | None,
+    now: datetime,
 ) -> FCAccount | None:
-    """Stripe's current view of the account, or None once it is marked gone. Only the
-    account can be missing from a retrieve, so `resource_missing` here means the account."""
+    """Stripe's current view of the account (in its context), or None once it is marked gone.
+    Only the account can be missing from a retrieve, so `resource_missing` here means it."""
     try:
-        return gateway.retrieve_account(account_id)
+        return gateway.retrieve_account(account_id, stripe_account=stripe_account)
     except PermanentError as exc:
         if exc.code != ErrorCode.RESOURCE_MISSING or not mark_gone(session, account_id, now=now):
             raise

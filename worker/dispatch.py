@@ -93,5 +93,8 @@ def followup_for(intent: Intent, *, settings: Settings, now: datetime) -> Follow
             )
         case HandleEvent(event_id):
             return Followup(contract.HANDLE_EVENT, {"event_id": event_id})
-        case TrackAccount(account_id):
-            return Followup(contract.TRACK_ACCOUNT, {"account_id": account_id})
+        case TrackAccount(account_id, stripe_account):
+            track: dict[str, object] = {"account_id": account_id}
+            if stripe_account is not None:
+                track["stripe_account"] = stripe_account
+            return Followup(contract.TRACK_ACCOUNT, track)

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     REFRESH_FAILED = "refresh_failed"
     REFRESH_STALE = "refresh_stale"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    STRIPE_ACCOUNT_MISMATCH = "stripe_account_mismatch"
     # Stripe's code for a 404; here it is the one Stripe code fcsync acts on.
     RESOURCE_MISSING = "resource_missing"
 
@@ -55,3 +56,11 @@ class PermanentError(FcsyncError):
 
 class ConfigurationError(PermanentError):
     """A required setting is missing or malformed."""
+
+
+class StripeAccountMismatch(PermanentError):
+    """A request named a Stripe account context the stored account does not live in: the
+    request is wrong, not the account (nothing is recorded on it, nothing is sent to Stripe)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=ErrorCode.STRIPE_ACCOUNT_MISMATCH)

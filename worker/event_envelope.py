@@ -22,6 +22,7 @@ FC_ACCOUNT_OBJECT = "financial_connections.account"
 # task argument or a log line through them (no NUL, no lone surrogate, no newline).
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
 _ACCOUNT_ID = re.compile(r"fca_[A-Za-z0-9_]+")
+_CONNECTED_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]+")
 # Stripe's event types are dotted lower-case words; allow a little more, never control chars.
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]+")
 
@@ -35,6 +36,8 @@ def _column_length(name: str) -> int:
 EVENT_ID_MAX = _column_length("id")
 EVENT_TYPE_MAX = _column_length("type")
 ACCOUNT_ID_MAX = _column_length("account_id")
+# The accounts table's `stripe_account` column holds the context (String(64)).
+STRIPE_ACCOUNT_MAX = 64
 # `created` lands in a signed 64-bit BIGINT column.
 CREATED_MAX = 2**63 - 1
 
@@ -122,7 +125,8 @@ def check_envelope(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
     Unknown fields are tolerated (Stripe adds them); the fields fcsync reads must be exactly
     what Stripe documents: `id` (evt_...), `object` "event", `type`, `created` (Unix seconds),
-    `livemode`, and `data.object`, which for FC event types is a financial_connections.account.
+    `livemode`, `account` (absent or null, or a Connect event's `acct_...`), and `data.object`,
+    which for FC event types is a financial_connections.account.
     """
     event_id = data.get("id")
     if not is_event_id(event_id):
@@ -139,6 +143,9 @@ def check_envelope(data: Mapping[str, Any]) -> Mapping[str, Any]:
         raise InvalidEventError("`created` must be Unix seconds (a non-negative 64-bit integer)")
     if not isinstance(data.get("livemode"), bool):
         raise InvalidEventError("`livemode` must be true or false")
+    if data.get("account") is not None:
+        # A Connect event: the connected account it happened in, which routing compares.
+        _text(data, "account", _CONNECTED_ACCOUNT, STRIPE_ACCOUNT_MAX, label="account")
     body = data.get("data")
     obj = body.get("object") if isinstance(body, dict) else None
     if not isinstance(obj, dict):

@@ -9,9 +9,11 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class TrackAccount:
-    """An account Stripe told us about that fcsync should start tracking (auto-track)."""
+    """An account Stripe told us about that fcsync should start tracking (auto-track), in the
+    Stripe account context the event came from (None = the platform)."""
 
     account_id: str
+    stripe_account: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class FCAccount:
     customer: str | None
     created: int | None
     transaction_refresh: TransactionRefreshState | None
+    # The Stripe account context it was read in (a connected `acct_...`; None = the platform):
+    # the gateway stamps what it asked with, an event what its `account` says.
+    stripe_account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class FCEvent:
     created: int
     livemode: bool
     account: FCAccount | None
+    # The event's `account`: set for a Connect event of a connected account, else None.
+    stripe_account: str | None = None
 
 
 @dataclass(frozen=True)

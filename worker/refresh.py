@@ -19,6 +19,7 @@ from worker.accounts import (
     park_unusable,
     refuse_unusable,
     retrieve_or_mark_gone,
+    stripe_context,
 )
 from worker.errors import ErrorCode
 from worker.intents import (
@@ -70,15 +71,18 @@ def request_refresh(
     source: str,
     now: datetime,
     settings: Settings,
+    stripe_account: str | None = None,
 ) -> RefreshDecision:
-    """The gate: start a refresh only when Stripe would let one start, never while pending."""
+    """The gate: start a refresh only when Stripe would let one start, never while pending.
+    `stripe_account` as in tracking.track_account: every request goes out in the context."""
+    context = stripe_context(session, account_id, stripe_account)
     known = repository.get_account(session, account_id)
     if known is not None and not known.tracked and source == "beat":
         return RefreshDecision("untracked")
     if known is not None and known.gone_at is not None and source == "beat":
         return RefreshDecision("gone")
     previous_refresh_id = known.refresh_id if known is not None else None
-    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    live = retrieve_or_mark_gone(session, gateway, account_id, stripe_account=context, now=now)
     if live is None:
         return RefreshDecision("gone")
     obs = observe_account(session, live, now=now, settings=settings)
@@ -109,6 +113,7 @@ def request_refresh(
         return RefreshDecision("fresh", refresh_id=state.id, intents=tuple(intents))
     started = gateway.refresh_transactions(
         account_id,
+        stripe_account=context,
         idempotency_key=refresh_idempotency_key(
             account_id,
             state.id if state else None,
@@ -144,10 +149,12 @@ def poll_refresh(
     now: datetime,
     settings: Settings,
     attempt: int = 0,
+    stripe_account: str | None = None,
 ) -> PollResult:
     """Read the account once and act on its refresh state; still pending, poll it again (the
     `attempt`-th poll of it was this one) until the deadline marks it stale."""
-    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    context = stripe_context(session, account_id, stripe_account)
+    live = retrieve_or_mark_gone(session, gateway, account_id, stripe_account=context, now=now)
     if live is None:
         return PollResult("gone")
     obs = observe_account(session, live, now=now, settings=settings)

@@ -45,6 +45,8 @@ def account_status(
 def _status_row(a: Account, transactions: int, fresh: Freshness) -> dict[str, Any]:
     return {
         "id": a.id,
+        # The Stripe account context: a connected account's `acct_...`, or null (the platform).
+        "stripe_account": a.stripe_account,
         "institution_name": a.institution_name,
         "display_name": a.display_name,
         "status": a.status,

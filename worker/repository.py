@@ -36,12 +36,17 @@ def save_account(
 ) -> Account:
     """Mirror the account's descriptive fields (its refresh state goes through `apply_refresh`)."""
     account = session.get(Account, fc.id)
+    adopt_context = account is None or account.status == "unknown"
     if account is None:
         account = _new_account(
             session, fc.id, tracked=True if tracked is None else tracked, now=now
         )
     elif tracked is not None:
         account.tracked = tracked
+    if adopt_context:
+        # A new row, or one Stripe never confirmed, takes the context Stripe answered in; a
+        # confirmed row keeps its own (observe_account refuses a view from another context).
+        account.stripe_account = fc.stripe_account
     account.livemode = fc.livemode
     account.institution_name = fc.institution_name
     account.display_name = fc.display_name
@@ -58,11 +63,14 @@ def save_account(
     return account
 
 
-def save_unknown_account(session: Session, account_id: str, *, now: datetime) -> Account:
+def save_unknown_account(
+    session: Session, account_id: str, *, stripe_account: str | None, now: datetime
+) -> Account:
     """A row for an account Stripe never showed us (tracking it failed): untracked, status
     `unknown`, so nothing schedules it, until a successful track mirrors the real one."""
     account = _new_account(session, account_id, tracked=False, now=now)
     account.status = "unknown"
+    account.stripe_account = stripe_account
     session.flush()
     return account
 
@@ -106,6 +114,7 @@ def save_refresh(
     account_id: str,
     state: TransactionRefreshState,
     *,
+    stripe_account: str | None,
     source: str,
     now: datetime,
     requested: bool = False,
@@ -120,6 +129,7 @@ def save_refresh(
         refresh = Refresh(
             id=state.id,
             account_id=account_id,
+            stripe_account=stripe_account,
             source=source,
             requested_at=now if requested else None,
             status=state.status,
@@ -165,8 +175,12 @@ _PAGE_COLUMNS = (
     "updated",
     "livemode",
 )
-# What a newer version of a row rewrites (`id`, `account_id` and `first_seen_at` stay).
+# What a newer version of a row rewrites (`id`, `account_id` and `first_seen_at` stay, and so
+# does the row's context: a Stripe id never moves between contexts).
 _CHANGING = (*_PAGE_COLUMNS[2:], "last_seen_at")
+# Set once per page from the account's row (never from the page: Stripe's transaction object
+# does not say which context answered).
+_CONTEXT_COLUMN = "stripe_account"
 
 
 @cache
@@ -195,8 +209,11 @@ def _upsert(dialect: str) -> Any:
             .render_derived()
         )
         now = bindparam("now", type_=table.c.first_seen_at.type)
+        # The page's Stripe account context: one value for the whole page, like `now`.
+        context = bindparam(_CONTEXT_COLUMN, type_=table.c.stripe_account.type)
         stmt: Any = postgresql.insert(table).from_select(
-            [*_PAGE_COLUMNS, "first_seen_at", "last_seen_at"], select(*page.c, now, now)
+            [*_PAGE_COLUMNS, _CONTEXT_COLUMN, "first_seen_at", "last_seen_at"],
+            select(*page.c, context, now, now),
         )
     else:
         stmt = sqlite.insert(table)
@@ -228,10 +245,15 @@ def _page_values(t: FCTransaction) -> tuple[Any, ...]:
 
 
 def upsert_transactions(
-    session: Session, transactions: Sequence[FCTransaction], *, now: datetime
+    session: Session,
+    transactions: Sequence[FCTransaction],
+    *,
+    now: datetime,
+    stripe_account: str | None = None,
 ) -> tuple[int, int]:
     """Write one page in one statement. Returns (inserted, updated): rows new to the table and
-    stored rows a newer version replaced (a replayed or older row counts as neither)."""
+    stored rows a newer version replaced (a replayed or older row counts as neither).
+    `stripe_account`: the account's context, stored on the rows this inserts."""
     if not transactions:
         return 0, 0
     rows = [_page_values(t) for t in transactions]
@@ -241,7 +263,8 @@ def upsert_transactions(
             name: list(values)
             for name, values in zip(_PAGE_COLUMNS, zip(*rows, strict=True), strict=True)
         }
-        flags = session.execute(_upsert(dialect), {**columns, "now": now}).scalars().all()
+        values = {**columns, "now": now, _CONTEXT_COLUMN: stripe_account}
+        flags = session.execute(_upsert(dialect), values).scalars().all()
         inserted = sum(1 for flag in flags if flag)
         return inserted, len(flags) - inserted
     # SQLite gives a new row the rowid after the largest one (the table is never near 2**63
@@ -253,6 +276,8 @@ def upsert_transactions(
         {**dict(zip(_PAGE_COLUMNS, row, strict=True)), "first_seen_at": now, "last_seen_at": now}
         for row in rows
     ]
+    for row_params in params:
+        row_params[_CONTEXT_COLUMN] = stripe_account
     rowids = session.execute(_upsert(dialect), params).scalars().all()
     inserted = sum(1 for rowid in rowids if rowid > before)
     return inserted, len(rowids) - inserted

@@ -19,7 +19,13 @@ from worker import failpoints, fleet, log_context, repository, sync
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
-from worker.errors import ConfigurationError, ErrorCode, PermanentError, TransientError
+from worker.errors import (
+    ConfigurationError,
+    ErrorCode,
+    PermanentError,
+    StripeAccountMismatch,
+    TransientError,
+)
 from worker.intents import Intent, SyncDue
 from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
@@ -147,12 +153,14 @@ class Runtime:
         work: Work[R],
         *,
         record_unknown: bool = False,
+        stripe_account: str | None = None,
         connection: Connection | None = None,
     ) -> R:
         """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
 
         A permanent failure is recorded on the account; `record_unknown` gives an account
-        fcsync has no row for yet one (untracked), so `fcsync status` can say why it is missing.
+        fcsync has no row for yet one (untracked, in the context `stripe_account`), so
+        `fcsync status` can say why it is missing.
         The account goes on the log lines of the unit of work (task, command) this runs in."""
         if account_id:
             log_context.note(account_id=account_id)
@@ -162,9 +170,12 @@ class Runtime:
                 result = work(session, self.gateway, now)
         except PermanentError as exc:
             log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
-            # Our own misconfiguration says nothing about the account: keep its state true.
-            if account_id and not isinstance(exc, ConfigurationError):
-                self.record_failure(account_id, exc, create=record_unknown)
+            # Our own misconfiguration, or a request naming the wrong context, says nothing
+            # about the account: keep its state true.
+            if account_id and not isinstance(exc, ConfigurationError | StripeAccountMismatch):
+                self.record_failure(
+                    account_id, exc, create=record_unknown, stripe_account=stripe_account
+                )
             raise
         self.dispatch_all(getattr(result, "intents", ()), now=now)
         return result
@@ -198,23 +209,44 @@ class Runtime:
         with self.session() as session:
             return fleet.snapshot(session, now=self.clock.now())
 
-    def record_failure(self, account_id: str, exc: PermanentError, *, create: bool = False) -> None:
+    def record_failure(
+        self,
+        account_id: str,
+        exc: PermanentError,
+        *,
+        create: bool = False,
+        stripe_account: str | None = None,
+    ) -> None:
         now = self.clock.now()
         with self.session() as session:
             account = repository.get_account(session, account_id)
             if account is None and create:
-                account = repository.save_unknown_account(session, account_id, now=now)
+                account = repository.save_unknown_account(
+                    session, account_id, stripe_account=stripe_account, now=now
+                )
+            elif account is not None and create and account.status == "unknown":
+                # Stripe never confirmed it: the row shows the context last tried.
+                account.stripe_account = stripe_account
             if account is not None:
                 repository.record_error(account, exc.code, str(exc), now=now)
 
-    def run_sync(self, account_id: str, *, full: bool, owner: str) -> SyncReport:
+    def run_sync(
+        self, account_id: str, *, full: bool, owner: str, stripe_account: str | None = None
+    ) -> SyncReport:
         """Up to FCSYNC_PAGES_PER_RUN pages, each its own commit; `on_page` gets the run's report
-        after each committed page (pages, inserted and updated so far)."""
+        after each committed page (pages, inserted and updated so far). `stripe_account`, when
+        given, must be the account's stored context (the pages always go out in that one)."""
         settings = self.settings
         start = self.run(
             account_id,
             lambda s, gw, now: sync.start_sync(
-                s, account_id, full=full, owner=owner, now=now, settings=settings
+                s,
+                account_id,
+                full=full,
+                owner=owner,
+                now=now,
+                settings=settings,
+                stripe_account=stripe_account,
             ),
         )
         # The refresh this sync stores the rows of.

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Protocol
 
 import stripe
@@ -184,46 +185,66 @@ class StripeGateway:
         log_context.note(stripe_request_id=getattr(response, "request_id", None))
         return _payload(obj)
 
-    def _account(self, endpoint: str, account_id: str, call: Callable[[], Any]) -> FCAccount:
+    def _account(
+        self, endpoint: str, account_id: str, stripe_account: str | None, call: Callable[[], Any]
+    ) -> FCAccount:
         account = parse_account_answer(self._request(endpoint, call), account_id)
         refresh = account.transaction_refresh
         log_context.note(refresh_id=refresh.id if refresh is not None else None)
-        return account
+        # Stripe's account object does not say which context answered: the one asked in does.
+        return replace(account, stripe_account=stripe_account)
 
-    def retrieve_account(self, account_id: str) -> FCAccount:
+    # Every call about an FC account takes its Stripe account context, keyword-only and without
+    # a default: a call that forgot it does not type-check, so a connected account's account is
+    # never asked about on the platform (where Stripe answers 404, or worse, another account).
+
+    def retrieve_account(self, account_id: str, *, stripe_account: str | None) -> FCAccount:
         return self._account(
-            "GET " + ACCOUNT_PATH, account_id, lambda: self._fc.accounts.retrieve(account_id)
+            "GET " + ACCOUNT_PATH,
+            account_id,
+            stripe_account,
+            lambda: self._fc.accounts.retrieve(account_id, options=_options(stripe_account)),
         )
 
-    def refresh_transactions(self, account_id: str, *, idempotency_key: str) -> FCAccount:
+    def refresh_transactions(
+        self, account_id: str, *, stripe_account: str | None, idempotency_key: str
+    ) -> FCAccount:
         return self._account(
             f"POST {ACCOUNT_PATH}/refresh",
             account_id,
+            stripe_account,
             lambda: self._fc.accounts.refresh(
                 account_id,
                 {"features": ["transactions"]},
-                {"idempotency_key": idempotency_key},
+                {**_options(stripe_account), "idempotency_key": idempotency_key},
             ),
         )
 
-    def subscribe_transactions(self, account_id: str) -> FCAccount:
+    def subscribe_transactions(self, account_id: str, *, stripe_account: str | None) -> FCAccount:
         return self._account(
             f"POST {ACCOUNT_PATH}/subscribe",
             account_id,
-            lambda: self._fc.accounts.subscribe(account_id, {"features": ["transactions"]}),
+            stripe_account,
+            lambda: self._fc.accounts.subscribe(
+                account_id, {"features": ["transactions"]}, _options(stripe_account)
+            ),
         )
 
-    def unsubscribe_transactions(self, account_id: str) -> FCAccount:
+    def unsubscribe_transactions(self, account_id: str, *, stripe_account: str | None) -> FCAccount:
         return self._account(
             f"POST {ACCOUNT_PATH}/unsubscribe",
             account_id,
-            lambda: self._fc.accounts.unsubscribe(account_id, {"features": ["transactions"]}),
+            stripe_account,
+            lambda: self._fc.accounts.unsubscribe(
+                account_id, {"features": ["transactions"]}, _options(stripe_account)
+            ),
         )
 
     def list_transactions_page(
         self,
         account_id: str,
         *,
+        stripe_account: str | None,
         after_refresh: str | None,
         starting_after: str | None,
         limit: int = PAGE_LIMIT,
@@ -231,7 +252,7 @@ class StripeGateway:
         """One page of the account's transactions: the one read ahead for exactly these
         parameters if it arrived whole, otherwise a request now (so any error, and its request
         id, comes from a request made at this moment, as without reading ahead)."""
-        params = _list_params(account_id, after_refresh, starting_after, limit)
+        params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
         ahead = self._take_read_ahead(account_id, params)
         if ahead is None:
             return parse_transactions_page(self._list_body(params))
@@ -244,6 +265,7 @@ class StripeGateway:
         self,
         account_id: str,
         *,
+        stripe_account: str | None,
         after_refresh: str | None,
         starting_after: str,
         limit: int = PAGE_LIMIT,
@@ -252,7 +274,7 @@ class StripeGateway:
         this one writes the current page: the sync's wait for Stripe overlaps its database
         work. Only for a page that will be asked for (never past a run's last page), so it
         costs no extra request; one page per account is kept."""
-        params = _list_params(account_id, after_refresh, starting_after, limit)
+        params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
         with self._ahead_lock:
             if self._reader is None:
                 self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
@@ -313,10 +335,22 @@ class StripeGateway:
         )
 
 
+def _options(stripe_account: str | None) -> dict[str, Any]:
+    """stripe-python's request options for the context: `stripe_account` becomes the
+    `Stripe-Account` header; the platform's own requests carry none."""
+    return {"stripe_account": stripe_account} if stripe_account else {}
+
+
 def _list_params(
-    account_id: str, after_refresh: str | None, starting_after: str | None, limit: int
+    account_id: str,
+    stripe_account: str | None,
+    after_refresh: str | None,
+    starting_after: str | None,
+    limit: int,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"account": account_id, "limit": limit}
+    """The list request's parameters with its request options (`raw_request` takes both as
+    keywords and splits them): a page read ahead is used only for the same context too."""
+    params: dict[str, Any] = {"account": account_id, "limit": limit, **_options(stripe_account)}
     if after_refresh:
         params["transaction_refresh"] = {"after": after_refresh}
     if starting_after:
@@ -377,9 +411,11 @@ def parse_event(payload: bytes | str) -> tuple[FCEvent, dict[str, Any]]:
     data = load_event_json(payload)
     obj = check_envelope(data)
     account = None
+    # A Connect event names the connected account it happened in (checked by check_envelope).
+    stripe_account = data.get("account")
     if is_fc_event_type(data["type"]):
         try:
-            account = account_from_dict(obj)
+            account = replace(account_from_dict(obj), stripe_account=stripe_account)
         except PermanentError as exc:
             raise InvalidEventError(f"`data.object` is not a valid account: {exc}") from exc
     event = FCEvent(
@@ -388,5 +424,6 @@ def parse_event(payload: bytes | str) -> tuple[FCEvent, dict[str, Any]]:
         created=data["created"],
         livemode=data["livemode"],
         account=account,
+        stripe_account=stripe_account,
     )
     return event, data

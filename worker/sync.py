@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from models import Refresh
 from worker import failpoints, inbox, metrics, repository
-from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone
+from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone, stripe_context
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
 from worker.records import Sweep
@@ -50,8 +50,11 @@ def start_sync(
     owner: str,
     now: datetime,
     settings: Settings,
+    stripe_account: str | None = None,
 ) -> SyncStart:
-    """Take the lease and fix what this sync is for: the refresh that has succeeded by now."""
+    """Take the lease and fix what this sync is for: the refresh that has succeeded by now.
+    `stripe_account`, when the request names one, must be the account's stored context."""
+    stripe_context(session, account_id, stripe_account)
     leased = repository.acquire_sync_lease(
         session, account_id, owner, now=now, lease_s=settings.fcsync_sync_lease_s
     )
@@ -112,6 +115,7 @@ def sync_page(
     try:
         page = gateway.list_transactions_page(
             account_id,
+            stripe_account=account.stripe_account,
             after_refresh=account.sync_after_refresh_id,
             starting_after=account.sync_starting_after,
         )
@@ -119,7 +123,12 @@ def sync_page(
         missing = exc.code == ErrorCode.RESOURCE_MISSING
         if account.sync_after_refresh_id is None or not missing:
             # Which id was missing? Only the account's own 404 ends the sync for good.
-            if missing and (retrieve_or_mark_gone(session, gateway, account_id, now=now) is None):
+            if missing and (
+                retrieve_or_mark_gone(
+                    session, gateway, account_id, stripe_account=account.stripe_account, now=now
+                )
+                is None
+            ):
                 repository.release_sync_lease(session, account_id, owner)
                 return SyncStep("gone")
             raise
@@ -132,12 +141,17 @@ def sync_page(
     )
     if read_ahead and page.has_more and page.last_id is not None:
         gateway.read_ahead_transactions_page(
-            account_id, after_refresh=account.sync_after_refresh_id, starting_after=page.last_id
+            account_id,
+            stripe_account=account.stripe_account,
+            after_refresh=account.sync_after_refresh_id,
+            starting_after=page.last_id,
         )
     with session.no_autoflush:
         # The lease renewal above and the progress below reach the database as one UPDATE of
         # the account (one round trip less a page); both commit with the page's rows.
-        inserted, updated = repository.upsert_transactions(session, page.transactions, now=now)
+        inserted, updated = repository.upsert_transactions(
+            session, page.transactions, now=now, stripe_account=account.stripe_account
+        )
     metrics.sync_page_stored(session, inserted, updated)
     account.sync_inserted += inserted
     account.sync_updated += updated

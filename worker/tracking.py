@@ -14,6 +14,7 @@ from worker.accounts import (
     observe_account,
     refuse_unusable,
     retrieve_or_mark_gone,
+    stripe_context,
 )
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, PollRefresh, SyncDue
@@ -38,13 +39,17 @@ def track_account(
     subscribe: bool,
     now: datetime,
     settings: Settings,
+    stripe_account: str | None = None,
 ) -> TrackResult:
     """Mirror the account and mark it tracked; subscribe it to Stripe's daily refreshes.
 
     An inactive account or one without the `transactions` permission is stored with the
     reason in `last_error` (a permanent condition: retrying would not change it) and re-read
-    once per FCSYNC_UNUSABLE_RECHECK_S. Tracking an account marked gone asks Stripe again."""
-    live = retrieve_or_mark_gone(session, gateway, account_id, now=now)
+    once per FCSYNC_UNUSABLE_RECHECK_S. Tracking an account marked gone asks Stripe again.
+    `stripe_account`: the connected account it lives in (None = the platform, or the stored
+    context of an account fcsync knows; another one than that is refused)."""
+    context = stripe_context(session, account_id, stripe_account)
+    live = retrieve_or_mark_gone(session, gateway, account_id, stripe_account=context, now=now)
     if live is None:
         return TrackResult("gone", subscribed=False)
     obs = observe_account(session, live, now=now, settings=settings)
@@ -57,7 +62,7 @@ def track_account(
         return TrackResult(unusable, account.subscribed, tuple(intents))
     repository.clear_error(account)
     if subscribe and not account.subscribed:
-        subscribed = gateway.subscribe_transactions(account_id)
+        subscribed = gateway.subscribe_transactions(account_id, stripe_account=context)
         observe_account(
             session, subscribed, now=now, settings=settings, source="subscription", requested=True
         )
@@ -84,13 +89,15 @@ def untrack_account(
     unsubscribe: bool,
     now: datetime,
     settings: Settings,
+    stripe_account: str | None = None,
 ) -> TrackResult:
     """Stop scheduling the account (its stored transactions stay)."""
+    context = stripe_context(session, account_id, stripe_account)
     account = repository.get_account(session, account_id)
     gone = account is not None and account.gone_at is not None
     if unsubscribe and (account is None or account.subscribed) and not gone:
         try:
-            live = gateway.unsubscribe_transactions(account_id)
+            live = gateway.unsubscribe_transactions(account_id, stripe_account=context)
             account = observe_account(session, live, now=now, settings=settings).account
         except PermanentError as exc:
             # Stripe no longer knows it: nothing to unsubscribe, stop tracking it here.
@@ -99,7 +106,7 @@ def untrack_account(
             ):
                 raise
     if account is None:
-        live = gateway.retrieve_account(account_id)
+        live = gateway.retrieve_account(account_id, stripe_account=context)
         account = observe_account(session, live, now=now, settings=settings).account
     account.tracked = False
     account.next_due_at = None

@@ -15,7 +15,13 @@ from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from worker import inbox, log_context, metrics, repository
-from worker.accounts import due_now, observe_account, refuse_unusable, retrieve_or_mark_gone
+from worker.accounts import (
+    context_name,
+    due_now,
+    observe_account,
+    refuse_unusable,
+    retrieve_or_mark_gone,
+)
 from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
     FC_EVENT_PREFIX,
@@ -216,9 +222,16 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
     order and only Stripe's current view is certain."""
     if event.account is None:
         return EventResult("ignored")
-    if repository.get_account(ctx.session, event.account.id) is None:
+    known = repository.get_account(ctx.session, event.account.id)
+    if known is None:
         return _maybe_autotrack(ctx, event)
-    live = retrieve_or_mark_gone(ctx.session, ctx.gateway, event.account.id, now=ctx.now)
+    live = retrieve_or_mark_gone(
+        ctx.session,
+        ctx.gateway,
+        event.account.id,
+        stripe_account=known.stripe_account,
+        now=ctx.now,
+    )
     if live is None:
         return EventResult("processed")
     obs = observe_account(ctx.session, live, now=ctx.now, settings=ctx.settings)
@@ -234,7 +247,10 @@ def _on_status_change(ctx: _Context, event: FCEvent) -> EventResult:
 
 def _maybe_autotrack(ctx: _Context, event: FCEvent) -> EventResult:
     if ctx.settings.fcsync_auto_track and event.account is not None:
-        return EventResult("processed", (TrackAccount(event.account.id),))
+        # In the context the event came from: a Connect event's account is the connected one's.
+        return EventResult(
+            "processed", (TrackAccount(event.account.id, stripe_account=event.stripe_account),)
+        )
     return EventResult("ignored")
 
 
@@ -280,7 +296,13 @@ def _handle_row(
         event = _read_event(lambda: parse_event(row.payload))
         handler = HANDLERS.get(event.type)
         expected = settings.livemode
+        mismatch = _context_mismatch(session, event)
         if handler is None or (expected is not None and event.livemode != expected):
+            result = EventResult("ignored")
+        elif mismatch is not None:
+            # Kept with the reason, never applied to an account of another context.
+            inbox.record_event_error(row, ErrorCode.STRIPE_ACCOUNT_MISMATCH, mismatch)
+            log.warning("webhook event %r ignored: %s", row.id, mismatch)
             result = EventResult("ignored")
         else:
             result = handler(_Context(session, gateway, now, settings), event)
@@ -295,6 +317,24 @@ def _handle_row(
     row.processed_at = now
     row.outcome = result.outcome
     return result
+
+
+def _context_mismatch(session: Session, event: FCEvent) -> str | None:
+    """Why the event must not touch the stored account it names: it happened in another Stripe
+    account context (a Connect event's `account`, or none for the platform). None when it may:
+    the contexts agree, or fcsync has no confirmed row for the account (tracking it, if
+    auto-track is on, takes the event's context)."""
+    if event.account is None:
+        return None
+    account = repository.get_account(session, event.account.id)
+    if account is None or account.status == "unknown":
+        return None
+    if account.stripe_account == event.stripe_account:
+        return None
+    return (
+        f"event of Stripe account context {context_name(event.stripe_account)} names account "
+        f"{account.id}, which belongs to {context_name(account.stripe_account)}"
+    )
 
 
 def _mark_failed(row: WebhookEvent, code: str, message: str, *, now: datetime) -> None:

@@ -161,7 +161,9 @@ class Workdir:
         finally:
             engine.dispose()
 
-    def insert_account(self, account: str, *, tracked: bool = True) -> None:
+    def insert_account(
+        self, account: str, *, tracked: bool = True, stripe_account: str | None = None
+    ) -> None:
         """An active account row as a successful `track` leaves it, without asking Stripe."""
         now = datetime.now(UTC)
         engine = make_engine(self.db_url)
@@ -170,6 +172,7 @@ class Workdir:
                 session.add(
                     Account(
                         id=account,
+                        stripe_account=stripe_account,
                         tracked=tracked,
                         permissions=["transactions"],
                         subscriptions=[],

@@ -152,3 +152,22 @@ def test_refresh_inline_in_cooldown_says_when_and_what_to_do(
         assert advice.startswith(f"it is not tracked, so run `fcsync refresh {account}` again")
     assert advice.endswith(f"meanwhile `fcsync sync {account}` stores what Stripe already has")
     assert "refresh=None" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["refresh", "sync", "untrack"])
+def test_a_command_naming_another_stripe_account_context_exits_3_and_asks_stripe_nothing(
+    migrated: Workdir, control: EmulatorControl, command: str
+) -> None:
+    account = control.create_account(transactions=5)["id"]
+    migrated.run("track", account, "--inline", "--no-subscribe")
+    before = control.stats()["requests"]
+
+    result = migrated.run(command, account, "--stripe-account", "acct_1Q", "--inline", expect=3)
+
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error [stripe_account_mismatch]: account {account} belongs to")
+    assert "context platform, not acct_1Q" in line
+    assert control.stats()["requests"] == before
+    assert migrated.query(
+        f"SELECT tracked, last_error_code FROM accounts WHERE id = '{account}'"
+    ) == [(1, None)]

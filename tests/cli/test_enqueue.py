@@ -53,6 +53,10 @@ def test_track_enqueues_and_a_real_worker_syncs_the_account(
         (["refresh", "fca_q"], "fcsync.refresh_account", {"source": "manual"}),
         (["sync", "fca_q", "--full"], "fcsync.sync_transactions", {"full": True}),
         (["track", "fca_q", "--no-subscribe"], "fcsync.track_account", {"subscribe": False}),
+        (["track", "fca_q", "--stripe-account", "acct_1Q"], "fcsync.track_account",
+         {"subscribe": True, "stripe_account": "acct_1Q"}),
+        (["sync", "fca_q", "--stripe-account", "acct_1Q"], "fcsync.sync_transactions",
+         {"full": False, "stripe_account": "acct_1Q"}),
     ],
 )  # fmt: skip
 def test_commands_without_inline_put_the_named_task_on_the_broker(
@@ -66,3 +70,14 @@ def test_commands_without_inline_put_the_named_task_on_the_broker(
     assert workdir.queued() == [
         {"task": task, "args": [], "kwargs": {"account_id": "fca_q", **kwargs}}
     ]
+
+
+@pytest.mark.parametrize("bad", ["fca_1", "acct_", "acct_1-2", "ACCT_1", "acct_" + "a" * 60])
+def test_a_malformed_stripe_account_is_one_usage_line_and_nothing_is_enqueued(
+    workdir: Workdir, bad: str
+) -> None:
+    result = workdir.run("track", "fca_q", "--stripe-account", bad, expect=2)
+
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error [bad_stripe_account]: {bad!r} is not a Stripe account id")
+    assert workdir.queued() == []

@@ -7,6 +7,7 @@ import json
 
 from emulator import EmulatorControl
 from tests.cli.conftest import Workdir
+from tests.cli.test_status import table_rows
 
 
 def test_refresh_of_an_account_stripe_forgot_exits_3_and_status_shows_it_gone(
@@ -22,5 +23,4 @@ def test_refresh_of_an_account_stripe_forgot_exits_3_and_status_shows_it_gone(
     (row,) = json.loads(migrated.run("status", account, "--json").stdout)
     assert row["gone_at"] is not None and row["next_due_at"] is None
     assert row["last_error"].startswith("[account_gone]")
-    line = next(line for line in migrated.run("status").stdout.splitlines() if account in line)
-    assert [cell.strip() for cell in line.split("│")[1:-1]][1] == "gone"
+    assert table_rows(migrated.run("status").stdout)[account]["status"] == "gone"

@@ -121,3 +121,17 @@ def test_version_prints_the_installed_package_version(workdir: Workdir) -> None:
     out = workdir.run("--version").stdout
 
     assert out == f"fcsync {version('fcsync')}\n"
+
+
+def test_status_shows_each_accounts_stripe_account_context(migrated: Workdir) -> None:
+    migrated.insert_account("fca_platform")
+    migrated.insert_account("fca_connected", stripe_account="acct_1Connected")
+
+    rows = table_rows(migrated.run("status").stdout)
+    assert rows["fca_platform"]["context"] == "platform"
+    assert rows["fca_connected"]["context"] == "acct_1Connected"
+    listed = json.loads(migrated.run("status", "--json").stdout)
+    assert {row["id"]: row["stripe_account"] for row in listed} == {
+        "fca_connected": "acct_1Connected",
+        "fca_platform": None,
+    }

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from tests.emulator.conftest import API_KEY, make_emulator
 from tests.service.harness import EmulatedFC
+from tests.service.standin import StandIn, stand_in
 from worker.records import Followup
 from worker.runtime import Runtime, bound
 from worker.settings import Settings
@@ -89,3 +90,12 @@ def rig(fc: EmulatedFC, committed_engine: Engine) -> Iterator[TaskRig]:
     )
     with bound(runtime):
         yield TaskRig(committed_engine, runtime, sent)
+
+
+@pytest.fixture
+def standin(fc: EmulatedFC) -> Iterator[StandIn]:
+    """The stand-in (tests/service/standin.py) in front of the emulator; `fc.gateway`, and so
+    every service and task, goes through it."""
+    with stand_in(fc.emulator.base_url) as state:
+        fc.gateway = gateway_from_settings(make_settings(state.url))
+        yield state

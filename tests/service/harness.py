@@ -63,7 +63,14 @@ class EmulatedFC:
 
     # -- service-level steps, each at the emulator's `now` ---------------------------------
 
-    def track(self, session: Session, account_id: str, *, subscribe: bool = False) -> None:
+    def track(
+        self,
+        session: Session,
+        account_id: str,
+        *,
+        subscribe: bool = False,
+        stripe_account: str | None = None,
+    ) -> None:
         result = tracking.track_account(
             session,
             self.gateway,
@@ -71,6 +78,7 @@ class EmulatedFC:
             subscribe=subscribe,
             now=self.now(),
             settings=self.settings,
+            stripe_account=stripe_account,
         )
         assert result.outcome in ("tracked", "subscribed"), result
         session.commit()
@@ -115,7 +123,7 @@ class EmulatedFC:
         key = refresh.refresh_idempotency_key(account_id, None, now=now, window_s=window_s)
         self.control.set_account_status(account_id, "inactive")
         try:
-            self.gateway.refresh_transactions(account_id, idempotency_key=key)
+            self.gateway.refresh_transactions(account_id, stripe_account=None, idempotency_key=key)
         except PermanentError:
             pass
         else:

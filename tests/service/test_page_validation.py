@@ -4,87 +4,24 @@ account and never moves the cursor; the next good answer syncs everything."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
 from tasks.tracking import track_account_task
-from tests.local_http import QuietHandler, serving
 from tests.rows import account_row
-from tests.service.conftest import TaskRig, make_settings
+from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC
+from tests.service.standin import Rewrite, StandIn
 from worker import reports, repository
 from worker.db import session_scope
-from worker.stripe_gateway import gateway_from_settings
 from worker.stripe_payloads import InvalidStripeResponse
 
-LIST_PATH = "/v1/financial_connections/transactions"
-ACCOUNT_PATH = "/v1/financial_connections/accounts/"
 HISTORY = 154
-Rewrite = Callable[[Any], Any]
-
-
-@dataclass
-class StandIn:
-    """Forwards every request to the emulator; rewrites answers while a rewrite is set."""
-
-    upstream: str
-    url: str = ""
-    rewrite_list: Rewrite | None = None
-    rewrite_account: Rewrite | None = None
-    list_requests: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def rewrite(self, path: str, status: int, body: bytes) -> bytes:
-        rewrite = self.rewrite_list if path == LIST_PATH else None
-        if path.startswith(ACCOUNT_PATH):
-            rewrite = self.rewrite_account
-        if rewrite is None or status != 200:
-            return body
-        return json.dumps(rewrite(json.loads(body))).encode()
-
-
-@pytest.fixture
-def standin(fc: EmulatedFC) -> Iterator[StandIn]:
-    """The stand-in on a free port; `fc.gateway` (and so every service and task) goes through it."""
-    state = StandIn(fc.emulator.base_url)
-    forwarded = ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version")
-
-    class Handler(QuietHandler):
-        def forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            answer = requests.request(
-                self.command,
-                state.upstream + self.path,
-                headers={h: self.headers[h] for h in forwarded if h in self.headers},
-                data=self.rfile.read(length) if length else None,
-                timeout=10,
-            )
-            path = urlsplit(self.path).path
-            with state.lock:
-                state.list_requests += path == LIST_PATH
-                body = state.rewrite(path, answer.status_code, answer.content)
-            self.send_response(answer.status_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = forward
-
-    with serving(Handler) as url:
-        state.url = url
-        fc.gateway = gateway_from_settings(make_settings(state.url))
-        yield state
 
 
 def empty_page_with_more(page: Any) -> Any:

@@ -135,8 +135,8 @@ class ReadThenRace(StripeGateway):
         super().__init__(API_KEY, api_base=api_base, max_network_retries=0)
         self._barrier = barrier
 
-    def retrieve_account(self, account_id: str) -> FCAccount:
-        live = super().retrieve_account(account_id)
+    def retrieve_account(self, account_id: str, *, stripe_account: str | None) -> FCAccount:
+        live = super().retrieve_account(account_id, stripe_account=stripe_account)
         self._barrier.wait(timeout=10)
         return live
 
@@ -187,7 +187,7 @@ def test_refresh_gate_beat_steps_in_only_when_stripes_daily_refresh_is_overdue(
     with freeze_time(fc.now()) as clock:
         subscribe_and_complete_first_refresh(fc, clock, account_id)
         # Stripe stops its daily refresh behind fcsync's back: fcsync still counts on it.
-        fc.gateway.unsubscribe_transactions(account_id)
+        fc.gateway.unsubscribe_transactions(account_id, stripe_account=None)
         rig.sent.clear()
         grace = fc.settings.fcsync_subscription_grace_s
 

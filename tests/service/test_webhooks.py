@@ -24,12 +24,15 @@ from worker.stripe_gateway import gateway_from_settings
 REFRESHED = "financial_connections.account.refreshed_transactions"
 
 
-def events(fc: EmulatedFC, type_: str) -> list[dict[str, Any]]:
-    """Stripe's events of one type, oldest first."""
+def events(
+    fc: EmulatedFC, type_: str, *, stripe_account: str | None = None
+) -> list[dict[str, Any]]:
+    """Stripe's events of one type, oldest first (of a connected account: `stripe_account`)."""
+    context = {"Stripe-Account": stripe_account} if stripe_account else {}
     response = requests.get(
         f"{fc.emulator.base_url}/v1/events",
         params={"type": type_, "limit": "100"},
-        headers={"Authorization": f"Bearer {API_KEY}"},
+        headers={"Authorization": f"Bearer {API_KEY}", **context},
         timeout=10,
     )
     response.raise_for_status()

@@ -57,6 +57,10 @@ SETTINGS = Settings(
         ),
         (HandleEvent("evt_1"), Followup(contract.HANDLE_EVENT, {"event_id": "evt_1"})),
         (TrackAccount("fca_1"), Followup(contract.TRACK_ACCOUNT, {"account_id": "fca_1"})),
+        (
+            TrackAccount("fca_1", stripe_account="acct_1"),
+            Followup(contract.TRACK_ACCOUNT, {"account_id": "fca_1", "stripe_account": "acct_1"}),
+        ),
     ],
 )
 def test_dispatch_maps_each_intent_to_its_pinned_task(intent: Intent, expected: Followup) -> None:

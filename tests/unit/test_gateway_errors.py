@@ -34,7 +34,7 @@ def gateway(
 def failure(*answers: Answer | Exception) -> FcsyncError:
     stripe_gateway, _ = gateway(*answers)
     with pytest.raises(FcsyncError) as raised:
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     return raised.value
 
 
@@ -127,7 +127,7 @@ def test_gateway_errors_the_sdk_retries_exactly_max_network_retries_times(
 ) -> None:
     stripe_gateway, http = gateway(answer, retries=retries)
     with pytest.raises(TransientError):
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     assert len(http.calls) == 1 + retries
 
 
@@ -139,7 +139,7 @@ def test_gateway_errors_the_sdk_retries_exactly_max_network_retries_times(
 def test_gateway_errors_the_sdk_never_retries_a_4xx(answer: Answer) -> None:
     stripe_gateway, http = gateway(answer, retries=3)
     with pytest.raises(FcsyncError):
-        stripe_gateway.retrieve_account(ACCOUNT)
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
     assert len(http.calls) == 1
 
 
@@ -147,10 +147,23 @@ def test_gateway_errors_a_retried_refresh_keeps_its_idempotency_key_and_succeeds
     stripe_gateway, http = gateway(
         error(500, "api_error"), lost_connection(), Answer(200, ACCOUNT_BODY), retries=2
     )
-    account = stripe_gateway.refresh_transactions(ACCOUNT, idempotency_key="refresh-fca_1-1")
-    assert account.id == ACCOUNT
+    account = stripe_gateway.refresh_transactions(
+        ACCOUNT, stripe_account="acct_1", idempotency_key="refresh-fca_1-1"
+    )
+    assert account.id == ACCOUNT and account.stripe_account == "acct_1"
     assert [call.method for call in http.calls] == ["post"] * 3
     assert {call.headers["Idempotency-Key"] for call in http.calls} == {"refresh-fca_1-1"}
+    # Each retry goes out in the connected account's context too.
+    assert {call.headers["Stripe-Account"] for call in http.calls} == {"acct_1"}
+
+
+def test_gateway_errors_a_connected_account_stripe_refuses_is_permanent() -> None:
+    """Stripe's answer for an `acct_` the key cannot act for (not connected, or mistyped)."""
+    stripe_gateway, http = gateway(error(403, code="account_invalid"))
+    with pytest.raises(PermanentError) as raised:
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account="acct_1Unknown")
+    assert raised.value.code == "account_invalid"
+    assert http.calls[0].headers["Stripe-Account"] == "acct_1Unknown"
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 429, 502])
@@ -200,7 +213,7 @@ def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_er
         retries=1,
     )
     page = stripe_gateway.list_transactions_page(
-        ACCOUNT, after_refresh="fctxnref_1", starting_after="fctxn_9"
+        ACCOUNT, stripe_account=None, after_refresh="fctxnref_1", starting_after="fctxn_9"
     )
     assert page.transactions == () and not page.has_more
     assert [call.method for call in http.calls] == ["get", "get"]
@@ -209,5 +222,8 @@ def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_er
     assert "transaction_refresh[after]=fctxnref_1" in url
     assert "starting_after=fctxn_9" in url and "limit=100" in url
     assert http.calls[0].headers["Stripe-Version"] == STRIPE_API_VERSION
+    assert "Stripe-Account" not in http.calls[0].headers  # the platform's own request
     with pytest.raises(RateLimitedError):
-        stripe_gateway.list_transactions_page(ACCOUNT, after_refresh=None, starting_after=None)
+        stripe_gateway.list_transactions_page(
+            ACCOUNT, stripe_account=None, after_refresh=None, starting_after=None
+        )

@@ -220,14 +220,14 @@ def test_the_gateway_notes_each_answer_s_request_id_and_refresh() -> None:
     )
     gateway = StripeGateway("sk_test_x", max_network_retries=0, http_client=http)
     with log_context.bound(task_id="t1"):
-        gateway.retrieve_account("fca_1")
+        gateway.retrieve_account("fca_1", stripe_account=None)
         assert log_context.current()["stripe_request_id"] == "req_ok"
         assert log_context.current()["refresh_id"] == "fctxnref_1"
         with pytest.raises(PermanentError):
-            gateway.retrieve_account("fca_1")
+            gateway.retrieve_account("fca_1", stripe_account=None)
         assert log_context.current()["stripe_request_id"] == "req_404"
         with pytest.raises(TransientError):
-            gateway.retrieve_account("fca_1")
+            gateway.retrieve_account("fca_1", stripe_account=None)
         # No answer, no id: the lines after it never name the previous request as this one.
         assert "stripe_request_id" not in log_context.current()
 

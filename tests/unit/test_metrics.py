@@ -149,14 +149,20 @@ def test_a_refresh_counts_when_fcsync_sees_it_end_never_when_first_seen_ended(
     before = _refreshes("succeeded")
     # Tracking an account whose last refresh ended long ago: no end seen.
     old = TransactionRefreshState("fctxnref_old", "succeeded", 1_700_000_000, None)
-    repository.save_refresh(session, "fca_metrics1", old, source="subscription", now=now)
+    repository.save_refresh(
+        session, "fca_metrics1", old, stripe_account=None, source="subscription", now=now
+    )
     session.commit()
     assert _refreshes("succeeded") == before
     # A refresh seen pending, then ended: one end, seen again: still one.
     pending = TransactionRefreshState("fctxnref_new", "pending", 1_800_000_000, None)
-    repository.save_refresh(session, "fca_metrics1", pending, source="beat", now=now)
+    repository.save_refresh(
+        session, "fca_metrics1", pending, stripe_account=None, source="beat", now=now
+    )
     ended = replace(pending, status="succeeded")
     for _ in range(2):
-        repository.save_refresh(session, "fca_metrics1", ended, source="beat", now=now)
+        repository.save_refresh(
+            session, "fca_metrics1", ended, stripe_account=None, source="beat", now=now
+        )
         session.commit()
     assert _refreshes("succeeded") == before + 1

@@ -47,8 +47,19 @@ def stripe_ids(prefix: str, longest: int) -> tuple[st.SearchStrategy[Any], st.Se
     return valid, bad
 
 
+def connected_accounts() -> tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]:
+    """`stripe_account`: an acct_ id or null; anything else (an fca_ id too) is refused."""
+    valid, bad = stripe_ids("acct_", ACCOUNT_ID_MAX)
+    acct = re.compile(r"acct_[A-Za-z0-9]{1,59}", flags=re.ASCII)
+    return (
+        st.none() | valid,
+        bad.filter(lambda v: v is not None and not (isinstance(v, str) and acct.fullmatch(v))),
+    )
+
+
 KINDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
     "account": stripe_ids("fca_", ACCOUNT_ID_MAX),
+    "stripe_account": connected_accounts(),
     "event": stripe_ids("evt_", EVENT_ID_MAX),
     "flag": (st.booleans(), JSON.filter(lambda v: not isinstance(v, bool))),
     "source": (
@@ -70,23 +81,43 @@ KINDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
 TASKS: dict[str, tuple[Task[Any, Any], dict[str, tuple[str, bool]]]] = {
     "track": (
         tracking.track_account_task,
-        {"account_id": ("account", True), "subscribe": ("flag", False)},
+        {
+            "account_id": ("account", True),
+            "subscribe": ("flag", False),
+            "stripe_account": ("stripe_account", False),
+        },
     ),
     "untrack": (
         tracking.untrack_account_task,
-        {"account_id": ("account", True), "unsubscribe": ("flag", False)},
+        {
+            "account_id": ("account", True),
+            "unsubscribe": ("flag", False),
+            "stripe_account": ("stripe_account", False),
+        },
     ),
     "refresh": (
         refresh.refresh_account_task,
-        {"account_id": ("account", True), "source": ("source", False)},
+        {
+            "account_id": ("account", True),
+            "source": ("source", False),
+            "stripe_account": ("stripe_account", False),
+        },
     ),
     "poll": (
         refresh.poll_refresh_task,
-        {"account_id": ("account", True), "attempt": ("attempt", False)},
+        {
+            "account_id": ("account", True),
+            "attempt": ("attempt", False),
+            "stripe_account": ("stripe_account", False),
+        },
     ),
     "sync": (
         sync.sync_transactions_task,
-        {"account_id": ("account", True), "full": ("flag", False)},
+        {
+            "account_id": ("account", True),
+            "full": ("flag", False),
+            "stripe_account": ("stripe_account", False),
+        },
     ),
     "event": (webhooks.handle_event_task, {"event_id": ("event", True)}),
     "due": (refresh.refresh_due_accounts_task, {}),

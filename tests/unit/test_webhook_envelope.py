@@ -113,6 +113,12 @@ BAD_BODIES: dict[str, Callable[[], bytes]] = {
     "created_huge_digits": lambda: replaced(b"1700000000", b"9" * 5000),
     "livemode_string": lambda: encoded(event_dict(livemode="false")),
     "livemode_missing": lambda: without("livemode"),
+    # A Connect event's `account` is the connected account's id, or absent/null.
+    "connect_account_not_acct": lambda: encoded(event_dict(account="fca_1")),
+    "connect_account_number": lambda: encoded(event_dict(account=42)),
+    "connect_account_empty": lambda: encoded(event_dict(account="")),
+    "connect_account_longer_than_column": lambda: encoded(event_dict(account="acct_" + "a" * 80)),
+    "connect_account_newline": lambda: encoded(event_dict(account="acct_1\n")),
     "data_missing": lambda: without("data"),
     "data_array": lambda: encoded(event_dict(data=[])),
     "data_object_missing": lambda: without("data", "object"),

@@ -43,6 +43,37 @@ def account_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 account_argument = click.argument("account", callback=account_id)
 
+# A Connect connected account's id; the accounts.stripe_account column holds 64 characters.
+CONNECTED_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,59}")
+
+
+def connected_account_id(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    """A click callback for --stripe-account, checked before anything is enqueued."""
+    if value is not None and not CONNECTED_ACCOUNT_ID.fullmatch(value):
+        raise UsageLine(
+            f"{value!r} is not a Stripe account id: a Connect connected account looks like "
+            "acct_1Abc... (leave --stripe-account out for the platform's own accounts)",
+            code="bad_stripe_account",
+        )
+    return value
+
+
+def stripe_account_kwargs(stripe_account: str | None) -> dict[str, str]:
+    """The task argument for --stripe-account, only when given: the platform's tasks keep the
+    arguments they always had."""
+    return {} if stripe_account is None else {"stripe_account": stripe_account}
+
+
+stripe_account_option = click.option(
+    "--stripe-account",
+    callback=connected_account_id,
+    metavar="ACCT",
+    help="The Connect connected account ACCOUNT lives in (sent as Stripe-Account); "
+    "default: the platform, or the context fcsync stored for ACCOUNT.",
+)
+
 
 def known_account(account: str, command: str) -> Account:
     """The stored account, or a permanent error with the hint to track it first."""

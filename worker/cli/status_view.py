@@ -12,9 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 # Stripe ids are the handles people copy from this view: their columns never wrap or shrink.
-ID_COLUMNS = frozenset({"account", "last refresh", "cursor"})
+ID_COLUMNS = frozenset({"account", "context", "last refresh", "cursor"})
 COLUMNS = (
     "account",
+    "context",
     "status",
     "tracked",
     "subscribed",
@@ -55,6 +56,7 @@ def status_cells(row: dict[str, Any]) -> dict[str, str]:
     """One account_status row as the texts people read, by column name (COLUMNS' order)."""
     return {
         "account": row["id"],
+        "context": row["stripe_account"] or "platform",
         "status": "gone" if row["gone_at"] else row["status"],
         "tracked": "yes" if row["tracked"] else "no",
         "subscribed": "yes" if row["subscribed"] else "no",

@@ -180,10 +180,15 @@ class Stack:
 
     def track_all(self, *, unsubscribed: Collection[int] = ()) -> None:
         """Track every account; those at the `unsubscribed` positions are left to beat's own
-        refreshes instead of Stripe's daily subscription."""
-        for i, account_id in enumerate(self.accounts):
+        refreshes instead of Stripe's daily subscription. An account created in a connected
+        account's context (`stripe_account` in its spec) is tracked in it."""
+        for i, (account_id, spec) in enumerate(zip(self.accounts, self.specs, strict=True)):
+            context = spec.get("stripe_account")
             self.send(
-                contract.TRACK_ACCOUNT, account_id=account_id, subscribe=i not in unsubscribed
+                contract.TRACK_ACCOUNT,
+                account_id=account_id,
+                subscribe=i not in unsubscribed,
+                **({"stripe_account": context} if context else {}),
             )
 
     def advance_day(self) -> None:
