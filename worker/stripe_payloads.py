@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TypeGuard, cast
 
 from worker.errors import PermanentError
 from worker.records import FCAccount, FCTransaction, TransactionPage, TransactionRefreshState
@@ -158,11 +158,11 @@ def parse_transaction(obj: object, *, position: int = 0) -> FCTransaction:
 _INT64_MIN, _INT64_MAX = INT64.start, INT64.stop - 1
 
 
-def _is_int64(value: object) -> bool:
+def _is_int64(value: object) -> TypeGuard[int]:
     return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
 
 
-def _is_text(value: object, width: int) -> bool:
+def _is_text(value: object, width: int) -> TypeGuard[str]:
     return type(value) is str and len(value) <= width
 
 
