@@ -204,8 +204,9 @@ class Runtime:
                 repository.record_error(account, exc.code, str(exc), now=now)
 
     def run_sync(self, account_id: str, *, full: bool, owner: str) -> SyncReport:
-        """Up to FCSYNC_PAGES_PER_RUN pages, each its own commit; `on_page` gets the run's report
-        after each committed page (pages, inserted and updated so far)."""
+        """Up to FCSYNC_PAGES_PER_RUN pages, committed one at a time or, when the pages read ahead
+        arrive faster than they are written, several at once; `on_page` gets the run's report
+        after each commit (pages, inserted and updated so far)."""
         settings = self.settings
         start = self.run(
             account_id,
@@ -226,7 +227,8 @@ class Runtime:
             return report
         seen: list[str] = []
 
-        def page_work(read_ahead: bool) -> Work[sync.SyncStep]:
+        def page_work(remaining: int) -> Work[sync.SyncStep]:
+            # The run's last page reads nothing ahead: the next run may never come.
             return lambda s, gw, now: sync.sync_page(
                 s,
                 gw,
@@ -235,20 +237,19 @@ class Runtime:
                 now=now,
                 settings=settings,
                 seen_last_ids=seen,
-                read_ahead=read_ahead,
+                read_ahead=remaining - 1,
+                max_pages=remaining,
             )
 
         try:
-            # The run's pages share one connection, each page still its own transaction: a
+            # The run's pages share one connection, each step still its own transaction: a
             # pool checkout per page cost a liveness round trip each (pool_pre_ping).
             with self.connection() as connection:
-                for page in range(settings.fcsync_pages_per_run):
-                    # The run's last page reads nothing ahead: the next run may never come.
-                    more = page + 1 < settings.fcsync_pages_per_run
-                    step = self.run(account_id, page_work(more), connection=connection)
-                    if step.last_id is not None:
-                        seen.append(step.last_id)
-                    report["pages"] += 1
+                while report["pages"] < settings.fcsync_pages_per_run:
+                    remaining = settings.fcsync_pages_per_run - report["pages"]
+                    step = self.run(account_id, page_work(remaining), connection=connection)
+                    seen.extend(step.last_ids)
+                    report["pages"] += step.pages
                     report["inserted"] += step.inserted
                     report["updated"] += step.updated
                     if self.on_page is not None:
@@ -268,6 +269,9 @@ class Runtime:
         except BaseException:
             self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
             raise
+        finally:
+            # Whatever ended the run, its reading ahead makes no further request.
+            self.gateway.stop_reading_ahead(account_id)
         # Bounded work per run: hand the lease back and continue in a fresh message, so one large
         # backfill never hogs a worker slot or outlives the task time limit.
         self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))

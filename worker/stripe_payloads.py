@@ -170,14 +170,15 @@ def _valid_row(obj: object) -> FCTransaction | None:
     """The transaction when it passes every check of `parse_transaction` but the text one
     (`_storable`, done once a page), else None: the checks of the common case in one pass,
     without building error context (a sync validates every row it reads)."""
-    if type(obj) is not dict:
+    # stripe-python hands JSON objects over as OrderedDicts.
+    if not isinstance(obj, dict):
         return None
     get = obj.get
     txn_id, account, currency = get("id"), get("account"), get("currency")
     status, ref, description = get("status"), get("transaction_refresh"), get("description")
     amount, transacted_at, updated = get("amount"), get("transacted_at"), get("updated")
     livemode, transitions = get("livemode"), get("status_transitions")
-    if type(transitions) is not dict:
+    if not isinstance(transitions, dict):
         return None
     posted_at, void_at = transitions.get("posted_at"), transitions.get("void_at")
     if not (
