@@ -38,6 +38,12 @@ SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
 
 
+# A sync's commit holds at least this many pages when the run has them to read: each
+# commit costs round trips, an fsync and their CPU, which a 2-core machine shares with Stripe's
+# side; the reading ahead brings the pages meanwhile, so waiting for them costs no time.
+PAGES_A_COMMIT_WAITS_FOR = 5
+
+
 class SyncReport(TypedDict):
     account: str
     outcome: str
@@ -227,8 +233,11 @@ class Runtime:
             return report
         seen: list[str] = []
 
-        def page_work(remaining: int) -> Work[sync.SyncStep]:
-            # The run's last page reads nothing ahead: the next run may never come.
+        def page_work(remaining: int, first: bool) -> Work[sync.SyncStep]:
+            # The run's last page reads nothing ahead: the next run may never come. After the
+            # run's first page (committed alone: nothing was read ahead of it), a commit waits
+            # for the pages being read ahead, up to PAGES_A_COMMIT_WAITS_FOR.
+            wait = 0 if first else min(remaining, PAGES_A_COMMIT_WAITS_FOR) - 1
             return lambda s, gw, now: sync.sync_page(
                 s,
                 gw,
@@ -239,6 +248,7 @@ class Runtime:
                 seen_last_ids=seen,
                 read_ahead=remaining - 1,
                 max_pages=remaining,
+                wait_pages=wait,
             )
 
         try:
@@ -247,7 +257,8 @@ class Runtime:
             with self.connection() as connection:
                 while report["pages"] < settings.fcsync_pages_per_run:
                     remaining = settings.fcsync_pages_per_run - report["pages"]
-                    step = self.run(account_id, page_work(remaining), connection=connection)
+                    work = page_work(remaining, first=report["pages"] == 0)
+                    step = self.run(account_id, work, connection=connection)
                     seen.extend(step.last_ids)
                     report["pages"] += step.pages
                     report["inserted"] += step.inserted

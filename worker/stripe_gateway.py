@@ -238,13 +238,15 @@ class StripeGateway:
         after_refresh: str | None,
         starting_after: str,
         accept: Callable[[TransactionPage], bool],
+        wait: bool = False,
         limit: int = PAGE_LIMIT,
     ) -> TransactionPage | None:
-        """The page after `starting_after` if the read-ahead has already brought it whole and
-        `accept` takes it; None at once otherwise (it is then asked for with
-        `list_transactions_page`, which gets a refused page without asking Stripe again)."""
+        """The page after `starting_after` if the read-ahead has already brought it whole (or
+        brings it: `wait`) and `accept` takes it; None otherwise, at once when the reading
+        ahead will not bring it (it is then asked for with `list_transactions_page`, which
+        gets a refused page without asking Stripe again)."""
         params = _list_params(account_id, after_refresh, starting_after, limit)
-        return self._take_read_ahead(account_id, params, wait=False, accept=accept)
+        return self._take_read_ahead(account_id, params, wait=wait, accept=accept)
 
     def read_ahead_transactions_pages(
         self,

@@ -102,9 +102,11 @@ def sync_page(
     seen_last_ids: Collection[str] = (),
     read_ahead: int = 0,
     max_pages: int = 1,
+    wait_pages: int = 0,
 ) -> SyncStep:
     """Fetch and store the next page, with the pages after it that have already arrived (up
     to `max_pages` in all, one commit); on the last page move the cursor in the same commit.
+    The first `wait_pages` pages after it are waited for, if they are being read ahead.
 
     `seen_last_ids`: where this run's earlier pages ended; a page ending there again is a
     loop, refused before it is written (as is a page of another account's rows).
@@ -142,7 +144,15 @@ def sync_page(
         )
     pages = [
         page,
-        *_arrived_pages(gateway, account_id, page, after_refresh, max_pages - 1, [*seen_last_ids]),
+        *_arrived_pages(
+            gateway,
+            account_id,
+            page,
+            after_refresh,
+            most=max_pages - 1,
+            wait=wait_pages,
+            seen_last_ids=[*seen_last_ids],
+        ),
     ]
     with session.no_autoflush:
         # The lease renewal above and the progress below reach the database as one UPDATE of
@@ -167,12 +177,15 @@ def _arrived_pages(
     account_id: str,
     page: TransactionPage,
     after_refresh: str | None,
+    *,
     most: int,
+    wait: int,
     seen_last_ids: list[str],
 ) -> list[TransactionPage]:
-    """The pages after `page` the read-ahead has already brought (at most `most`), each
-    checked like the first. A page that fails its check ends the list before it: the pages
-    before it are stored, and it stays read ahead, to be refused as the next step's first."""
+    """The pages after `page` the read-ahead has already brought, or brings (the first
+    `wait` of them), at most `most`, each checked like the first. A page that fails its
+    check ends the list before it: the pages before it are stored, and it stays read ahead,
+    to be refused as the next step's first."""
     arrived: list[TransactionPage] = []
     while len(arrived) < most and page.has_more and page.last_id is not None:
         starting_after = page.last_id
@@ -188,7 +201,11 @@ def _arrived_pages(
             return True
 
         nxt = gateway.arrived_transactions_page(
-            account_id, after_refresh=after_refresh, starting_after=starting_after, accept=passes
+            account_id,
+            after_refresh=after_refresh,
+            starting_after=starting_after,
+            accept=passes,
+            wait=len(arrived) < wait,
         )
         if nxt is None:
             break
