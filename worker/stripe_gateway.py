@@ -5,12 +5,9 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import stripe
@@ -23,7 +20,7 @@ from worker.event_envelope import (
     is_fc_event_type,
     load_event_json,
 )
-from worker.read_ahead import ReadAhead
+from worker.read_ahead import PagesAhead
 from worker.records import FCAccount, FCEvent, TransactionPage
 from worker.settings import STRIPE_API_VERSION, Settings
 from worker.stripe_payloads import parse_account, parse_account_answer, parse_transactions_page
@@ -113,9 +110,7 @@ class StripeGateway:
         self._limiter = limiter
         self._stripe: stripe.StripeClient | None = None
         # The reading ahead of each account being synced.
-        self._ahead: dict[str, ReadAhead] = {}
-        self._ahead_lock = threading.Lock()
-        self._reader: ThreadPoolExecutor | None = None
+        self._ahead = PagesAhead(self._read_page)
 
     @property
     def _client(self) -> stripe.StripeClient:
@@ -264,27 +259,11 @@ class StripeGateway:
         request. One reading per account; asked again for the page it will bring next, it goes
         on as it is."""
         params = _list_params(account_id, after_refresh, starting_after, limit)
-        with self._ahead_lock:
-            current = self._ahead.get(account_id)
-            if current is not None and current.expects(params):
-                return
-            if current is not None:
-                current.cancel()
-            if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
-            reading = ReadAhead(params)
-            self._ahead[account_id] = reading
-            # In a copy of the caller's context: the thread's lines (stripe-python's own among
-            # them) carry the unit of work's account and task like the rest of it.
-            context = contextvars.copy_context()
-            self._reader.submit(context.run, self._read_ahead, reading, params, pages)
+        self._ahead.start(account_id, params, pages)
 
     def stop_reading_ahead(self, account_id: str) -> None:
         """The sync run is over: its reading ahead makes no further request."""
-        with self._ahead_lock:
-            reading = self._ahead.pop(account_id, None)
-        if reading is not None:
-            reading.cancel()
+        self._ahead.stop(account_id)
 
     def _take_read_ahead(
         self,
@@ -294,50 +273,20 @@ class StripeGateway:
         wait: bool,
         accept: Callable[[TransactionPage], bool] | None = None,
     ) -> TransactionPage | None:
-        with self._ahead_lock:
-            reading = self._ahead.get(account_id)
-        if reading is None:
-            return None
-        taken = reading.take(params, wait=wait, accept=accept)
+        taken = self._ahead.take(account_id, params, wait=wait, accept=accept)
         if taken is None:
-            if reading.finished():
-                with self._ahead_lock:
-                    if self._ahead.get(account_id) is reading:
-                        del self._ahead[account_id]
             return None
         page, request_id = taken
         log_context.forget("stripe_request_id")
         log_context.note(stripe_request_id=request_id)
         return page
 
-    def _read_ahead(self, reading: ReadAhead, params: dict[str, Any], pages: int) -> None:
-        # Where the pages read so far ended: a page ending at one again (or holding the one
-        # it follows) would be read forever; the sync refuses it, no further page is asked for.
-        ends = {params["starting_after"]}
-        try:
-            for _ in range(pages):
-                if reading.cancelled:
-                    return
-                # The request id stays in this thread's own context; it is noted where the
-                # page is used.
-                with log_context.bound():
-                    try:
-                        page = parse_transactions_page(self._list_body(params))
-                    except Exception:
-                        # Asked again by the sync: it fails (or succeeds) as it would have
-                        # without reading ahead.
-                        return
-                    request_id = log_context.current().get("stripe_request_id")
-                reading.arrived(params, page, request_id)
-                last_id = page.last_id
-                if not page.has_more or last_id is None or last_id in ends:
-                    return
-                if any(t.id == params["starting_after"] for t in page.transactions):
-                    return
-                ends.add(last_id)
-                params = {**params, "starting_after": last_id}
-        finally:
-            reading.stopped()
+    def _read_page(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
+        """A page read ahead, with its request id (kept in the reading thread's own context;
+        it is noted where the page is used)."""
+        with log_context.bound():
+            page = parse_transactions_page(self._list_body(params))
+            return page, log_context.current().get("stripe_request_id")
 
     def _list_body(self, params: dict[str, Any]) -> Any:
         # The page's JSON as the SDK received it (same request, retries and typed errors as
