@@ -82,7 +82,7 @@ Fetch = Callable[[dict[str, Any]], tuple[TransactionPage, str | None]]
 
 
 class PagesAhead:
-    """Each account's reading ahead, for one gateway (one thread reads for all of them)."""
+    """Each account's reading ahead, for one gateway."""
 
     def __init__(self, fetch: Fetch) -> None:
         self._fetch = fetch
@@ -100,7 +100,9 @@ class PagesAhead:
             if current is not None:
                 current.cancel()
             if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
+                # A thread per account being read at once (created as needed; one for a
+                # worker process's one sync): one account's reading never waits for another's.
+                self._reader = ThreadPoolExecutor(thread_name_prefix="fcsync-read-ahead")
             reading = ReadAhead(params)
             self._readings[account_id] = reading
             # In a copy of the caller's context: the thread's lines (stripe-python's own among
