@@ -221,7 +221,7 @@ class StripeGateway:
         parameters if it arrives whole, otherwise a request now (so any error, and its request
         id, comes from a request made at this moment, as without reading ahead)."""
         params = _list_params(account_id, after_refresh, starting_after, limit)
-        ahead = self._take_read_ahead(account_id, params, wait=True)
+        ahead = self._noted(self._ahead.take(account_id, params, wait=True))
         if ahead is None:
             return parse_transactions_page(self._list_body(params))
         return ahead
@@ -241,7 +241,7 @@ class StripeGateway:
         ahead will not bring it (it is then asked for with `list_transactions_page`, which
         gets a refused page without asking Stripe again)."""
         params = _list_params(account_id, after_refresh, starting_after, limit)
-        return self._take_read_ahead(account_id, params, wait=wait, accept=accept)
+        return self._noted(self._ahead.take(account_id, params, wait=wait, accept=accept))
 
     def read_ahead_transactions_pages(
         self,
@@ -265,15 +265,8 @@ class StripeGateway:
         """The sync run is over: its reading ahead makes no further request."""
         self._ahead.stop(account_id)
 
-    def _take_read_ahead(
-        self,
-        account_id: str,
-        params: dict[str, Any],
-        *,
-        wait: bool,
-        accept: Callable[[TransactionPage], bool] | None = None,
-    ) -> TransactionPage | None:
-        taken = self._ahead.take(account_id, params, wait=wait, accept=accept)
+    def _noted(self, taken: tuple[TransactionPage, str | None] | None) -> TransactionPage | None:
+        """A page read ahead, its request id now on the unit of work's log lines."""
         if taken is None:
             return None
         page, request_id = taken
