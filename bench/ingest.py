@@ -180,11 +180,12 @@ class FcsyncRun:
             engine=self.engine,
             gateway=lambda: gateway_from_settings(self.settings),
             clock=_WallClock(),
-            on_page=lambda progress: self.page_times.append(time.perf_counter()),
+            on_page=self._committed,
         )
         # When the last sync started and when each of its pages committed.
         self.started = 0.0
         self.page_times: list[float] = []
+        self._run_pages = 0
         settings = self.settings
         self.runtime.run(
             account_id,
@@ -193,8 +194,17 @@ class FcsyncRun:
             ),
         )
 
+    def _committed(self, progress: dict[str, Any]) -> None:
+        # A commit may hold several pages (those read ahead that were waiting): each of them
+        # counts as committed then. `pages` counts from each run's start.
+        pages = progress["pages"]
+        added = pages - self._run_pages if pages > self._run_pages else pages
+        self._run_pages = pages
+        self.page_times.extend([time.perf_counter()] * added)
+
     def sync(self) -> tuple[float, int]:
         self.page_times = []
+        self._run_pages = 0
         started = self.started = time.perf_counter()
         rows = 0
         while True:
@@ -210,7 +220,7 @@ class FcsyncRun:
         times = [self.started, *self.page_times]
         tenth = max(1, (len(times) - 1) // 10)
         return [
-            round(100 * tenth / (times[i + tenth] - times[i]))
+            round(100 * tenth / max(times[i + tenth] - times[i], 1e-6))
             for i in range(0, tenth * 10, tenth)
             if i + tenth < len(times)
         ]

@@ -266,9 +266,9 @@ def refresh_ended(session: Session, outcome: str, duration_s: float | None) -> N
 
 
 @_never_raises
-def sync_page_stored(session: Session, inserted: int, updated: int) -> None:
+def sync_page_stored(session: Session, inserted: int, updated: int, *, pages: int = 1) -> None:
     def record() -> None:
-        SYNC_PAGES.inc()
+        SYNC_PAGES.inc(pages)
         SYNC_ROWS.labels("inserted").inc(inserted)
         SYNC_ROWS.labels("updated").inc(updated)
 

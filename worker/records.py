@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.intents import Intent
 
@@ -36,8 +36,11 @@ class FCAccount:
     stripe_account: str | None = None
 
 
-@dataclass(frozen=True)
-class FCTransaction:
+class FCTransaction(NamedTuple):
+    """A transaction as a row: its fields in the order of the columns a page writes, so the
+    record is the row (built and stored per row a sync reads: a tuple costs a tenth of a frozen
+    dataclass's construction)."""
+
     id: str
     account: str
     amount: int

@@ -44,6 +44,12 @@ SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
 
 
+# A sync's commit holds at least this many pages when the run has them to read: each
+# commit costs round trips, an fsync and their CPU, which a 2-core machine shares with Stripe's
+# side; the reading ahead brings the pages meanwhile, so waiting for them costs no time.
+PAGES_A_COMMIT_WAITS_FOR = 5
+
+
 class SyncReport(TypedDict):
     account: str
     outcome: str
@@ -233,9 +239,10 @@ class Runtime:
     def run_sync(
         self, account_id: str, *, full: bool, owner: str, stripe_account: str | None = None
     ) -> SyncReport:
-        """Up to FCSYNC_PAGES_PER_RUN pages, each its own commit; `on_page` gets the run's report
-        after each committed page (pages, inserted and updated so far). `stripe_account`, when
-        given, must be the account's stored context (the pages always go out in that one)."""
+        """Up to FCSYNC_PAGES_PER_RUN pages, committed one at a time or, when the pages read ahead
+        arrive faster than they are written, several at once; `on_page` gets the run's report
+        after each commit (pages, inserted and updated so far). `stripe_account`, when given,
+        must be the account's stored context (the pages always go out in that one)."""
         settings = self.settings
         start = self.run(
             account_id,
@@ -262,7 +269,11 @@ class Runtime:
             return report
         seen: list[str] = []
 
-        def page_work(read_ahead: bool) -> Work[sync.SyncStep]:
+        def page_work(remaining: int, first: bool) -> Work[sync.SyncStep]:
+            # The run's last page reads nothing ahead: the next run may never come. After the
+            # run's first page (committed alone: nothing was read ahead of it), a commit waits
+            # for the pages being read ahead, up to PAGES_A_COMMIT_WAITS_FOR.
+            wait = 0 if first else min(remaining, PAGES_A_COMMIT_WAITS_FOR) - 1
             return lambda s, gw, now: sync.sync_page(
                 s,
                 gw,
@@ -271,20 +282,21 @@ class Runtime:
                 now=now,
                 settings=settings,
                 seen_last_ids=seen,
-                read_ahead=read_ahead,
+                read_ahead=remaining - 1,
+                max_pages=remaining,
+                wait_pages=wait,
             )
 
         try:
-            # The run's pages share one connection, each page still its own transaction: a
+            # The run's pages share one connection, each step still its own transaction: a
             # pool checkout per page cost a liveness round trip each (pool_pre_ping).
             with self.connection() as connection:
-                for page in range(settings.fcsync_pages_per_run):
-                    # The run's last page reads nothing ahead: the next run may never come.
-                    more = page + 1 < settings.fcsync_pages_per_run
-                    step = self.run(account_id, page_work(more), connection=connection)
-                    if step.last_id is not None:
-                        seen.append(step.last_id)
-                    report["pages"] += 1
+                while report["pages"] < settings.fcsync_pages_per_run:
+                    remaining = settings.fcsync_pages_per_run - report["pages"]
+                    work = page_work(remaining, first=report["pages"] == 0)
+                    step = self.run(account_id, work, connection=connection)
+                    seen.extend(step.last_ids)
+                    report["pages"] += step.pages
                     report["inserted"] += step.inserted
                     report["updated"] += step.updated
                     if self.on_page is not None:
@@ -304,6 +316,9 @@ class Runtime:
         except BaseException:
             self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
             raise
+        finally:
+            # Whatever ended the run, its reading ahead makes no further request.
+            self.gateway.stop_reading_ahead(account_id)
         # Bounded work per run: hand the lease back and continue in a fresh message, so one large
         # backfill never hogs a worker slot or outlives the task time limit.
         self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))

@@ -5,12 +5,9 @@ Everything above it sees frozen dataclasses and fcsync's two error roots, never 
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -24,6 +21,7 @@ from worker.event_envelope import (
     is_fc_event_type,
     load_event_json,
 )
+from worker.read_ahead import PagesAhead
 from worker.records import EventPage, FCAccount, FCEvent, TransactionPage
 from worker.settings import STRIPE_API_VERSION, Settings
 from worker.stripe_payloads import (
@@ -118,11 +116,8 @@ class StripeGateway:
         self._timeout_s = timeout_s
         self._limiter = limiter
         self._stripe: stripe.StripeClient | None = None
-        # The page read ahead per account: the parameters it was asked with and its fetch.
-        self._ahead: dict[str, tuple[dict[str, Any], Future[tuple[TransactionPage, str | None]]]]
-        self._ahead = {}
-        self._ahead_lock = threading.Lock()
-        self._reader: ThreadPoolExecutor | None = None
+        # The reading ahead of each account being synced.
+        self._ahead = PagesAhead(self._read_page)
 
     @property
     def _client(self) -> stripe.StripeClient:
@@ -250,55 +245,67 @@ class StripeGateway:
         limit: int = PAGE_LIMIT,
     ) -> TransactionPage:
         """One page of the account's transactions: the one read ahead for exactly these
-        parameters if it arrived whole, otherwise a request now (so any error, and its request
+        parameters if it arrives whole, otherwise a request now (so any error, and its request
         id, comes from a request made at this moment, as without reading ahead)."""
         params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
-        ahead = self._take_read_ahead(account_id, params)
+        ahead = self._noted(self._ahead.take(account_id, params, wait=True))
         if ahead is None:
             return parse_transactions_page(self._list_body(params))
-        page, request_id = ahead
-        log_context.forget("stripe_request_id")
-        log_context.note(stripe_request_id=request_id)
-        return page
+        return ahead
 
-    def read_ahead_transactions_page(
+    def arrived_transactions_page(
         self,
         account_id: str,
         *,
         stripe_account: str | None,
         after_refresh: str | None,
         starting_after: str,
+        accept: Callable[[TransactionPage], bool],
+        wait: bool = False,
+        limit: int = PAGE_LIMIT,
+    ) -> TransactionPage | None:
+        """The page after `starting_after` if the read-ahead has already brought it whole (or
+        brings it: `wait`) and `accept` takes it; None otherwise, at once when the reading
+        ahead will not bring it (it is then asked for with `list_transactions_page`, which
+        gets a refused page without asking Stripe again)."""
+        params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
+        return self._noted(self._ahead.take(account_id, params, wait=wait, accept=accept))
+
+    def read_ahead_transactions_pages(
+        self,
+        account_id: str,
+        *,
+        stripe_account: str | None,
+        after_refresh: str | None,
+        starting_after: str,
+        pages: int,
         limit: int = PAGE_LIMIT,
     ) -> None:
-        """Start fetching the page the sync will ask for next, in a background thread, while
-        this one writes the current page: the sync's wait for Stripe overlaps its database
-        work. Only for a page that will be asked for (never past a run's last page), so it
-        costs no extra request; one page per account is kept."""
+        """Fetch up to `pages` pages after `starting_after` one after the other in a background
+        thread, while this one writes: the sync's waits for Stripe overlap its database work,
+        and pages that arrive faster than they are written wait to be written together. Only
+        pages the sync will ask for (never past a run's last page), so it costs no extra
+        request. One reading per account; asked again for the page it will bring next, it goes
+        on as it is."""
         params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
-        with self._ahead_lock:
-            if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="fcsync-read-ahead")
-            # In a copy of the caller's context: the thread's lines (stripe-python's own among
-            # them) carry the unit of work's account and task like the rest of it.
-            context = contextvars.copy_context()
-            read = self._reader.submit(context.run, self._read_ahead, params)
-            self._ahead[account_id] = (params, read)
+        self._ahead.start(account_id, params, pages)
 
-    def _take_read_ahead(
-        self, account_id: str, params: dict[str, Any]
-    ) -> tuple[TransactionPage, str | None] | None:
-        with self._ahead_lock:
-            ahead = self._ahead.pop(account_id, None)
-        if ahead is None or ahead[0] != params:
-            return None
-        try:
-            return ahead[1].result()
-        except Exception:
-            # Asked again now: it fails (or succeeds) as it would have without reading ahead.
-            return None
+    def stop_reading_ahead(self, account_id: str) -> None:
+        """The sync run is over: its reading ahead makes no further request."""
+        self._ahead.stop(account_id)
 
-    def _read_ahead(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
-        # The request id stays in this thread's own context; it is noted where the page is used.
+    def _noted(self, taken: tuple[TransactionPage, str | None] | None) -> TransactionPage | None:
+        """A page read ahead, its request id now on the unit of work's log lines."""
+        if taken is None:
+            return None
+        page, request_id = taken
+        log_context.forget("stripe_request_id")
+        log_context.note(stripe_request_id=request_id)
+        return page
+
+    def _read_page(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
+        """A page read ahead, with its request id (kept in the reading thread's own context;
+        it is noted where the page is used)."""
         with log_context.bound():
             page = parse_transactions_page(self._list_body(params))
             return page, log_context.current().get("stripe_request_id")

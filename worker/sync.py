@@ -7,7 +7,7 @@ dies); a request that finds the lease taken is merged into a follow-up run, neve
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -18,10 +18,10 @@ from worker import failpoints, inbox, metrics, repository
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone, stripe_context
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
-from worker.records import Sweep
+from worker.records import Sweep, TransactionPage
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
-from worker.stripe_payloads import check_page_for_sync
+from worker.stripe_payloads import InvalidStripeResponse, check_page_for_sync
 
 StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
 StepOutcome = Literal["page", "done", "lost_lease", "gone"]
@@ -39,7 +39,10 @@ class SyncStep:
     inserted: int = 0
     updated: int = 0
     intents: tuple[Intent, ...] = field(default=())
-    last_id: str | None = None
+    # Where each page this step stored ended (the pages it committed at once, in order).
+    last_ids: tuple[str, ...] = ()
+    # Pages this step counts for (a step that stored none, e.g. the lease lost, counts one).
+    pages: int = 1
 
 
 def start_sync(
@@ -100,28 +103,35 @@ def sync_page(
     now: datetime,
     settings: Settings,
     seen_last_ids: Collection[str] = (),
-    read_ahead: bool = False,
+    read_ahead: int = 0,
+    max_pages: int = 1,
+    wait_pages: int = 0,
 ) -> SyncStep:
-    """Fetch and store one page; on the last page move the cursor in the same commit.
+    """Fetch and store the next page, with the pages after it that have already arrived (up
+    to `max_pages` in all, one commit); on the last page move the cursor in the same commit.
+    The first `wait_pages` pages after it are waited for, if they are being read ahead.
 
     `seen_last_ids`: where this run's earlier pages ended; a page ending there again is a
     loop, refused before it is written (as is a page of another account's rows).
-    `read_ahead`: this run asks for the next page too, so its fetch starts while this page is
-    written (the cursor still moves only with the last page's rows)."""
+    `read_ahead`: how many pages after this one the run will ask for, fetched in the
+    background while this one is written (the cursor still moves only with the last page's
+    rows; the progress stored is that of the last page committed, so a killed run resumes
+    after it)."""
     account = repository.get_account(session, account_id)
     if account is None or account.sync_lease_owner != owner:
         return SyncStep("lost_lease")
     account.sync_lease_expires_at = now + timedelta(seconds=settings.fcsync_sync_lease_s)
+    after_refresh = account.sync_after_refresh_id
     try:
         page = gateway.list_transactions_page(
             account_id,
             stripe_account=account.stripe_account,
-            after_refresh=account.sync_after_refresh_id,
+            after_refresh=after_refresh,
             starting_after=account.sync_starting_after,
         )
     except PermanentError as exc:
         missing = exc.code == ErrorCode.RESOURCE_MISSING
-        if account.sync_after_refresh_id is None or not missing:
+        if after_refresh is None or not missing:
             # Which id was missing? Only the account's own 404 ends the sync for good.
             if missing and (
                 retrieve_or_mark_gone(
@@ -140,25 +150,86 @@ def sync_page(
         page, account_id, starting_after=account.sync_starting_after, seen_last_ids=seen_last_ids
     )
     if read_ahead and page.has_more and page.last_id is not None:
-        gateway.read_ahead_transactions_page(
+        gateway.read_ahead_transactions_pages(
             account_id,
             stripe_account=account.stripe_account,
-            after_refresh=account.sync_after_refresh_id,
+            after_refresh=after_refresh,
             starting_after=page.last_id,
+            pages=read_ahead,
         )
+    pages = [
+        page,
+        *_arrived_pages(
+            gateway,
+            account_id,
+            page,
+            after_refresh,
+            stripe_account=account.stripe_account,
+            most=max_pages - 1,
+            wait=wait_pages,
+            seen_last_ids=[*seen_last_ids],
+        ),
+    ]
     with session.no_autoflush:
         # The lease renewal above and the progress below reach the database as one UPDATE of
-        # the account (one round trip less a page); both commit with the page's rows.
-        inserted, updated = repository.upsert_transactions(
-            session, page.transactions, now=now, stripe_account=account.stripe_account
+        # the account (one round trip less a page); both commit with the pages' rows.
+        inserted, updated = repository.upsert_pages(
+            session, [p.transactions for p in pages], now=now, stripe_account=account.stripe_account
         )
-    metrics.sync_page_stored(session, inserted, updated)
+    metrics.sync_page_stored(session, inserted, updated, pages=len(pages))
     account.sync_inserted += inserted
     account.sync_updated += updated
-    if page.has_more and page.last_id is not None:
-        account.sync_starting_after = page.last_id
-        return SyncStep("page", inserted, updated, last_id=page.last_id)
-    return _finish(session, account_id, owner=owner, now=now, inserted=inserted, updated=updated)
+    last_ids = tuple(p.last_id for p in pages if p.last_id is not None)
+    last = pages[-1]
+    if last.has_more and last.last_id is not None:
+        account.sync_starting_after = last.last_id
+        return SyncStep("page", inserted, updated, last_ids=last_ids, pages=len(pages))
+    step = _finish(session, account_id, owner=owner, now=now, inserted=inserted, updated=updated)
+    return replace(step, last_ids=last_ids, pages=len(pages))
+
+
+def _arrived_pages(
+    gateway: StripeGateway,
+    account_id: str,
+    page: TransactionPage,
+    after_refresh: str | None,
+    *,
+    stripe_account: str | None,
+    most: int,
+    wait: int,
+    seen_last_ids: list[str],
+) -> list[TransactionPage]:
+    """The pages after `page` the read-ahead has already brought, or brings (the first
+    `wait` of them), at most `most`, each checked like the first. A page that fails its
+    check ends the list before it: the pages before it are stored, and it stays read ahead,
+    to be refused as the next step's first."""
+    arrived: list[TransactionPage] = []
+    while len(arrived) < most and page.has_more and page.last_id is not None:
+        starting_after = page.last_id
+        seen_last_ids.append(starting_after)
+
+        def passes(candidate: TransactionPage, after: str = starting_after) -> bool:
+            try:
+                check_page_for_sync(
+                    candidate, account_id, starting_after=after, seen_last_ids=seen_last_ids
+                )
+            except InvalidStripeResponse:
+                return False
+            return True
+
+        nxt = gateway.arrived_transactions_page(
+            account_id,
+            stripe_account=stripe_account,
+            after_refresh=after_refresh,
+            starting_after=starting_after,
+            accept=passes,
+            wait=len(arrived) < wait,
+        )
+        if nxt is None:
+            break
+        arrived.append(nxt)
+        page = nxt
+    return arrived
 
 
 def _finish(
