@@ -12,11 +12,18 @@ from models.base import Base
 
 class WebhookEvent(Base):
     __tablename__ = "webhook_events"
-    __table_args__ = (Index("ix_webhook_events_unprocessed", "processed_at", "received_at"),)
+    __table_args__ = (
+        Index("ix_webhook_events_unprocessed", "processed_at", "received_at"),
+        # Each context's newest event: where the events sweep starts reading.
+        Index("ix_webhook_events_context_created", "stripe_account", "created"),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(255))
     account_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The Stripe account context the event came from: a Connect event's `account` (acct_...),
+    # NULL for the platform's own.
+    stripe_account: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(default=False)
     created: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)

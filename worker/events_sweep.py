@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from worker import inbox, metrics, webhooks
+from worker import inbox, metrics, repository, webhooks
 from worker.intents import HandleEvent, Intent
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -47,9 +47,10 @@ class EventsSweep:
 
 
 def contexts_to_sweep(session: Session) -> tuple[str | None, ...]:
-    """The Stripe account contexts whose events are swept: None is the platform's own account.
-    Connected accounts (acct_...) join here once accounts record their context."""
-    return (None,)
+    """The Stripe account contexts whose events are swept: None, the platform's own account,
+    then each Connect connected account (acct_...) a tracked FC account lives in (Stripe lists
+    a connected account's events only under its `Stripe-Account` header)."""
+    return (None, *repository.tracked_stripe_accounts(session))
 
 
 def retention_start(now: datetime) -> int:

@@ -31,6 +31,8 @@ class InboxEvent:
     created: int
     payload: str
     outcome: str | None = None
+    # The event's `account` (a Connect event's connected account), None for the platform's.
+    stripe_account: str | None = None
 
 
 def insert_webhook_event(
@@ -61,6 +63,7 @@ def insert_webhook_events(
             "id": event.id,
             "type": event.type,
             "account_id": event.account_id,
+            "stripe_account": event.stripe_account,
             "livemode": event.livemode,
             "created": event.created,
             "payload": event.payload,
@@ -131,10 +134,11 @@ def refresh_announced_at(session: Session, account_id: str, refresh_id: str) -> 
 
 
 def newest_event_created(session: Session, stripe_account: str | None = None) -> int | None:
-    """`created` of the newest event in the inbox (delivered or swept), None when it is empty.
-
-    The inbox does not record an event's Stripe account context yet: every row counts as the
-    platform's (`stripe_account` None). Once it does, connected accounts filter on it here."""
-    if stripe_account is not None:
-        raise NotImplementedError("the inbox does not record Stripe account contexts yet")
-    return session.scalar(select(func.max(WebhookEvent.created)))
+    """`created` of the newest event of the context `stripe_account` (None: the platform's own)
+    in the inbox, delivered or swept; None when there is none."""
+    context = (
+        WebhookEvent.stripe_account.is_(None)
+        if stripe_account is None
+        else WebhookEvent.stripe_account == stripe_account
+    )
+    return session.scalar(select(func.max(WebhookEvent.created)).where(context))

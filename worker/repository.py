@@ -470,6 +470,18 @@ def unsynced_account_ids(session: Session, *, now: datetime, limit: int) -> list
     )
 
 
+def tracked_stripe_accounts(session: Session) -> list[str]:
+    """The Connect connected accounts (acct_...) that tracked FC accounts live in."""
+    return list(
+        session.scalars(
+            select(Account.stripe_account)
+            .where(Account.tracked.is_(True), Account.stripe_account.is_not(None))
+            .distinct()
+            .order_by(Account.stripe_account)
+        )
+    )
+
+
 def count_transactions(session: Session, account_id: str) -> int:
     return int(
         session.scalar(

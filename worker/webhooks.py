@@ -159,6 +159,7 @@ def _check_event(event: FCEvent, body: str, *, settings: Settings) -> Receipt | 
             id=event.id,
             type=event.type,
             account_id=event.account.id if event.account else None,
+            stripe_account=event.stripe_account,
             livemode=event.livemode,
             created=event.created,
             payload=body,

@@ -12,11 +12,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import WebhookEvent
+from models import Transaction, WebhookEvent
 from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC, sync_requests
 from tests.service.test_webhooks import REFRESHED, deliver, events, start_and_finish_refresh
-from worker import contract, events_sweep, webhooks
+from worker import contract, events_sweep, inbox, webhooks
 from worker.intents import HandleEvent
 from worker.stripe_payloads import InvalidStripeResponse, parse_events_page
 
@@ -191,8 +191,47 @@ def test_events_sweep_asks_only_for_the_types_fcsync_handles(fc: EmulatedFC) -> 
     assert all(t.startswith("financial_connections.account.") for t in events_sweep.SWEPT_TYPES)
 
 
-def test_events_sweep_contexts_are_the_platform_alone_today(session: Session) -> None:
+def test_events_sweep_reads_each_tracked_connected_accounts_events_in_its_context(
+    fc: EmulatedFC, session: Session
+) -> None:
     assert events_sweep.contexts_to_sweep(session) == (None,)
+    tenant = "acct_1SweptTenant"
+    platform = missed_refresh(fc, session)
+    connected = fc.create_account(transactions=30, stripe_account=tenant)
+    fc.track(session, connected, stripe_account=tenant)
+    start_and_finish_refresh(fc, session, connected)
+    contexts = events_sweep.contexts_to_sweep(session)
+    assert contexts == (None, tenant)
+
+    swept = {
+        context: events_sweep.sweep_events(
+            session, fc.gateway, now=fc.now(), settings=fc.settings, stripe_account=context
+        )
+        for context in contexts
+    }
+    session.commit()
+
+    assert all(s.stored > 0 for s in swept.values()), swept
+    stored = {
+        (e.account_id, e.stripe_account)
+        for e in session.scalars(select(WebhookEvent).where(WebhookEvent.type == REFRESHED))
+    }
+    assert stored == {(platform, None), (connected, tenant)}
+    # Each context starts its next sweep from its own newest event.
+    for context in contexts:
+        newest = session.scalar(
+            select(func.max(WebhookEvent.created)).where(
+                WebhookEvent.stripe_account.is_(None)
+                if context is None
+                else WebhookEvent.stripe_account == context
+            )
+        )
+        assert inbox.newest_event_created(session, context) == newest is not None
+    assert sum(handle(fc, session, s) for s in swept.values()) == 2
+    stored_ids = set(
+        session.scalars(select(Transaction.id).where(Transaction.account_id == connected))
+    )
+    assert stored_ids == {t["id"] for t in fc.truth(connected)}
 
 
 def test_list_events_page_reads_a_connected_accounts_events_with_its_context(
