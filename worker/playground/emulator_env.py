@@ -12,6 +12,9 @@ from emulator import Emulator, EmulatorConfig, FaultSettings
 DAY_S = 86_400
 API_KEY = "sk_test_fcsync_playground"
 WEBHOOK_SECRET = "whsec_fcsync_playground"
+# A platform's Connect endpoint (its connected accounts' events) has a signing secret of its own;
+# the receiver takes both (STRIPE_WEBHOOK_SECRET holds several, comma-separated).
+CONNECT_WEBHOOK_SECRET = "whsec_fcsync_playground_connect"
 WEBHOOK_PATH = "/webhooks/stripe"
 # The emulator enforces Stripe's test-mode limit; fcsync's shared budget stays below it, so
 # every 429 a run sees is an injected fault, never fcsync outrunning Stripe.
@@ -75,7 +78,7 @@ def stack_env(
             "CELERY_BROKER_URL": broker_url,
             "STRIPE_API_KEY": API_KEY,
             "STRIPE_API_BASE": base_url,
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{CONNECT_WEBHOOK_SECRET}",
             # Every process reads the emulator's clock, so a day passes in one call.
             "FCSYNC_CLOCK_URL": f"{base_url}/_emulator/clock",
             "FCSYNC_BEAT_INTERVAL_S": "1",

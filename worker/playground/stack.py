@@ -23,6 +23,7 @@ from worker.db import make_engine, upgrade_database
 from worker.playground import measures, truth
 from worker.playground.convergence import Phase, StackFailure, lag
 from worker.playground.emulator_env import (
+    CONNECT_WEBHOOK_SECRET,
     DAY_S,
     WEBHOOK_PATH,
     WEBHOOK_SECRET,
@@ -102,9 +103,11 @@ class Stack:
         )
         if self.options.webhooks:
             # Registered after the accounts exist: their `account.created` events go nowhere.
-            self.control.add_webhook_endpoint(
-                f"http://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}", WEBHOOK_SECRET
-            )
+            # The platform's own events and, as a platform registers a Connect endpoint beside
+            # it, its connected accounts' events, each signed with its endpoint's secret.
+            url = f"http://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}"
+            self.control.add_webhook_endpoint(url, WEBHOOK_SECRET)
+            self.control.add_webhook_endpoint(url, CONNECT_WEBHOOK_SECRET, connect=True)
         children = stack_children(
             concurrency=self.options.concurrency,
             webhooks=self.options.webhooks,
