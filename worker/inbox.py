@@ -35,24 +35,6 @@ class InboxEvent:
     stripe_account: str | None = None
 
 
-def insert_webhook_event(
-    session: Session,
-    *,
-    event_id: str,
-    type: str,
-    account_id: str | None,
-    livemode: bool,
-    created: int,
-    payload: str,
-    now: datetime,
-    outcome: str | None = None,
-) -> bool:
-    """Store an event once (with an `outcome`, already processed); returns False when it was
-    already in the inbox."""
-    event = InboxEvent(event_id, type, account_id, livemode, created, payload, outcome)
-    return bool(insert_webhook_events(session, [event], now=now))
-
-
 def insert_webhook_events(
     session: Session, events: Sequence[InboxEvent], *, now: datetime
 ) -> set[str]:

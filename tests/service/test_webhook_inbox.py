@@ -67,16 +67,8 @@ def event_json(event_id: str, **overrides: Any) -> str:
 
 def store(session: Session, row_id: str, payload: str, *, at: datetime) -> None:
     """A row as the receiver stored it (before envelopes were validated, for the bad ones)."""
-    assert inbox.insert_webhook_event(
-        session,
-        event_id=row_id,
-        type=REFRESHED,
-        account_id="fca_1",
-        livemode=False,
-        created=1_700_000_000,
-        payload=payload,
-        now=at,
-    )
+    event = inbox.InboxEvent(row_id, REFRESHED, "fca_1", False, 1_700_000_000, payload)
+    assert inbox.insert_webhook_events(session, [event], now=at) == {row_id}
     session.commit()
 
 
