@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import failpoints, inbox, metrics, repository
+from worker import failpoints, inbox, metrics, page_store, repository
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone, stripe_context
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
@@ -173,7 +173,7 @@ def sync_page(
     with session.no_autoflush:
         # The lease renewal above and the progress below reach the database as one UPDATE of
         # the account (one round trip less a page); both commit with the pages' rows.
-        inserted, updated = repository.upsert_pages(
+        inserted, updated = page_store.upsert_pages(
             session, [p.transactions for p in pages], now=now, stripe_account=account.stripe_account
         )
     metrics.sync_page_stored(session, inserted, updated, pages=len(pages))

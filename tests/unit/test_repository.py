@@ -9,7 +9,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Transaction, WebhookEvent
-from worker import inbox, repository
+from worker import inbox, page_store, repository
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -62,16 +62,16 @@ def stored(session: Session, txn_id: str) -> Transaction:
 
 def test_repository_upsert_twice_gives_one_row(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    assert repository.upsert_transactions(session, [txn()], now=NOW) == (1, 0)
-    assert repository.upsert_transactions(session, [txn()], now=NOW) == (0, 0)
+    assert page_store.upsert_transactions(session, [txn()], now=NOW) == (1, 0)
+    assert page_store.upsert_transactions(session, [txn()], now=NOW) == (0, 0)
     count = session.scalar(select(func.count()).select_from(Transaction))
     assert count == 1
 
 
 def test_repository_pending_to_posted_updates_in_place(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    repository.upsert_transactions(session, [txn(updated=100)], now=NOW)
-    assert repository.upsert_transactions(
+    page_store.upsert_transactions(session, [txn(updated=100)], now=NOW)
+    assert page_store.upsert_transactions(
         session, [txn(updated=200, status="posted")], now=NOW + timedelta(hours=1)
     ) == (0, 1)
     row = stored(session, "fctxn_1")
@@ -82,8 +82,8 @@ def test_repository_pending_to_posted_updates_in_place(session: Session) -> None
 
 def test_repository_older_updated_never_overwrites_newer(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    repository.upsert_transactions(session, [txn(updated=200, status="posted")], now=NOW)
-    repository.upsert_transactions(session, [txn(updated=100, status="pending")], now=NOW)
+    page_store.upsert_transactions(session, [txn(updated=200, status="posted")], now=NOW)
+    page_store.upsert_transactions(session, [txn(updated=100, status="pending")], now=NOW)
     row = stored(session, "fctxn_1")
     assert (row.status, row.updated) == ("posted", 200)
 
@@ -183,7 +183,7 @@ def test_repository_upsert_counts_come_from_the_statement_itself(session: Sessio
     # Rows new to the table, rows a newer version replaced, and replayed or older rows (neither),
     # mixed in one page, with stored rows inserted after the ones the page updates.
     repository.save_account(session, fc_account(), now=NOW)
-    repository.upsert_transactions(
+    page_store.upsert_transactions(
         session, [txn(f"fctxn_{i}", updated=100) for i in range(6)], now=NOW
     )
     page = [
@@ -200,7 +200,7 @@ def test_repository_upsert_counts_come_from_the_statement_itself(session: Sessio
     connection = session.connection()
     listen = event.listens_for(connection, "before_cursor_execute")
     listen(lambda conn, cursor, statement, *rest: executed.append(statement))
-    assert repository.upsert_transactions(session, page, now=later) == (3, 2)
+    assert page_store.upsert_transactions(session, page, now=later) == (3, 2)
     # One upsert for the page, never a SELECT of the stored rows first.
     assert sum(s.lstrip().upper().startswith("INSERT") for s in executed) == 1
     assert not any("FROM transactions WHERE" in " ".join(s.split()) for s in executed)
