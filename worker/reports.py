@@ -31,7 +31,8 @@ def account_status(
     query = (
         select(Account, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.account_id == Account.id)
-        .order_by(Account.id)
+        # A context's accounts together, the platform's first (contexts.context_order's order).
+        .order_by(Account.stripe_account.is_not(None), Account.stripe_account, Account.id)
     )
     if account_id:
         query = query.where(Account.id == account_id)

@@ -7,10 +7,11 @@ import csv
 import json
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
-from worker.cli.exits import expected_errors
+from worker.cli.exits import UsageLine, expected_errors
 from worker.cli.guards import account_argument, account_id, known_account
 from worker.errors import ErrorCode, PermanentError
 from worker.settings import get_settings
@@ -19,9 +20,15 @@ from worker.settings import get_settings
 @click.command()
 @click.argument("account", required=False, callback=account_id)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--context",
+    metavar="platform|acct_...",
+    help="Only the accounts of this Stripe account context: `platform` or a connected acct_ id.",
+)
 @expected_errors
-def status(account: str | None, as_json: bool) -> None:
+def status(account: str | None, as_json: bool, context: str | None) -> None:
     """Sync state per account: refresh, cursor, rows stored, next due, why not fresh, last error.
+    Accounts come by context (the platform's first), then by id.
 
     --json times are Unix seconds (UTC), as in Stripe's objects."""
     from worker.clock import Clock
@@ -45,12 +52,23 @@ def status(account: str | None, as_json: bool) -> None:
         raise PermanentError(
             f"account {account} is not known to fcsync", code=ErrorCode.UNKNOWN_ACCOUNT
         )
+    if context is not None:
+        rows = _in_context(rows, context)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from worker.cli.status_view import print_status
 
     print_status(rows, terminal=sys.stdout.isatty())
+
+
+def _in_context(rows: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+    from worker.contexts import context_name, unknown_context
+
+    why = unknown_context(context, (row["stripe_account"] for row in rows))
+    if why is not None:
+        raise UsageLine(f"--context: {why}", code="bad_context")
+    return [row for row in rows if context_name(row["stripe_account"]) == context]
 
 
 @click.command()
