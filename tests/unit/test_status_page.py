@@ -246,36 +246,28 @@ def test_status_page_loopback_is_the_peer_address_only(address: str | None, loop
         assert refused.status == 403 and "FCSYNC_STATUS_TOKEN" in refused.message
 
 
+# Connected accounts' rows: (id, context, tracked); a tracked one lacks the transactions
+# permission, so it needs relinking, an untracked one is untracked.
+CONNECTED = (
+    ("fca_b_relink", "acct_1Beta", True),
+    ("fca_a_untracked", "acct_1Alpha", False),
+    ("fca_a_relink", "acct_1Alpha", True),
+)
+
+
 @pytest.fixture
 def connect(page: FlaskClient) -> FlaskClient:
     """The four platform accounts beside three in two Connect connected accounts."""
-    runtime: Runtime = page.application.extensions["fcsync"]
-    now = runtime.clock.now()
-    common: dict[str, Any] = {"created_at": now, "updated_at": now, "subscriptions": []}
+    now = page.application.extensions["fcsync"].clock.now()
     with inbox_session(page) as session:
-        session.add_all(
-            [
-                Account(
-                    id="fca_b_relink",
-                    stripe_account="acct_1Beta",
-                    permissions=["balances"],
-                    **common,
-                ),
-                Account(
-                    id="fca_a_untracked",
-                    stripe_account="acct_1Alpha",
-                    tracked=False,
-                    permissions=["transactions"],
-                    **common,
-                ),
-                Account(
-                    id="fca_a_relink",
-                    stripe_account="acct_1Alpha",
-                    permissions=["balances"],
-                    **common,
-                ),
-            ]
-        )
+        for account, context, tracked in CONNECTED:
+            permissions = ["balances"] if tracked else ["transactions"]
+            row = Account(
+                id=account, stripe_account=context, tracked=tracked, permissions=permissions
+            )
+            row.created_at = row.updated_at = now
+            row.subscriptions = []
+            session.add(row)
     return page
 
 

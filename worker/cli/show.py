@@ -22,7 +22,7 @@ from worker.settings import get_settings
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--context",
-    metavar="platform|acct_...",
+    metavar="CONTEXT",
     help="Only the accounts of this Stripe account context: `platform` or a connected acct_ id.",
 )
 @expected_errors
