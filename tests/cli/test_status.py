@@ -178,3 +178,15 @@ def test_status_refuses_a_context_it_does_not_know_in_one_line(
     [line] = proc.stderr.splitlines()
     assert line.startswith("error [bad_context]: --context: ") and why in line, line
     assert line.endswith("stored contexts: platform, acct_1First"), line
+
+
+def test_status_of_one_account_in_another_context_says_where_it_lives(migrated: Workdir) -> None:
+    migrated.insert_account("fca_conn", stripe_account="acct_1First")
+    migrated.insert_account("fca_other", stripe_account="acct_1Other")
+
+    proc = migrated.run("status", "fca_conn", "--context", "acct_1Other", expect=2)
+    assert proc.stderr == (
+        "error [bad_context]: --context: account fca_conn lives in acct_1First, not acct_1Other\n"
+    )
+    shown = table_rows(migrated.run("status", "fca_conn", "--context", "acct_1First").stdout)
+    assert list(shown) == ["fca_conn"]

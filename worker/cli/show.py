@@ -34,12 +34,13 @@ def status(account: str | None, as_json: bool, context: str | None) -> None:
     from worker.clock import Clock
     from worker.db import session_scope
     from worker.events_sweep import EVENTS_RETENTION, retention_gap
-    from worker.reports import account_status
+    from worker.reports import account_status, stored_contexts
 
     now = Clock(get_settings().fcsync_clock_url).now()
     with session_scope() as session:
         rows = account_status(session, account, now=now)
         gap = retention_gap(session, now=now)
+        stored = stored_contexts(session) if context is not None else []
     if gap is not None:
         # On stderr: the table and the JSON stay what scripts read.
         click.echo(
@@ -53,7 +54,7 @@ def status(account: str | None, as_json: bool, context: str | None) -> None:
             f"account {account} is not known to fcsync", code=ErrorCode.UNKNOWN_ACCOUNT
         )
     if context is not None:
-        rows = _in_context(rows, context)
+        rows = _in_context(rows, context, stored, account=account)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -62,13 +63,22 @@ def status(account: str | None, as_json: bool, context: str | None) -> None:
     print_status(rows, terminal=sys.stdout.isatty())
 
 
-def _in_context(rows: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+def _in_context(
+    rows: list[dict[str, Any]], context: str, stored: list[str | None], *, account: str | None
+) -> list[dict[str, Any]]:
     from worker.contexts import context_name, unknown_context
 
-    why = unknown_context(context, (row["stripe_account"] for row in rows))
+    why = unknown_context(context, stored)
     if why is not None:
         raise UsageLine(f"--context: {why}", code="bad_context")
-    return [row for row in rows if context_name(row["stripe_account"]) == context]
+    shown = [row for row in rows if context_name(row["stripe_account"]) == context]
+    if account and not shown:
+        # An empty table for a named account would read as "not tracked": say where it lives.
+        where = context_name(rows[0]["stripe_account"])
+        raise UsageLine(
+            f"--context: account {account} lives in {where}, not {context}", code="bad_context"
+        )
+    return shown
 
 
 @click.command()
