@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Refresh
 from worker import pacing, repository
+from worker.contexts import context_name
 from worker.errors import ErrorCode, PermanentError, StripeAccountMismatch
 from worker.records import FCAccount
 from worker.settings import Settings
@@ -30,11 +31,6 @@ class Observation:
     account: Account
     refresh: Refresh | None
     needs_sync: bool
-
-
-def context_name(stripe_account: str | None) -> str:
-    """How people read a context: `acct_...`, or `platform`."""
-    return stripe_account or "platform"
 
 
 def stripe_context(session: Session, account_id: str, given: str | None) -> str | None:

@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh, Transaction
+from worker.contexts import context_order
 from worker.freshness import Facts, Freshness, freshness, refresh_facts
 
 
@@ -31,7 +32,8 @@ def account_status(
     query = (
         select(Account, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.account_id == Account.id)
-        .order_by(Account.id)
+        # A context's accounts together, the platform's first (contexts.context_order's order).
+        .order_by(Account.stripe_account.is_not(None), Account.stripe_account, Account.id)
     )
     if account_id:
         query = query.where(Account.id == account_id)
@@ -40,6 +42,13 @@ def account_status(
         fresh = freshness(a, facts.get(a.id, Facts()), now=now)
         rows.append(_status_row(a, int(n), fresh))
     return rows
+
+
+def stored_contexts(session: Session) -> list[str | None]:
+    """Every Stripe account context a stored account lives in (None = the platform), the
+    platform first, then each connected account by id."""
+    found = session.scalars(select(Account.stripe_account).distinct())
+    return sorted(set(found), key=context_order)
 
 
 def _status_row(a: Account, transactions: int, fresh: Freshness) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The receiver's /status page: every account's freshness for a person in a browser, rendered on
-the server (HTML and an inline SVG chart, no JavaScript), and who may read it: loopback clients,
-and any other client that shows FCSYNC_STATUS_TOKEN."""
+the server (HTML and an inline SVG chart, no JavaScript) in a section per Stripe account context,
+and who may read it: loopback clients, and any other client that shows FCSYNC_STATUS_TOKEN."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, render_template, request
 from pydantic import SecretStr
 from werkzeug.datastructures import Authorization, Headers
 
 from worker import reports
+from worker.contexts import PLATFORM, context_name, context_order, unknown_context
 from worker.freshness import MEANING, State
 from worker.redaction import redact
 
@@ -124,25 +126,81 @@ def status() -> Response:
     if unknown:
         known = ", ".join(State)
         return _text(f"unknown state {unknown[0]!r}: ?state= takes one of {known}.", 400)
+    context = request.args.get("context")
     now = runtime.clock.now()
     with runtime.session() as session:
         rows = reports.account_status(session, now=now)
         days = reports.synced_per_day(session, now=now, days=CHART_DAYS)
-    counts = {state: sum(1 for r in rows if r["state"] == state) for state in SEVERITY}
-    shown = [r for r in rows if not wanted or r["state"] in wanted]
-    shown.sort(key=lambda r: (SEVERITY.index(State(r["state"])), r["id"]))
+    stored = sorted({r["stripe_account"] for r in rows}, key=context_order)
+    why = unknown_context(context, stored) if context is not None else None
+    if why is not None:
+        return _text(f"bad ?context=: {why}.", 400)
+    counts = _counts(rows)
     html = render_template(
         "status.html",
         now=_when(now),
-        states=[(s, _label(s), MEANING[s], counts[s]) for s in SEVERITY],
+        states=[
+            (s, _label(s), MEANING[s], counts[s], _query(wanted=[s], context=context))
+            for s in SEVERITY
+        ],
         total=len(rows),
         wanted=wanted,
         wanted_labels=[_label(State(name)) for name in wanted],
-        accounts=[_account(r, now=now) for r in shown],
+        context=context,
+        contexts=[
+            (name, _query(wanted=wanted, context=name))
+            for name in [PLATFORM, *(s for s in stored if s is not None)]
+        ],
+        all_contexts=_query(wanted=wanted, context=None),
+        groups=_groups(rows, stored, wanted=wanted, context=context, now=now),
         chart=chart(days),
     )
     response = Response(html, 200, mimetype="text/html")
     return _guarded(response)
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[State, int]:
+    return {state: sum(1 for r in rows if r["state"] == state) for state in SEVERITY}
+
+
+def _query(*, wanted: list[str] | list[State], context: str | None) -> str:
+    """A link to the page with these filters, so following one filter keeps the other."""
+    pairs = [("state", str(s)) for s in wanted]
+    if context is not None:
+        pairs.append(("context", context))
+    return "?" + urlencode(pairs)
+
+
+def _groups(
+    rows: list[dict[str, Any]],
+    stored: list[str | None],
+    *,
+    wanted: list[str],
+    context: str | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """A section per Stripe account context (the platform first, then each acct_ by id), each
+    with its own counts by state and its accounts, problems first. The platform's section is
+    there even when empty: it is where a new account lands by default."""
+    contexts = [None, *(s for s in stored if s is not None)]
+    groups = []
+    for stripe_account in contexts:
+        name = context_name(stripe_account)
+        if context is not None and name != context:
+            continue
+        mine = [r for r in rows if r["stripe_account"] == stripe_account]
+        shown = [r for r in mine if not wanted or r["state"] in wanted]
+        shown.sort(key=lambda r: (SEVERITY.index(State(r["state"])), r["id"]))
+        counts = _counts(mine)
+        groups.append(
+            {
+                "name": name,
+                "total": len(mine),
+                "counts": [(s, _label(s), counts[s]) for s in SEVERITY if counts[s]],
+                "accounts": [_account(r, now=now) for r in shown],
+            }
+        )
+    return groups
 
 
 def _label(state: State) -> str:

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 from models import WebhookEvent
 from worker import inbox, log_context, metrics, repository
 from worker.accounts import (
-    context_name,
     due_now,
     observe_account,
     refuse_unusable,
     retrieve_or_mark_gone,
 )
+from worker.contexts import context_name
 from worker.errors import ConfigurationError, ErrorCode, PermanentError
 from worker.event_envelope import (
     FC_EVENT_PREFIX,

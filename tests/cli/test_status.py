@@ -135,3 +135,58 @@ def test_status_shows_each_accounts_stripe_account_context(migrated: Workdir) ->
         "fca_connected": "acct_1Connected",
         "fca_platform": None,
     }
+
+
+def test_status_lists_accounts_by_context_and_filters_on_one(migrated: Workdir) -> None:
+    for account, context in (
+        ("fca_a_conn2", "acct_1Second"),
+        ("fca_b_platform", None),
+        ("fca_c_conn1", "acct_1First"),
+        ("fca_d_platform", None),
+        ("fca_e_conn1", "acct_1First"),
+    ):
+        migrated.insert_account(account, stripe_account=context)
+
+    # Piped, the table keeps its rows' order: the platform's first, then each acct_ by id.
+    assert list(table_rows(migrated.run("status").stdout)) == [
+        "fca_b_platform",
+        "fca_d_platform",
+        "fca_c_conn1",
+        "fca_e_conn1",
+        "fca_a_conn2",
+    ]
+    first = table_rows(migrated.run("status", "--context", "acct_1First").stdout)
+    assert list(first) == ["fca_c_conn1", "fca_e_conn1"]
+    platform = json.loads(migrated.run("status", "--json", "--context", "platform").stdout)
+    assert [row["id"] for row in platform] == ["fca_b_platform", "fca_d_platform"]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("acct_1First-x", "is not a Stripe account context: give `platform`"),
+        ("acct_1Nobody", "no stored account lives in acct_1Nobody"),
+    ],
+)
+def test_status_refuses_a_context_it_does_not_know_in_one_line(
+    migrated: Workdir, value: str, why: str
+) -> None:
+    migrated.insert_account("fca_conn", stripe_account="acct_1First")
+
+    proc = migrated.run("status", "--context", value, expect=2)
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("error [bad_context]: --context: ") and why in line, line
+    assert line.endswith("stored contexts: platform, acct_1First"), line
+
+
+def test_status_of_one_account_in_another_context_says_where_it_lives(migrated: Workdir) -> None:
+    migrated.insert_account("fca_conn", stripe_account="acct_1First")
+    migrated.insert_account("fca_other", stripe_account="acct_1Other")
+
+    proc = migrated.run("status", "fca_conn", "--context", "acct_1Other", expect=2)
+    assert proc.stderr == (
+        "error [bad_context]: --context: account fca_conn lives in acct_1First, not acct_1Other\n"
+    )
+    shown = table_rows(migrated.run("status", "fca_conn", "--context", "acct_1First").stdout)
+    assert list(shown) == ["fca_conn"]

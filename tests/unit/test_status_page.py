@@ -244,3 +244,85 @@ def test_status_page_loopback_is_the_peer_address_only(address: str | None, loop
     assert (refused is None) is loopback
     if refused is not None:
         assert refused.status == 403 and "FCSYNC_STATUS_TOKEN" in refused.message
+
+
+# Connected accounts' rows: (id, context, tracked); a tracked one lacks the transactions
+# permission, so it needs relinking, an untracked one is untracked.
+CONNECTED = (
+    ("fca_b_relink", "acct_1Beta", True),
+    ("fca_a_untracked", "acct_1Alpha", False),
+    ("fca_a_relink", "acct_1Alpha", True),
+)
+
+
+@pytest.fixture
+def connect(page: FlaskClient) -> FlaskClient:
+    """The four platform accounts beside three in two Connect connected accounts."""
+    now = page.application.extensions["fcsync"].clock.now()
+    with inbox_session(page) as session:
+        for account, context, tracked in CONNECTED:
+            permissions = ["balances"] if tracked else ["transactions"]
+            row = Account(
+                id=account, stripe_account=context, tracked=tracked, permissions=permissions
+            )
+            row.created_at = row.updated_at = now
+            row.subscriptions = []
+            session.add(row)
+    return page
+
+
+def sections(html: str) -> dict[str, str]:
+    """Each context's section of the page, by context name, in the page's order."""
+    parts = re.split(r'<section class="context" data-context="([^"]+)"', html)[1:]
+    return {parts[i]: parts[i + 1].split("</section>")[0] for i in range(0, len(parts), 2)}
+
+
+def test_status_page_groups_accounts_by_context_with_counts(connect: FlaskClient) -> None:
+    groups = sections(connect.get("/status").text)
+
+    assert list(groups) == ["platform", "acct_1Alpha", "acct_1Beta"]
+    assert re.findall(r'data-account="([^"]+)"', groups["platform"]) == [
+        "fca_failing",
+        "fca_relink",
+        "fca_fresh",
+        "fca_untracked",
+    ]
+    assert re.findall(r'data-account="([^"]+)"', groups["acct_1Alpha"]) == [
+        "fca_a_relink",
+        "fca_a_untracked",
+    ]
+    counts = dict(
+        re.findall(r'class="context-count" data-state="(\w+)">(\d+) ', groups["acct_1Alpha"])
+    )
+    assert counts == {"relink_required": "1", "untracked": "1"}
+    assert dict(re.findall(r'data-state="(\w+)">(\d+) ', groups["acct_1Beta"])) == {
+        "relink_required": "1"
+    }
+
+
+def test_status_page_filters_by_context_and_keeps_the_state_filter(connect: FlaskClient) -> None:
+    alpha = connect.get("/status?context=acct_1Alpha")
+    assert alpha.status_code == 200, alpha.text
+    assert list(sections(alpha.text)) == ["acct_1Alpha"]
+    # The state links keep the context; the context links keep the states.
+    assert 'href="?state=failing&amp;context=acct_1Alpha"' in alpha.text
+    both = connect.get("/status?state=relink_required&context=platform").text
+    assert re.findall(r'data-account="([^"]+)"', both) == ["fca_relink"]
+    assert 'href="?state=relink_required&amp;context=acct_1Beta"' in both
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("acct_1Alpha'<x>", "is not a Stripe account context: give `platform`"),
+        ("acct_1Nobody", "no stored account lives in acct_1Nobody"),
+    ],
+)
+def test_status_page_answers_400_to_an_unknown_context(
+    connect: FlaskClient, value: str, why: str
+) -> None:
+    response = connect.get("/status", query_string={"context": value})
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    assert why in response.text
+    assert "stored contexts: platform, acct_1Alpha, acct_1Beta" in response.text

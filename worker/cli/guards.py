@@ -16,6 +16,7 @@ import click
 
 from worker import log_context
 from worker.cli.exits import EXIT_DECLINED, UsageLine
+from worker.contexts import CONNECTED_ACCOUNT_ID
 from worker.errors import ErrorCode, PermanentError, TransientError
 from worker.records import Followup
 from worker.redaction import mask_url, redact
@@ -42,9 +43,6 @@ def account_id(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 
 account_argument = click.argument("account", callback=account_id)
-
-# A Connect connected account's id; the accounts.stripe_account column holds 64 characters.
-CONNECTED_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,59}")
 
 
 def connected_account_id(

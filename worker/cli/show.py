@@ -7,10 +7,11 @@ import csv
 import json
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
-from worker.cli.exits import expected_errors
+from worker.cli.exits import UsageLine, expected_errors
 from worker.cli.guards import account_argument, account_id, known_account
 from worker.errors import ErrorCode, PermanentError
 from worker.settings import get_settings
@@ -19,20 +20,27 @@ from worker.settings import get_settings
 @click.command()
 @click.argument("account", required=False, callback=account_id)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--context",
+    metavar="CONTEXT",
+    help="Only the accounts of this Stripe account context: `platform` or a connected acct_ id.",
+)
 @expected_errors
-def status(account: str | None, as_json: bool) -> None:
+def status(account: str | None, as_json: bool, context: str | None) -> None:
     """Sync state per account: refresh, cursor, rows stored, next due, why not fresh, last error.
+    Accounts come by context (the platform's first), then by id.
 
     --json times are Unix seconds (UTC), as in Stripe's objects."""
     from worker.clock import Clock
     from worker.db import session_scope
     from worker.events_sweep import EVENTS_RETENTION, retention_gap
-    from worker.reports import account_status
+    from worker.reports import account_status, stored_contexts
 
     now = Clock(get_settings().fcsync_clock_url).now()
     with session_scope() as session:
         rows = account_status(session, account, now=now)
         gap = retention_gap(session, now=now)
+        stored = stored_contexts(session) if context is not None else []
     if gap is not None:
         # On stderr: the table and the JSON stay what scripts read.
         click.echo(
@@ -45,12 +53,32 @@ def status(account: str | None, as_json: bool) -> None:
         raise PermanentError(
             f"account {account} is not known to fcsync", code=ErrorCode.UNKNOWN_ACCOUNT
         )
+    if context is not None:
+        rows = _in_context(rows, context, stored, account=account)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from worker.cli.status_view import print_status
 
     print_status(rows, terminal=sys.stdout.isatty())
+
+
+def _in_context(
+    rows: list[dict[str, Any]], context: str, stored: list[str | None], *, account: str | None
+) -> list[dict[str, Any]]:
+    from worker.contexts import context_name, unknown_context
+
+    why = unknown_context(context, stored)
+    if why is not None:
+        raise UsageLine(f"--context: {why}", code="bad_context")
+    shown = [row for row in rows if context_name(row["stripe_account"]) == context]
+    if account and not shown:
+        # An empty table for a named account would read as "not tracked": say where it lives.
+        where = context_name(rows[0]["stripe_account"])
+        raise UsageLine(
+            f"--context: account {account} lives in {where}, not {context}", code="bad_context"
+        )
+    return shown
 
 
 @click.command()
