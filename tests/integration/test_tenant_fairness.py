@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Account, Transaction
+from worker import contract
 from worker.playground.convergence import StackFailure, lag, wait_for
 from worker.playground.stack import Stack, StackOptions
 
@@ -54,6 +55,11 @@ def cursor_of(stack: Stack, account_id: str) -> str | None:
         return None if row is None else row.cursor_refresh_id
 
 
+def track(stack: Stack, account_id: str, tenant: str) -> None:
+    """Track one account, subscribed to Stripe's daily refreshes, in its tenant's context."""
+    stack.send(contract.TRACK_ACCOUNT, account_id=account_id, subscribe=True, stripe_account=tenant)
+
+
 def in_sync(stack: Stack, account_id: str, previous: str | None = None) -> bool:
     with stack.session() as session:
         return lag(session, stack.ctl, account_id, previous) is None
@@ -74,10 +80,12 @@ def test_a_tenant_refresh_is_synced_within_a_bound_while_another_backfills(
     ]
     with Stack(stack_options, specs) as stack:
         a, b = stack.accounts
-        backfill_started = time.monotonic()
-        stack.track_all()
-        # B is backfilled and A's backfill is under way (some of its pages stored).
+        # B is an established tenant (backfilled); then A onboards, and its backfill gets under
+        # way (some of its pages stored).
+        track(stack, b, TENANT_B)
         wait_for(lambda: in_sync(stack, b), timeout=TIMEOUT_S, what="B's backfill")
+        backfill_started = time.monotonic()
+        track(stack, a, TENANT_A)
         wait_for(
             lambda: rows_of(stack, a) >= STARTED_PAGES * PAGE,
             timeout=TIMEOUT_S,
