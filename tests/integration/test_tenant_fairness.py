@@ -15,10 +15,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import func, select
 
-from models import Account, Transaction
-from worker import contract
+from models import Account
+from worker import contract, repository
 from worker.playground.convergence import StackFailure, lag, wait_for
 from worker.playground.stack import Stack, StackOptions
 
@@ -39,14 +38,7 @@ TIMEOUT_S = 240.0
 
 def rows_of(stack: Stack, account_id: str) -> int:
     with stack.session() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(Transaction)
-                .where(Transaction.account_id == account_id)
-            )
-            or 0
-        )
+        return repository.count_transactions(session, account_id)
 
 
 def cursor_of(stack: Stack, account_id: str) -> str | None:
