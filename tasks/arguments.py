@@ -57,6 +57,16 @@ def stripe_account_id(value: Any) -> str | None:
     return None if value is None else stripe_id(value, "acct_", "stripe_account")
 
 
+def handoff_token(value: Any) -> str | None:
+    """The optional `handoff` argument: the lease token of a sync's continuation message, as
+    worker/sync.py's continue_run makes it (`handoff/<32 hex digits>`), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"handoff/[0-9a-f]{32}", value):
+        raise bad_argument("handoff", "handoff/<32 hex digits>", value)
+    return value
+
+
 def flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise bad_argument(name, "true or false", value)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from tasks.arguments import flag, stripe_account_id, stripe_id
+from tasks.arguments import flag, handoff_token, stripe_account_id, stripe_id
 from tasks.base import FcsyncTask, fcsync_task
 from tasks.refresh import SweepReport
 from worker import contract, sync, webhooks
@@ -18,17 +18,24 @@ from worker.stripe_gateway import StripeGateway
 
 @fcsync_task(contract.SYNC_TRANSACTIONS)
 def sync_transactions_task(
-    self: FcsyncTask, account_id: str, full: bool = False, stripe_account: str | None = None
+    self: FcsyncTask,
+    account_id: str,
+    full: bool = False,
+    stripe_account: str | None = None,
+    handoff: str | None = None,
 ) -> SyncReport:
     account_id = stripe_id(account_id, "fca_")
     full = flag(full, "full")
     context = stripe_account_id(stripe_account)
+    token = handoff_token(handoff)
     # One owner per execution, not per task id: a broker redelivers a message (a visibility
     # timeout passed, a connection dropped) with its id while the first copy may still run, and
     # two copies sharing a lease would page side by side and report the sync twice. A retry or a
     # crashed run's redelivery finds the lease released (every failure hands it back) or expired.
     owner = f"{self.request.id or 'inline'}/{uuid.uuid4().hex[:12]}"
-    return self.runtime.run_sync(account_id, full=full, owner=owner, stripe_account=context)
+    return self.runtime.run_sync(
+        account_id, full=full, owner=owner, stripe_account=context, handoff=token
+    )
 
 
 @fcsync_task(contract.RETRY_FAILED_SYNCS, max_retries=3)

@@ -44,11 +44,13 @@ def followup_for(intent: Intent, *, settings: Settings, now: datetime) -> Follow
     """The task that carries out `intent`, or None when nothing should be sent (no on-synced
     task configured; a wait longer than the broker can hold, which beat covers instead)."""
     match intent:
-        case SyncDue(account_id, full):
+        case SyncDue(account_id, full, handoff):
             kwargs: dict[str, object] = {"account_id": account_id}
-            return Followup(
-                contract.SYNC_TRANSACTIONS, {**kwargs, "full": True} if full else kwargs
-            )
+            if full:
+                kwargs["full"] = True
+            if handoff is not None:
+                kwargs["handoff"] = handoff
+            return Followup(contract.SYNC_TRANSACTIONS, kwargs)
         case PollRefresh(account_id, 0):
             return Followup(
                 contract.POLL_REFRESH,

@@ -51,10 +51,12 @@ class PollStaleRefresh:
 @dataclass(frozen=True)
 class SyncDue:
     """The account has a succeeded refresh its transactions do not reflect (or a merged
-    request): sync it, from the cursor or, `full`, from the start."""
+    request): sync it, from the cursor or, `full`, from the start. `handoff`: the lease token
+    a run that stopped at FCSYNC_PAGES_PER_RUN handed its lease on to (its continuation)."""
 
     account_id: str
     full: bool = False
+    handoff: str | None = None
 
 
 @dataclass(frozen=True)

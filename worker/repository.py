@@ -180,16 +180,26 @@ def advance_cursor(session: Session, account_id: str, refresh_id: str, refresh_a
 
 
 def acquire_sync_lease(
-    session: Session, account_id: str, owner: str, *, now: datetime, lease_s: int
+    session: Session,
+    account_id: str,
+    owner: str,
+    *,
+    now: datetime,
+    lease_s: int,
+    handoff: str | None = None,
 ) -> bool:
-    """Take (or renew) the per-account sync lease; an expired lease is free for anyone."""
+    """Take (or renew) the per-account sync lease; an expired lease is free for anyone, and one
+    handed on to `handoff` (see hand_on_sync_lease) is free for the message carrying it."""
+    holders = [Account.sync_lease_owner == owner]
+    if handoff is not None:
+        holders.append(Account.sync_lease_owner == handoff)
     result = session.execute(
         update(Account)
         .where(
             Account.id == account_id,
             or_(
                 Account.sync_lease_owner.is_(None),
-                Account.sync_lease_owner == owner,
+                *holders,
                 Account.sync_lease_expires_at < now,
             ),
         )
@@ -197,6 +207,18 @@ def acquire_sync_lease(
         .execution_options(synchronize_session="fetch")
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def hand_on_sync_lease(
+    session: Session, account_id: str, owner: str, token: str, *, now: datetime, lease_s: int
+) -> None:
+    """Pass the lease to `token`, the continuation message's, instead of releasing it."""
+    session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.sync_lease_owner == owner)
+        .values(sync_lease_owner=token, sync_lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def release_sync_lease(session: Session, account_id: str, owner: str) -> None:

@@ -26,7 +26,7 @@ from worker.errors import (
     StripeAccountMismatch,
     TransientError,
 )
-from worker.intents import Intent, SyncDue
+from worker.intents import Intent
 from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
 from worker.records import Followup
@@ -237,7 +237,13 @@ class Runtime:
                 repository.record_error(account, exc.code, str(exc), now=now)
 
     def run_sync(
-        self, account_id: str, *, full: bool, owner: str, stripe_account: str | None = None
+        self,
+        account_id: str,
+        *,
+        full: bool,
+        owner: str,
+        stripe_account: str | None = None,
+        handoff: str | None = None,
     ) -> SyncReport:
         """Up to FCSYNC_PAGES_PER_RUN pages, committed one at a time or, when the pages read ahead
         arrive faster than they are written, several at once; `on_page` gets the run's report
@@ -254,6 +260,7 @@ class Runtime:
                 now=now,
                 settings=settings,
                 stripe_account=stripe_account,
+                handoff=handoff,
             ),
         )
         # The refresh this sync stores the rows of.
@@ -319,10 +326,17 @@ class Runtime:
         finally:
             # Whatever ended the run, its reading ahead makes no further request.
             self.gateway.stop_reading_ahead(account_id)
-        # Bounded work per run: hand the lease back and continue in a fresh message, so one large
-        # backfill never hogs a worker slot or outlives the task time limit.
-        self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
-        self.dispatch(SyncDue(account_id))
+        # Bounded work per run: continue in a fresh message at the back of the queue, so one
+        # large backfill never hogs a worker slot or outlives the task time limit, and every
+        # other account's task queued meanwhile runs first (round-robin across accounts).
+        self.dispatch(
+            self.run(
+                account_id,
+                lambda s, gw, now: sync.continue_run(
+                    s, account_id, owner, now=now, settings=settings
+                ),
+            )
+        )
         report["outcome"] = "continued"
         return report
 

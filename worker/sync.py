@@ -6,6 +6,7 @@ dies); a request that finds the lease taken is merged into a follow-up run, neve
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -54,12 +55,19 @@ def start_sync(
     now: datetime,
     settings: Settings,
     stripe_account: str | None = None,
+    handoff: str | None = None,
 ) -> SyncStart:
     """Take the lease and fix what this sync is for: the refresh that has succeeded by now.
-    `stripe_account`, when the request names one, must be the account's stored context."""
+    `stripe_account`, when the request names one, must be the account's stored context.
+    `handoff`: the token the previous run handed the lease on to (this is its continuation)."""
     stripe_context(session, account_id, stripe_account)
     leased = repository.acquire_sync_lease(
-        session, account_id, owner, now=now, lease_s=settings.fcsync_sync_lease_s
+        session,
+        account_id,
+        owner,
+        now=now,
+        lease_s=settings.fcsync_sync_lease_s,
+        handoff=handoff,
     )
     # Read after the lease's UPDATE: the row as the previous holder committed it.
     account = repository.get_account(session, account_id)
@@ -277,6 +285,21 @@ def _finish(
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
     """Hand the lease back (the sync's progress stays, so the next run resumes it)."""
     repository.release_sync_lease(session, account_id, owner)
+
+
+def continue_run(
+    session: Session, account_id: str, owner: str, *, now: datetime, settings: Settings
+) -> SyncDue:
+    """End a run at FCSYNC_PAGES_PER_RUN pages: the lease goes on to a fresh token that only the
+    continuation message carries, so the account has one chain of runs in the queue. Released
+    instead, any other trigger queued meanwhile (an event, a sweep) would resume the sync and
+    re-enqueue itself too: a second chain, and the account twice the turns of the others.
+    Triggers that find the lease held are merged (`sync_requested`) into a run after the last."""
+    token = f"handoff/{uuid.uuid4().hex}"
+    repository.hand_on_sync_lease(
+        session, account_id, owner, token, now=now, lease_s=settings.fcsync_sync_lease_s
+    )
+    return SyncDue(account_id, handoff=token)
 
 
 def park_failed_run(

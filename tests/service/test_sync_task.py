@@ -142,10 +142,15 @@ def test_sync_task_reads_pages_ahead_but_never_past_the_run(fc: EmulatedFC, rig:
 
     watched = rig.runtime.watching_pages(on_page)
     outcomes, requests = [], []
+    handoff: str | None = None
     for owner in ("run-1", "run-2"):
         run_start[0] = fc.list_calls()
-        outcomes.append(watched.run_sync(account_id, full=False, owner=owner)["outcome"])
+        report = watched.run_sync(account_id, full=False, owner=owner, handoff=handoff)
+        outcomes.append(report["outcome"])
         requests.append(fc.list_calls() - run_start[0])
+        # The second run is the first's continuation: it carries the lease handed on to it.
+        continuation = rig.take(contract.SYNC_TRANSACTIONS)
+        handoff = str(continuation[0].kwargs["handoff"]) if continuation else None
     assert outcomes == ["continued", "done"]
     # Each run asked for its own pages once each: nothing past its last page, none twice.
     assert requests == [3, 2]
@@ -176,3 +181,38 @@ def test_sync_task_pages_of_a_run_share_one_database_connection(
     assert (report["outcome"], report["pages"]) == ("done", 3)
     # One for starting the sync, one for all three pages.
     assert len(checkouts) == 2
+
+
+def test_a_trigger_while_a_sync_is_continued_is_merged_not_a_second_chain(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    # Between two runs of a large sync, its continuation waits in the queue holding the lease
+    # handed on to it: a webhook's or a sweep's trigger meanwhile must not resume the sync (and
+    # re-enqueue itself: a second chain of runs, the account twice the turns of the others).
+    account_id = refreshed_account(fc, rig, transactions=450, pages_per_run=3)
+    first = sync_transactions_task.apply(kwargs={"account_id": account_id}).get()
+    [continuation] = rig.take(contract.SYNC_TRANSACTIONS)
+    assert first["outcome"] == "continued" and "handoff" in continuation.kwargs
+
+    trigger = sync_transactions_task.apply(kwargs={"account_id": account_id}).get()
+    assert (trigger["outcome"], trigger["pages"]) == ("busy", 0)
+    assert rig.take(contract.SYNC_TRANSACTIONS) == []
+
+    redelivered: list[dict[str, Any]] = []
+
+    def on_page(progress: dict[str, Any]) -> None:
+        # The continuation redelivered while it runs: the lease is its run's now, not the token's.
+        if progress["pages"] == 1:
+            copy = sync_transactions_task.apply(kwargs=continuation.kwargs)
+            redelivered.append(copy.get())
+
+    with bound(rig.runtime.watching_pages(on_page)):
+        last = sync_transactions_task.apply(kwargs=continuation.kwargs).get()
+    assert (last["outcome"], last["pages"]) == ("done", 2)
+    assert [(c["outcome"], c["pages"]) for c in redelivered] == [("busy", 0)]
+    # The merged trigger runs after the last page: one run, nothing left to do.
+    [merged] = rig.take(contract.SYNC_TRANSACTIONS)
+    assert "handoff" not in merged.kwargs
+    assert sync_transactions_task.apply(kwargs=merged.kwargs).get()["outcome"] == "up_to_date"
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
