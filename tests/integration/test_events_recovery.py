@@ -83,6 +83,9 @@ def test_events_sweep_recovers_every_refresh_of_a_receiver_outage(
 STEP_S = 20 * 60
 
 
+# Half a minute of emulated hours: `make chaos` runs it; in `make test` the outage test above
+# covers the sweep, and the chaos webhook-faults scenario beat's recovery of lost webhooks.
+@pytest.mark.long
 def test_beat_reconciles_when_every_webhook_and_event_is_lost(
     stack_options: StackOptions,
 ) -> None:
