@@ -24,11 +24,13 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-# Two workers, one per core; a file's tests stay on one worker (module fixtures, ports, order).
+# Three workers on the two cores: the end-to-end and chaos files spend most of their time waiting
+# on the processes they start (measured on a fresh clone: 1,077 tests in 475 s with three
+# workers, 630 s with two). A file's tests stay on one worker (module fixtures, ports, order).
 # Files go out in collection order (tests/conftest.py puts the longest first), not xdist's
 # default of the most tests first, which left a long one-test file to run alone at the end.
 test: lint typecheck contracts
-	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not long"
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not long"
 
 demo: $(STAMP)
 	$(BIN)/fcsync demo

@@ -166,7 +166,7 @@ def committed_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         conn.execute(text(f"TRUNCATE {names} CASCADE"))
 
 
-# Longest first (LPT): `make test` hands whole files to two xdist workers in collection order
+# Longest first (LPT): `make test` hands whole files to its xdist workers in collection order
 # (`--no-loadscope-reorder`), so a long file collected last would leave one worker idle while
 # the other finishes it. These markers flag the files that start real processes, longest first.
 LONGEST_FIRST = ("slow", "chaos", "integration")
