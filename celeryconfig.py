@@ -53,7 +53,7 @@ worker_send_task_events = _settings.fcsync_task_events
 task_send_sent_event = _settings.fcsync_task_events
 worker_hijack_root_logger = True
 
-imports = ("tasks.tracking", "tasks.refresh", "tasks.sync", "tasks.webhooks")
+imports = ("tasks.tracking", "tasks.refresh", "tasks.sync", "tasks.webhooks", "tasks.reconcile")
 # Logs an undecodable message without its headers in full (see tasks/consumer.py).
 worker_consumer = "tasks.consumer:FcsyncConsumer"
 
@@ -83,4 +83,14 @@ if _events_every > 0:
         "task": contract.SWEEP_EVENTS,
         "schedule": _events_every,
         "options": {"expires": _events_every},
+    }
+
+# The reconciliation sweep only hands out slots (FCSYNC_RECONCILE_INTERVAL_S spread by account,
+# worker/reconcile.py): every five beat periods is fine-grained enough for a weekly spread, and
+# one that missed its period finds the same accounts due at the next. Off at 0.
+if _settings.fcsync_reconcile_interval_s > 0:
+    beat_schedule["reconcile-due-accounts"] = {
+        "task": contract.RECONCILE_DUE_ACCOUNTS,
+        "schedule": 5 * _every,
+        "options": {"expires": 5 * _every},
     }

@@ -13,6 +13,8 @@ Prints one JSON object last; exits 1 if the database differs from the emulator's
 PostgreSQL or Redis is unreachable. `--quick`: 60 accounts, 2 emulated days (~2 minutes).
 
     .venv/bin/python -m bench fleet [--quick] [--accounts 300] [--concurrency 4] [--rps 25]
+
+Redis: FCSYNC_BENCH_FLEET_REDIS_URL (default redis://127.0.0.1:6379/15).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,8 @@ from worker.playground.emulator_env import API_KEY, STRIPE_TEST_RPS, playground_
 from worker.playground.stack import Stack, StackOptions
 from worker.ratelimit import RedisTokenBucket, default_burst
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# Its own Redis database (broker, bucket): a run shares it with no other stack.
+REDIS_URL = os.environ.get("FCSYNC_BENCH_FLEET_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 LATENCY_MS = 100.0
@@ -99,25 +103,63 @@ def api_requests(stats: dict[str, Any]) -> int:
     return sum(stats["requests"].values())
 
 
+# How often the bench looks whether every account is synced: the wall time's resolution (a
+# cheap count). The request count is sampled about once a second, for the rates.
+POLL_S = 0.1
+
+
+def time_until(
+    done: Callable[[], bool],
+    count: Callable[[], int],
+    *,
+    started: float,
+    first: int,
+    timeout_s: float,
+    check: Callable[[], None] = lambda: None,
+) -> tuple[float, list[tuple[float, int]]]:
+    """Seconds from `started` (time.monotonic) until `done()`, seen within POLL_S, and
+    `count()` sampled about every second: (seconds since `started`, count), from (0.0, first)."""
+    samples = [(0.0, first)]
+    while not done():
+        check()
+        elapsed = time.monotonic() - started
+        if elapsed > timeout_s:
+            raise TimeoutError(f"not done after {elapsed:.1f}s")
+        time.sleep(POLL_S)
+        elapsed = time.monotonic() - started
+        if elapsed - samples[-1][0] >= 1.0:
+            samples.append((elapsed, count()))
+    return time.monotonic() - started, samples
+
+
 def backfill(stack: Stack, timeout_s: float, database: str) -> dict[str, Any]:
-    """Track every account at once and wait (a cheap count, not the full convergence check, so
-    the bench does not load the emulator) until all are synced; the emulator's counters say
-    how many requests that took. Samples the request count each second for the peak rate."""
+    """Track every account at once, once the worker is ready, and wait (a cheap count, not the
+    full convergence check, so the bench does not load the emulator) until all are synced; the
+    emulator's counters say how many requests that took. The wall time starts at the first
+    `track` and ends when the last account is synced: the worker's own start (imports, pool)
+    is the stack's, before it (reported as `worker_start_excluded_s`: how long the worker
+    still took once the stack was up). Samples the request count each second for the peak
+    rate."""
+    waited = time.monotonic()
+    stack.wait_for_worker()
+    waited = time.monotonic() - waited
     before = stack.ctl.stats()
     cpu_before = cpu_seconds(stack, database)
     load_before = os.getloadavg()[0]
+    n = len(stack.accounts)
     started = time.monotonic()
     stack.track_all()
-    samples: list[tuple[float, int]] = [(0.0, api_requests(before))]
-    n = len(stack.accounts)
-    while synced(stack) < n:
-        stack.check_alive()
-        elapsed = time.monotonic() - started
-        if elapsed > timeout_s:
-            raise TimeoutError(f"{n - synced(stack)} of {n} accounts not synced after {elapsed}s")
-        time.sleep(1.0)
-        samples.append((time.monotonic() - started, api_requests(stack.ctl.stats())))
-    wall = time.monotonic() - started
+    try:
+        wall, samples = time_until(
+            lambda: synced(stack) >= n,
+            lambda: api_requests(stack.ctl.stats()),
+            started=started,
+            first=api_requests(before),
+            timeout_s=timeout_s,
+            check=stack.check_alive,
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(f"{n - synced(stack)} of {n} accounts not synced: {exc}") from None
     cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(stack, database).items()}
     after = stack.ctl.stats()
     requests = api_requests(after) - api_requests(before)
@@ -138,6 +180,7 @@ def backfill(stack: Stack, timeout_s: float, database: str) -> dict[str, Any]:
         },
         "rate_limited": limited,
         "wall_s": round(wall, 2),
+        "worker_start_excluded_s": round(waited, 2),
         "achieved_rps": round(requests / wall, 2),
         "peak_10s_rps": round(max(window), 2) if window else None,
         # What each request cost in CPU on this machine, and the rate its cores allow at that

@@ -2,8 +2,9 @@
 SQLite, side by side with what the API and the database allow and with Stripe's guide's loop.
 
 Competitors, interleaved in one run (medians of --repeats):
-- fcsync: `Runtime.run_sync(full=True)` as `fcsync sync --full --inline` runs it (its default
-  pages per run, then the next run), into a fresh database each time; the request budget off.
+- fcsync: worker/sync_run.py's `run_sync(runtime, full=True)` as `fcsync sync --full --inline`
+  runs it (its default pages per run, then the next run), into a fresh database each time; the
+  request budget off.
 - naive: Stripe's guide: stripe-python `auto_paging_iter()`, ORM `session.merge` + commit per
   row, on the first --naive-rows rows only (it is slow; rows/s is what is compared).
 - api_only: the same pages over raw HTTP (requests + json), rows discarded.
@@ -49,16 +50,19 @@ from worker.db import make_engine, upgrade_database
 from worker.playground.databases import create_postgres_database, drop_postgres_database
 from worker.playground.emulator_env import free_port, scrubbed_environ
 from worker.playground.truth import row_problems
+from worker.records import Followup
 from worker.runtime import Runtime
 from worker.settings import STRIPE_API_VERSION, Settings
 from worker.stripe_gateway import gateway_from_settings
+from worker.sync_run import run_sync
 
 API_KEY = "sk_test_bench_ingest"
 PAGE = 100
-# The table's columns, in the order `all_rows` gives each row's values.
-# The columns `all_rows` gives, in its order (the platform's rows: `stripe_account` stays NULL).
+# The columns `all_rows` gives, in its order: all but those a platform's synced row leaves NULL
+# (its context and key name, and `vanished_at`, which only a reconciliation sets).
+LEFT_NULL = frozenset({"stripe_account", "stripe_key", "vanished_at"})
 COLUMNS = tuple(
-    column.name for column in Transaction.__table__.columns if column.name != "stripe_account"
+    column.name for column in Transaction.__table__.columns if column.name not in LEFT_NULL
 )
 
 
@@ -179,7 +183,7 @@ class FcsyncRun:
         self.account_id = account_id
         self.runtime = Runtime(
             self.settings,
-            send=lambda followup: None,
+            send=self._sent,
             engine=self.engine,
             gateway=lambda: gateway_from_settings(self.settings),
             clock=_WallClock(),
@@ -189,6 +193,9 @@ class FcsyncRun:
         self.started = 0.0
         self.page_times: list[float] = []
         self._run_pages = 0
+        # The lease token a run that stopped at FCSYNC_PAGES_PER_RUN handed on to its
+        # continuation message: the next run carries it, as the task chain does.
+        self._handoff: str | None = None
         settings = self.settings
         self.runtime.run(
             account_id,
@@ -196,6 +203,11 @@ class FcsyncRun:
                 s, gw, account_id, subscribe=False, now=now, settings=settings
             ),
         )
+
+    def _sent(self, followup: Followup) -> None:
+        handoff = followup.kwargs.get("handoff")
+        if isinstance(handoff, str):
+            self._handoff = handoff
 
     def _committed(self, progress: dict[str, Any]) -> None:
         # A commit may hold several pages (those read ahead that were waiting): each of them
@@ -210,8 +222,16 @@ class FcsyncRun:
         self._run_pages = 0
         started = self.started = time.perf_counter()
         rows = 0
+        self._handoff = None
         while True:
-            report = self.runtime.run_sync(self.account_id, full=True, owner="bench")
+            # The first run asks for the full sync; each later one is its continuation.
+            report = run_sync(
+                self.runtime,
+                self.account_id,
+                full=self._handoff is None,
+                owner="bench",
+                handoff=self._handoff,
+            )
             rows += report["inserted"] + report["updated"]
             if report["outcome"] != "continued":
                 break

@@ -13,6 +13,7 @@ from emulator import errors
 from emulator.config import EmulatorConfig
 from emulator.identifiers import IdSource, TransactionIds, base62, transaction_tag
 from emulator.ledger import Ledger
+from emulator.ownership import Ownerships, default_owners
 from emulator.paging import exclusive_cursors, list_object, page, page_by_id
 from emulator.scopes import Scope
 
@@ -79,6 +80,13 @@ class Account:
     balance_refresh: RefreshState | None = None
     ownership: str | None = None
     ownership_refresh: RefreshState | None = None
+    # The balance shape the next balance refresh reports (set through the control API).
+    balance_shape: dict[str, Any] | None = None
+    ownerships: Ownerships | None = None
+    # `status_details.active` (action, cause, expected_deactivation_date) while active: when
+    # and why Stripe expects the account to become inactive. None: nothing expected.
+    active_details: dict[str, Any] | None = None
+    account_numbers: list[dict[str, Any]] | None = None
 
     @property
     def livemode(self) -> bool:
@@ -89,12 +97,22 @@ class Account:
         assert resolved is not None
         return self.refreshes[resolved - 1].id
 
-    def render(self) -> dict[str, Any]:
+    def status_details(self) -> dict[str, Any]:
+        """Stripe's schema (2026-06-24 on) details only the `active` status; an inactive or
+        disconnected account's details are empty."""
+        if self.status == "active" and self.active_details is not None:
+            return {"active": dict(self.active_details)}
+        return {}
+
+    def render(self, expand: tuple[str, ...] = ()) -> dict[str, Any]:
+        ownership: str | dict[str, Any] | None = self.ownership
+        if "ownership" in expand and self.ownership is not None and self.ownerships is not None:
+            ownership = self.ownerships.snapshots[self.ownership].render(self.id)
         return {
             "id": self.id,
             "object": "financial_connections.account",
             "account_holder": dict(self.holder),
-            "account_numbers": None,
+            "account_numbers": self.account_numbers,
             "balance": self.balance,
             "balance_refresh": self.balance_refresh.render() if self.balance_refresh else None,
             "category": "cash",
@@ -103,12 +121,13 @@ class Account:
             "institution_name": self.institution_name,
             "last4": self.last4,
             "livemode": self.livemode,
-            "ownership": self.ownership,
+            "ownership": ownership,
             "ownership_refresh": (
                 self.ownership_refresh.render() if self.ownership_refresh else None
             ),
             "permissions": list(self.permissions),
             "status": self.status,
+            "status_details": self.status_details(),
             "subcategory": self.subcategory,
             "subscriptions": list(self.subscriptions),
             "supported_payment_method_types": ["link", "us_bank_account"],
@@ -178,6 +197,7 @@ class AccountBook:
             failure_rate=cfg.failure_rate if failure_rate is None else failure_rate,
             opening_balance=profile.randrange(50_000, 2_500_000),
             ledger=ledger,
+            ownerships=Ownerships(cfg.seed, account_id, default_owners(cfg.seed, account_id)),
         )
         self._accounts[account_id] = account
         self._order.append(account)
@@ -266,6 +286,7 @@ class AccountBook:
             # Rows discovered by the first successful refresh all count as changed by it.
             if after_seq is not None and after_seq >= account.discovery_seq:
                 keys = ledger.changed_after(after_seq, keys)
+            keys = ledger.listed(keys)
         exclusive_cursors(params)
         cursors: dict[str, int] = {}
         for name in ("starting_after", "ending_before"):
@@ -289,7 +310,12 @@ class AccountBook:
         if account is not None and account.scope == scope:
             position = account.ledger.ids.position(transaction_id)
             visible = account.discovery_seq is not None
-            if visible and position is not None and position < len(account.ledger):
+            if (
+                visible
+                and position is not None
+                and position < len(account.ledger)
+                and position not in account.ledger.dropped
+            ):
                 return self._render_transaction(account, position)
         raise errors.no_such(
             "financial connections transaction", transaction_id, param="transaction"
@@ -299,7 +325,23 @@ class AccountBook:
         """Every transaction the API shows for the account right now, newest first."""
         if account.discovery_seq is None:
             return []
-        return [self._render_transaction(account, p) for p in reversed(range(len(account.ledger)))]
+        rows = account.ledger.listed(range(len(account.ledger)))
+        return [self._render_transaction(account, p) for p in reversed(rows)]
+
+    def drop_transaction(self, transaction_id: str) -> Account | None:
+        """Drop a pending transaction, as Stripe drops one that never posts (no event says
+        so); the account it was on, None for an unknown id. ValueError: it is not pending."""
+        tag = transaction_tag(transaction_id)
+        account = self._by_tag.get(tag) if tag else None
+        if account is None or account.discovery_seq is None:
+            return None
+        position = account.ledger.ids.position(transaction_id)
+        if position is None or position >= len(account.ledger):
+            return None
+        if position in account.ledger.dropped:
+            return None
+        account.ledger.drop(position)
+        return account
 
     def _render_transaction(self, account: Account, position: int) -> dict[str, Any]:
         return account.ledger.render(

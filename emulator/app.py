@@ -18,6 +18,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from emulator import control_api, errors
+from emulator.api_versions import check_api_version
 from emulator.bank import Bank
 from emulator.errors import StripeError
 from emulator.events import Origin
@@ -66,7 +67,9 @@ class EmulatorApp:
 
     def _stripe(self, request: Request, environ: WSGIEnvironment) -> Response:
         request_id = self._request_id()
-        api_version = request.headers.get("Stripe-Version") or self.bank.config.api_version
+        default_version = self.bank.config.api_version
+        asked_version = request.headers.get("Stripe-Version")
+        api_version = asked_version or default_version
         headers = {"Request-Id": request_id, "Stripe-Version": api_version}
         operation: Operation | None = None
         args: dict[str, str] = {}
@@ -78,7 +81,11 @@ class EmulatorApp:
         bank = self.bank
         with bank.lock:
             template = operation.template if operation else f"{request.method} {request.path}"
-            bank.count_request(template, args.get("account") or request.args.get("account"))
+            bank.count_request(
+                template,
+                args.get("account") or request.args.get("account"),
+                _presented_key(request),
+            )
         decision = bank.faults.decide()
         outcome = decision.outcome
         if decision.delay_s > 0:
@@ -112,9 +119,14 @@ class EmulatorApp:
         try:
             if operation is None:
                 raise errors.unrecognized_url(request.method, request.path)
-            response, stored_under = self._execute(
-                request, operation, args, request_id, api_version, headers
-            )
+            if asked_version is not None:
+                try:
+                    check_api_version(asked_version, default_version)
+                except StripeError:
+                    # Answered in the account's version, not one Stripe does not know.
+                    headers["Stripe-Version"] = default_version
+                    raise
+            response, stored_under = self._execute(request, operation, args, request_id, headers)
         except StripeError as exc:
             response = _error(exc, headers)
         if outcome == "drop":
@@ -134,7 +146,6 @@ class EmulatorApp:
         operation: Operation,
         args: dict[str, str],
         request_id: str,
-        api_version: str,
         headers: dict[str, str],
     ) -> tuple[Response, StoredKey | None]:
         """The answer, and the key it is stored under when it is a keyed POST's (fresh or
@@ -153,7 +164,7 @@ class EmulatorApp:
             headers["Idempotency-Key"] = key
             self._idempotency.check(key)
         fingerprint = json.dumps([operation.template, request.path, raw], sort_keys=True)
-        call = Call(scope, Origin(api_version, request_id, key))
+        call = Call(scope, Origin(request_id, key))
         with bank.lock:
             bank.tick()
             if key is not None:
@@ -171,6 +182,15 @@ class EmulatorApp:
                 )
         response = Response(body, status, headers, content_type="application/json")
         return response, (scope, key) if key is not None else None
+
+
+def _presented_key(request: Request) -> str | None:
+    """The request's key, masked, for the stats; None when it has no well-formed one (it is
+    answered 401)."""
+    try:
+        return masked(_api_key(request))
+    except StripeError:
+        return None
 
 
 def _api_key(request: Request) -> str:

@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from emulator.accounts import Account, AccountBook
+from emulator.api_versions import invalid_message, is_known
 from emulator.clock import Clock
 from emulator.config import EmulatorConfig, FaultSettings
-from emulator.events import ACCOUNT_EVENT_TYPES, Events, Origin
+from emulator.events import ACCOUNT_EVENT_TYPES, ACCOUNT_NUMBER_EVENT_TYPES, Events, Origin
 from emulator.faults import FaultInjector, Outcome
 from emulator.identifiers import IdSource
 from emulator.refreshes import Refreshes
@@ -208,6 +209,39 @@ class Bank:
     def set_status(self, account: Account, status: str, origin: Origin | None = None) -> None:
         self._refreshes.set_status(account, status, origin)
 
+    def expect_deactivation(
+        self, account: Account, *, action: str, cause: str, expected_deactivation_date: int
+    ) -> None:
+        """`status_details.active` on the active account; deactivated at that date unless
+        relinked first (ValueError if it is not active)."""
+        self._refreshes.expect_deactivation(
+            account,
+            action=action,
+            cause=cause,
+            expected_deactivation_date=expected_deactivation_date,
+        )
+
+    def relink(self, account: Account) -> None:
+        """Active again with the same id and history (ValueError if disconnected)."""
+        self._refreshes.relink(account)
+
+    def account_numbers_changed(
+        self, account: Account, type_: str, expected_expiry_date: int | None
+    ) -> dict[str, Any]:
+        """The account's tokenized account number as Stripe reports it after a change, and
+        the `account_numbers_updated` or `upcoming_account_number_expiry` event saying so."""
+        if type_ not in ACCOUNT_NUMBER_EVENT_TYPES:
+            raise ValueError(f"type must be one of {', '.join(sorted(ACCOUNT_NUMBER_EVENT_TYPES))}")
+        account.account_numbers = [
+            {
+                "expected_expiry_date": expected_expiry_date,
+                "identifier_type": "tokenized_account_number",
+                "status": "transactable",
+                "supported_networks": ["ach"],
+            }
+        ]
+        return self._events.emit(type_, account, self._clock.now())
+
     # -- transactions -------------------------------------------------------------------
 
     def list_transactions(self, params: dict[str, Any], scope: Scope) -> dict[str, Any]:
@@ -215,6 +249,10 @@ class Bank:
 
     def transaction(self, transaction_id: str, scope: Scope) -> dict[str, Any]:
         return self._accounts.transaction(transaction_id, scope)
+
+    def drop_transaction(self, transaction_id: str) -> Account | None:
+        """Drop a pending transaction as Stripe drops one that never posts (see AccountBook)."""
+        return self._accounts.drop_transaction(transaction_id)
 
     def ground_truth(self, account: Account) -> list[dict[str, Any]]:
         """Every transaction the API shows for the account right now, newest first."""
@@ -287,11 +325,22 @@ class Bank:
         self._webhooks.stop()
 
     def add_webhook_endpoint(
-        self, url: str, secret: str, *, connect: bool = False, platform: str = DEFAULT_PLATFORM
+        self,
+        url: str,
+        secret: str,
+        *,
+        connect: bool = False,
+        platform: str = DEFAULT_PLATFORM,
+        api_version: str | None = None,
     ) -> Endpoint:
         """An account endpoint of `platform` (its own events), or with `connect` a Connect
-        endpoint (its connected accounts' events)."""
-        return self._webhooks.add_endpoint(url, secret, connect=connect, platform=platform)
+        endpoint (its connected accounts' events); events reach it at `api_version` (None:
+        the account's default version; ValueError for one Stripe does not know)."""
+        if api_version is not None and not is_known(api_version, self.config.api_version):
+            raise ValueError(invalid_message(api_version))
+        return self._webhooks.add_endpoint(
+            url, secret, connect=connect, platform=platform, api_version=api_version
+        )
 
     def webhook_endpoints(self) -> list[Endpoint]:
         return self._webhooks.endpoints()
@@ -309,8 +358,11 @@ class Bank:
     def fault_settings(self) -> FaultSettings:
         return self.faults.settings
 
-    def count_request(self, template: str, account_id: str | None) -> None:
-        self._stats.count_request(template, account_id)
+    def count_request(
+        self, template: str, account_id: str | None, api_key: str | None = None
+    ) -> None:
+        """`api_key`: masked, as Stripe quotes a key."""
+        self._stats.count_request(template, account_id, api_key)
 
     def count_fault(self, outcome: Outcome) -> None:
         self._stats.count_fault(outcome)

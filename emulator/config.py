@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-DEFAULT_API_VERSION = "2026-06-24.dahlia"
+# The version stripe-python's current line pins (and fcsync sends): what a request without a
+# Stripe-Version header, and an event with no endpoint version, is answered at.
+DEFAULT_API_VERSION = "2026-10-28.endive"
 DEFAULT_PERMISSIONS = ("balances", "transactions")
 
 

@@ -80,7 +80,9 @@ class EmulatorControl:
         """Keys: status (emits deactivated/reactivated/disconnected), refresh_delay_s,
         refresh_cooldown_s, failure_rate, fail_next_refreshes (the next n transaction refreshes
         to complete fail), next_refresh_changes (the next succeeded transaction refresh changes
-        exactly that many rows: pending rows settle first, new rows arrive for the rest)."""
+        exactly that many rows: pending rows settle first, new rows arrive for the rest),
+        balance (the shape the next balance refresh reports: Stripe's balance without as_of),
+        owners (what the next ownership refresh reads: [{name, email, phone, raw_address}])."""
         return dict(self._call("POST", f"/accounts/{account_id}", changes))
 
     def delete_account(self, account_id: str) -> None:
@@ -90,9 +92,56 @@ class EmulatorControl:
     def set_account_status(self, account_id: str, status: str) -> dict[str, Any]:
         return self.update_account(account_id, status=status)
 
+    def expect_deactivation(
+        self,
+        account_id: str,
+        *,
+        cause: str = "unspecified",
+        expected_deactivation_date: int | None = None,
+        action: str = "relink_required",
+    ) -> dict[str, Any]:
+        """Stripe expects the active account to become inactive at the date (default: in 30
+        days): its `status_details.active`. It is deactivated then, unless relinked first."""
+        body: dict[str, Any] = {"action": action, "cause": cause}
+        if expected_deactivation_date is not None:
+            body["expected_deactivation_date"] = expected_deactivation_date
+        return dict(self._call("POST", f"/accounts/{account_id}/expect_deactivation", body))
+
+    def deactivate(self, account_id: str) -> dict[str, Any]:
+        """Inactive now (emits `deactivated`)."""
+        return dict(self._call("POST", f"/accounts/{account_id}/deactivate"))
+
+    def relink(self, account_id: str) -> dict[str, Any]:
+        """The user linked it again: active, same id and history (`reactivated` if it was
+        inactive), nothing expected of it any more."""
+        return dict(self._call("POST", f"/accounts/{account_id}/relink"))
+
+    def disconnect(self, account_id: str) -> dict[str, Any]:
+        """Disconnected for good (emits `disconnected`)."""
+        return dict(self._call("POST", f"/accounts/{account_id}/disconnect"))
+
+    def account_numbers_changed(
+        self, account_id: str, type_: str, expected_expiry_date: int | None = None
+    ) -> dict[str, Any]:
+        """The account's tokenized account number changed (`type_`: the full event type,
+        `...account_numbers_updated` or `...upcoming_account_number_expiry`); returns the event."""
+        body: dict[str, Any] = {"type": type_}
+        if expected_expiry_date is not None:
+            body["expected_expiry_date"] = expected_expiry_date
+        return dict(self._call("POST", f"/accounts/{account_id}/account_numbers", body))
+
     def transactions(self, account_id: str) -> list[dict[str, Any]]:
         """The ground truth: every transaction the API shows for the account now, newest first."""
         return list(self._call("GET", f"/accounts/{account_id}/transactions"))
+
+    def drop_transaction(self, transaction_id: str) -> None:
+        """Drop a pending transaction, as Stripe drops one that never posts: it leaves every
+        list and retrieve answers 404 (no event). A posted or void one: ControlError 400."""
+        self._call("DELETE", f"/transactions/{transaction_id}")
+
+    def owners(self, account_id: str) -> list[dict[str, Any]]:
+        """The owners of the account's latest ownership (empty before its first refresh)."""
+        return list(self._call("GET", f"/accounts/{account_id}/owners"))
 
     def advance(self, seconds: float) -> int:
         """Move emulator time forward, running everything that falls due; returns the new now."""
@@ -108,13 +157,22 @@ class EmulatorControl:
         return dict(self._call("GET", "/faults"))
 
     def add_webhook_endpoint(
-        self, url: str, secret: str, *, connect: bool = False, platform: str | None = None
+        self,
+        url: str,
+        secret: str,
+        *,
+        connect: bool = False,
+        platform: str | None = None,
+        api_version: str | None = None,
     ) -> dict[str, Any]:
         """An account endpoint (the platform's own events) or, with `connect`, a Connect
-        endpoint (its connected accounts' events, which carry `account`)."""
+        endpoint (its connected accounts' events, which carry `account`); its events come at
+        `api_version` (default: the account's default version)."""
         body: dict[str, Any] = {"url": url, "secret": secret, "connect": connect}
         if platform is not None:
             body["platform"] = platform
+        if api_version is not None:
+            body["api_version"] = api_version
         return dict(self._call("POST", "/webhook_endpoints", body))
 
     def trigger_event(self, type_: str, account_id: str) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 Tests, benchmarks and the demo use it to register platforms, seed and list accounts (of the
 platform or of a connected account), read the ground truth, move the clock, inject faults,
-register webhook endpoints, trigger and resend events and read stats."""
+register webhook endpoints, trigger and resend events and read stats. This module routes and
+answers them, with the routes of the emulator as a whole; accounts' are in control_accounts.py."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -15,161 +15,21 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from emulator.accounts import ACCOUNT_STATUSES, MAX_TRANSACTIONS, Account
 from emulator.bank import Bank
-from emulator.scopes import DEFAULT_PLATFORM, STRIPE_ACCOUNT, Scope
+from emulator.control_accounts import ACCOUNT_ROUTES
+from emulator.control_requests import (
+    NUMBER,
+    ControlRequestError,
+    check_body,
+    requested_account,
+    requested_platform,
+)
 
 PREFIX = "/_emulator/"
 
-Handler = Callable[[Bank, dict[str, Any], dict[str, str]], Any]
-
-
-class ControlRequestError(Exception):
-    """A control request the emulator refuses; answered as {"error": {"message"}} with `status`
-    (the client raises it as emulator.ControlError)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _check(body: dict[str, Any], types: dict[str, tuple[type, ...]]) -> dict[str, Any]:
-    for key, value in body.items():
-        allowed = types.get(key)
-        if allowed is None:
-            raise ControlRequestError(400, f"unknown key: {key}")
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise ControlRequestError(
-                400, f"{key} must be {' or '.join(t.__name__ for t in allowed)}"
-            )
-    return body
-
-
-NUMBER = (int, float)
-TUNABLES = {
-    "refresh_delay_s": NUMBER,
-    "refresh_cooldown_s": NUMBER,
-    "failure_rate": NUMBER,
-}
-
-
-def _check_tunables(body: dict[str, Any]) -> None:
-    for key in ("refresh_delay_s", "refresh_cooldown_s"):
-        if body.get(key, 0) < 0:
-            raise ControlRequestError(400, f"{key} must be >= 0")
-    if not 0 <= body.get("failure_rate", 0) <= 1:
-        raise ControlRequestError(400, "failure_rate must be in [0, 1]")
-    if body.get("status", "active") not in ACCOUNT_STATUSES:
-        raise ControlRequestError(400, f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
-
-
-def _platform(bank: Bank, body: dict[str, Any]) -> str:
-    platform = body.get("platform", DEFAULT_PLATFORM)
-    if not bank.known_platform(platform):
-        raise ControlRequestError(404, f"no such platform: {platform}")
-    return str(platform)
-
-
-def _scope(bank: Bank, body: dict[str, Any]) -> Scope:
-    """The scope `platform` and `stripe_account` name (default: the emulator's platform)."""
-    stripe_account = body.get("stripe_account")
-    if stripe_account is not None and not STRIPE_ACCOUNT.match(stripe_account):
-        raise ControlRequestError(400, "stripe_account must look like acct_ and letters or digits")
-    return Scope(False, _platform(bank, body), stripe_account)
-
-
-def _account(bank: Bank, account_id: str) -> Account:
-    account = bank.find_account(account_id)
-    if account is None:
-        raise ControlRequestError(404, f"no such account: {account_id}")
-    return account
-
-
-def _create_account(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(
-        body,
-        {
-            "transactions": (int,),
-            "status": (str,),
-            "permissions": (list,),
-            "customer": (str,),
-            "stripe_account": (str,),
-            "platform": (str,),
-            **TUNABLES,
-        },
-    )
-    _check_tunables(body)
-    scope = _scope(bank, body)
-    body = {k: v for k, v in body.items() if k not in ("stripe_account", "platform")}
-    if not 0 <= body.get("transactions", 0) <= MAX_TRANSACTIONS:
-        raise ControlRequestError(400, f"transactions must be between 0 and {MAX_TRANSACTIONS}")
-    permissions = body.get("permissions")
-    allowed = {"balances", "ownership", "payment_method", "transactions"}
-    if permissions is not None and not set(permissions) <= allowed:
-        raise ControlRequestError(400, f"permissions must be drawn from {sorted(allowed)}")
-    return bank.create_account(scope=scope, **body).render()
-
-
-def _update_account(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
-    account = _account(bank, args["account"])
-    _check(
-        body,
-        {
-            "status": (str,),
-            "fail_next_refreshes": (int,),
-            "next_refresh_changes": (int,),
-            **TUNABLES,
-        },
-    )
-    _check_tunables(body)
-    for key in ("fail_next_refreshes", "next_refresh_changes"):
-        if body.get(key, 0) < 0:
-            raise ControlRequestError(400, f"{key} must be >= 0")
-    bank.tune_account(
-        account,
-        fail_next_refreshes=body.get("fail_next_refreshes"),
-        next_refresh_changes=body.get("next_refresh_changes"),
-        **{key: float(body[key]) for key in TUNABLES if key in body},
-    )
-    if "status" in body:
-        try:
-            bank.set_status(account, body["status"])
-        except ValueError as exc:
-            raise ControlRequestError(400, str(exc)) from exc
-    return account.render()
-
-
-def _list_accounts(bank: Bank, query: dict[str, Any], _: dict[str, str]) -> Any:
-    """Every account, or those of one `platform` and/or `stripe_account` (empty: the
-    platform's own)."""
-    _check(query, {"stripe_account": (str,), "platform": (str,)})
-    bank.tick()
-    accounts = bank.all_accounts()
-    if "platform" in query:
-        accounts = [a for a in accounts if a.scope.platform == query["platform"]]
-    if "stripe_account" in query:
-        wanted = query["stripe_account"] or None
-        accounts = [a for a in accounts if a.scope.stripe_account == wanted]
-    return [account.render() for account in accounts]
-
-
-def _get_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
-    bank.tick()
-    return _account(bank, args["account"]).render()
-
-
-def _delete_account(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
-    bank.delete_account(_account(bank, args["account"]))
-    return {"id": args["account"], "deleted": True}
-
-
-def _transactions(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.ground_truth(_account(bank, args["account"]))
-
 
 def _clock(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(body, {"advance_s": NUMBER})
+    check_body(body, {"advance_s": NUMBER})
     if body.get("advance_s", 0) < 0:
         raise ControlRequestError(400, "advance_s must be >= 0")
     return {"now": bank.advance(float(body.get("advance_s", 0)))}
@@ -192,14 +52,24 @@ def _faults(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 
 def _add_endpoint(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(body, {"url": (str,), "secret": (str,), "connect": (bool,), "platform": (str,)})
+    check_body(
+        body,
+        {
+            "url": (str,),
+            "secret": (str,),
+            "connect": (bool,),
+            "platform": (str,),
+            "api_version": (str,),
+        },
+    )
     if "url" not in body or "secret" not in body:
         raise ControlRequestError(400, "url and secret are required")
     endpoint = bank.add_webhook_endpoint(
         body["url"],
         body["secret"],
         connect=body.get("connect", False),
-        platform=_platform(bank, body),
+        platform=requested_platform(bank, body),
+        api_version=body.get("api_version"),
     )
     return asdict(endpoint)
 
@@ -209,7 +79,7 @@ def _endpoints(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 
 def _register_platform(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(body, {"keys": (list,), "id": (str,)})
+    check_body(body, {"keys": (list,), "id": (str,)})
     keys = body.get("keys")
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ControlRequestError(400, "keys must be a non-empty list of API keys")
@@ -222,10 +92,10 @@ def _platforms(bank: Bank, _: dict[str, Any], __: dict[str, str]) -> Any:
 
 
 def _trigger_event(bank: Bank, body: dict[str, Any], _: dict[str, str]) -> Any:
-    _check(body, {"type": (str,), "account": (str,)})
+    check_body(body, {"type": (str,), "account": (str,)})
     if "type" not in body or "account" not in body:
         raise ControlRequestError(400, "type and account are required")
-    return bank.trigger_event(body["type"], _account(bank, body["account"]))
+    return bank.trigger_event(body["type"], requested_account(bank, body["account"]))
 
 
 def _resend_event(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
@@ -236,7 +106,7 @@ def _resend_event(bank: Bank, _: dict[str, Any], args: dict[str, str]) -> Any:
 
 
 def _complete_session(bank: Bank, body: dict[str, Any], args: dict[str, str]) -> Any:
-    _check(body, {"accounts": (int,)})
+    check_body(body, {"accounts": (int,)})
     session = bank.find_session(args["session"])
     if session is None:
         raise ControlRequestError(404, f"no such session: {args['session']}")
@@ -260,12 +130,7 @@ ROUTES = Map(
     [
         Rule("/_emulator/platforms", endpoint=_register_platform, methods=["POST"]),
         Rule("/_emulator/platforms", endpoint=_platforms, methods=["GET"]),
-        Rule("/_emulator/accounts", endpoint=_create_account, methods=["POST"]),
-        Rule("/_emulator/accounts", endpoint=_list_accounts, methods=["GET"]),
-        Rule("/_emulator/accounts/<account>", endpoint=_update_account, methods=["POST"]),
-        Rule("/_emulator/accounts/<account>", endpoint=_get_account, methods=["GET"]),
-        Rule("/_emulator/accounts/<account>", endpoint=_delete_account, methods=["DELETE"]),
-        Rule("/_emulator/accounts/<account>/transactions", endpoint=_transactions, methods=["GET"]),
+        *ACCOUNT_ROUTES,
         Rule("/_emulator/clock", endpoint=_clock, methods=["POST"]),
         Rule("/_emulator/clock", endpoint=_now, methods=["GET"]),
         Rule("/_emulator/faults", endpoint=_set_faults, methods=["POST"]),

@@ -4,7 +4,6 @@ endpoints that receive that scope the moment it is emitted, and resent on reques
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,13 @@ ACCOUNT_EVENT_TYPES = frozenset(
         "refreshed_balance",
         "refreshed_ownership",
         "refreshed_transactions",
+        "account_numbers_updated",
+        "upcoming_account_number_expiry",
     )
+)
+ACCOUNT_NUMBER_EVENT_TYPES = frozenset(
+    f"financial_connections.account.{kind}"
+    for kind in ("account_numbers_updated", "upcoming_account_number_expiry")
 )
 
 
@@ -39,7 +44,6 @@ ACCOUNT_EVENT_TYPES = frozenset(
 class Origin:
     """The API request that caused a change, as recorded on the events it emits."""
 
-    api_version: str
     request_id: str | None = None
     idempotency_key: str | None = None
 
@@ -84,7 +88,9 @@ class Events:
             event["account"] = scope.stripe_account
         event.update(
             {
-                "api_version": origin.api_version if origin else self._api_version,
+                # The account's default version, whatever version the causing request used: an
+                # endpoint with a version of its own gets the event at that one (webhooks.py).
+                "api_version": self._api_version,
                 "created": int(at),
                 "data": data,
                 "livemode": account.livemode,
@@ -101,8 +107,7 @@ class Events:
         self._events.append(event)
         self._scopes.append(scope)
         self._by_scope.setdefault(scope, []).append(position)
-        body = json.dumps(event, indent=2).encode()
-        self._webhooks.publish(event["id"], body, self._faults.settings, at=at, scope=scope)
+        self._webhooks.publish(event, self._faults.settings, at=at, scope=scope)
         return event
 
     def resend(self, event_id: str) -> int | None:
@@ -113,8 +118,7 @@ class Events:
         if position is None:
             return None
         event = self._events[position]
-        body = json.dumps(event, indent=2).encode()
-        endpoints = self._webhooks.resend(event_id, body, self._scopes[position])
+        endpoints = self._webhooks.resend(event, self._scopes[position])
         event["pending_webhooks"] += endpoints
         return endpoints
 

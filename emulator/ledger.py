@@ -66,6 +66,8 @@ class Ledger:
         self.updated = array("Q")
         self.refresh = array("I")
         self.pending: list[int] = []
+        # Pending rows Stripe dropped (they never posted): listed and retrieved no more.
+        self.dropped: set[int] = set()
         # One entry per succeeded refresh that changed rows, in refresh order.
         self.change_seqs: list[int] = []
         self.change_rows: list[list[int]] = []
@@ -190,6 +192,20 @@ class Ledger:
         if "lte" in transacted_at:
             hi = min(hi, bisect_right(column, transacted_at["lte"]))
         return range(lo, max(lo, hi))
+
+    def drop(self, pos: int) -> None:
+        """Stripe drops a pending transaction that never posts: it leaves every list."""
+        if self.status[pos] != PENDING:
+            raise ValueError("only a pending transaction can be dropped")
+        self.pending.remove(pos)
+        self.dropped.add(pos)
+
+    def listed(self, keys: range | list[int]) -> range | list[int]:
+        """`keys` without the dropped rows. Drops are rare (a control-API action), so only a
+        window holding one pays for a pass over it; any other stays a range."""
+        if not keys or not any(keys[0] <= p <= keys[-1] for p in self.dropped):
+            return keys
+        return [p for p in keys if p not in self.dropped]
 
     def changed_after(self, seq: int, window: range) -> list[int]:
         """Positions last changed by a refresh later than `seq`, ascending, inside `window`.

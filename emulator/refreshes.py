@@ -21,6 +21,7 @@ from emulator.clock import Clock
 from emulator.events import Events, Origin
 from emulator.identifiers import ALPHABET
 from emulator.ledger import DAY_S
+from emulator.ownership import balance_at
 
 FEATURE_PERMISSION = {
     "balance": "balances",
@@ -52,6 +53,8 @@ class Refreshes:
                 self._complete_transactions(account, token, at)
             elif kind == "daily":
                 self._daily_refresh(account, token, at)
+            elif kind == "deactivation":
+                self._expected_deactivation(account, token)
             else:
                 self._complete_feature(account, kind, at)
 
@@ -109,6 +112,8 @@ class Refreshes:
         if previous == "disconnected":
             raise ValueError("a disconnected account stays disconnected; link a new one")
         account.status = status
+        # Whatever was expected of the active account has happened, or a relink ended it.
+        account.active_details = None
         if status == "disconnected":
             account.subscriptions.clear()
             account.subscription_generation += 1
@@ -122,6 +127,37 @@ class Refreshes:
             origin,
             previous={"status": previous},
         )
+
+    def expect_deactivation(
+        self, account: Account, *, action: str, cause: str, expected_deactivation_date: int
+    ) -> None:
+        """Stripe expects the active account to become inactive at that date (`status_details.
+        active`); unless it is relinked first, it is deactivated then. Stripe emits no event for
+        this at 2026-06-24 (its `upcoming_deactivation` event is newer): readers see it on the
+        account."""
+        if account.status != "active":
+            raise ValueError(f"the account is {account.status}; only an active one is expected to")
+        account.active_details = {
+            "action": action,
+            "cause": cause,
+            "expected_deactivation_date": expected_deactivation_date,
+        }
+        self._schedule(
+            expected_deactivation_date, "deactivation", account, expected_deactivation_date
+        )
+
+    def _expected_deactivation(self, account: Account, date: int) -> None:
+        details = account.active_details
+        if details is not None and details["expected_deactivation_date"] == date:
+            self.set_status(account, "inactive")
+
+    def relink(self, account: Account) -> None:
+        """The user linked the account again: active with the same id, nothing expected of it
+        any more (`reactivated` if it was inactive); its refreshes and transactions go on."""
+        if account.status == "disconnected":
+            raise ValueError("a disconnected account stays disconnected; link a new one")
+        account.active_details = None
+        self.set_status(account, "active")
 
     def _require_active(self, account: Account, verb: str) -> None:
         if account.status != "active":
@@ -196,12 +232,7 @@ class Refreshes:
         state.next_refresh_available_at = math.ceil(at + account.refresh_cooldown_s)
         if state.status == "succeeded" and feature == "balance":
             amount = account.opening_balance + account.ledger.posted_total
-            account.balance = {
-                "as_of": int(at),
-                "cash": {"available": {"usd": amount}},
-                "current": {"usd": amount},
-                "type": "cash",
-            }
-        elif state.status == "succeeded":
-            account.ownership = "fcaowns_1" + account.id[len("fca_1") :]
+            account.balance = balance_at(int(at), account.balance_shape, amount)
+        elif state.status == "succeeded" and account.ownerships is not None:
+            account.ownership = account.ownerships.take(int(at)).id
         self._events.emit(f"financial_connections.account.refreshed_{feature}", account, at)

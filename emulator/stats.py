@@ -16,6 +16,9 @@ class Stats:
     requests: Counter[str] = field(default_factory=Counter)
     # API requests naming an account (in the path or as `account=`), deleted ones included.
     requests_by_account: Counter[str] = field(default_factory=Counter)
+    # The same, by the API key that asked (masked, as Stripe quotes keys): which key reached
+    # which account, for callers that hold several keys.
+    requests_by_key: Counter[tuple[str, str]] = field(default_factory=Counter)
     rate_limited: int = 0
     server_errors: int = 0
     dropped_connections: int = 0
@@ -28,10 +31,14 @@ class Stats:
     # Refreshes asked of an inactive or disconnected account (Stripe answers them 400).
     inactive_refreshes: int = 0
 
-    def count_request(self, template: str, account_id: str | None) -> None:
+    def count_request(
+        self, template: str, account_id: str | None, api_key: str | None = None
+    ) -> None:
         self.requests[template] += 1
         if account_id:
             self.requests_by_account[account_id] += 1
+            if api_key:
+                self.requests_by_key[(api_key, account_id)] += 1
 
     def count_fault(self, outcome: Outcome) -> None:
         if outcome == "rate_limit":
@@ -53,6 +60,7 @@ class Stats:
         return {
             "requests": dict(sorted(self.requests.items())),
             "requests_by_account": dict(sorted(self.requests_by_account.items())),
+            "requests_by_key": _nested(self.requests_by_key),
             "rate_limited": self.rate_limited,
             "server_errors": self.server_errors,
             "dropped_connections": self.dropped_connections,
@@ -63,3 +71,11 @@ class Stats:
             "inactive_refreshes": self.inactive_refreshes,
             "webhooks": webhooks,
         }
+
+
+def _nested(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """{(outer, inner): n} as {outer: {inner: n}}, both sorted."""
+    nested: dict[str, dict[str, int]] = {}
+    for (outer, inner), n in sorted(counts.items()):
+        nested.setdefault(outer, {})[inner] = n
+    return nested

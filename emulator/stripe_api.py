@@ -51,8 +51,12 @@ PERMISSIONS = Enum(("balances", "ownership", "payment_method", "transactions"))
 TRANSACTIONS_FEATURE = endpoint({"features": Array(Enum(("transactions",)))}, ["features"])
 
 
-def _retrieve_account(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
-    return bank.account(args["account"], call.scope, param="account").render()
+def _expanded(params: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(params.get("expand", ()))
+
+
+def _retrieve_account(bank: Bank, call: Call, params: dict[str, Any], args: dict[str, str]) -> Any:
+    return bank.account(args["account"], call.scope, param="account").render(_expanded(params))
 
 
 def _list_accounts(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, str]) -> Any:
@@ -62,7 +66,13 @@ def _list_accounts(bank: Bank, call: Call, params: dict[str, Any], _: dict[str, 
 def _refresh(bank: Bank, call: Call, params: dict[str, Any], args: dict[str, str]) -> Any:
     account = bank.account(args["account"], call.scope, param="account")
     bank.refresh(account, params["features"])
-    return account.render()
+    return account.render(_expanded(params))
+
+
+def _list_owners(bank: Bank, call: Call, params: dict[str, Any], args: dict[str, str]) -> Any:
+    account = bank.account(args["account"], call.scope, param="account")
+    assert account.ownerships is not None
+    return account.ownerships.list_owners(params)
 
 
 def _subscribe(bank: Bank, call: Call, _: dict[str, Any], args: dict[str, str]) -> Any:
@@ -128,6 +138,12 @@ OPERATIONS = (
         f"{ACCOUNTS}/<account>/refresh",
         endpoint({"features": Array(Enum(("balance", "ownership", "transactions")))}, ["features"]),
         _refresh,
+    ),
+    Operation(
+        "GET",
+        f"{ACCOUNTS}/<account>/owners",
+        endpoint({"ownership": String(), **PAGINATION}, ["ownership"]),
+        _list_owners,
     ),
     Operation("POST", f"{ACCOUNTS}/<account>/subscribe", TRANSACTIONS_FEATURE, _subscribe),
     Operation("POST", f"{ACCOUNTS}/<account>/unsubscribe", TRANSACTIONS_FEATURE, _unsubscribe),

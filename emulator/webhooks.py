@@ -7,12 +7,14 @@ import hashlib
 import heapq
 import hmac
 import itertools
+import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import requests
 
@@ -47,11 +49,19 @@ class Endpoint:
     secret: str
     connect: bool = False
     platform: str = DEFAULT_PLATFORM
+    # The version events are rendered at for this endpoint; None: the account's default.
+    api_version: str | None = None
 
     def receives(self, scope: Scope) -> bool:
         return self.platform == scope.platform and self.connect == (
             scope.stripe_account is not None
         )
+
+    def body(self, event: dict[str, Any]) -> bytes:
+        """The event as this endpoint receives it: at its own API version, if it has one."""
+        if self.api_version is not None:
+            event = {**event, "api_version": self.api_version}
+        return json.dumps(event, indent=2).encode()
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,15 @@ class WebhookDispatcher:
         self._http.close()
 
     def add_endpoint(
-        self, url: str, secret: str, *, connect: bool = False, platform: str = DEFAULT_PLATFORM
+        self,
+        url: str,
+        secret: str,
+        *,
+        connect: bool = False,
+        platform: str = DEFAULT_PLATFORM,
+        api_version: str | None = None,
     ) -> Endpoint:
-        endpoint = Endpoint(url, secret, connect, platform)
+        endpoint = Endpoint(url, secret, connect, platform, api_version)
         with self._cond:
             self._endpoints.append(endpoint)
         return endpoint
@@ -144,14 +160,16 @@ class WebhookDispatcher:
             self._rng = random.Random(f"{seed}/webhooks")
 
     def publish(
-        self, event_id: str, body: bytes, faults: FaultSettings, *, at: float, scope: Scope
+        self, event: dict[str, Any], faults: FaultSettings, *, at: float, scope: Scope
     ) -> int:
-        """Queue `body` (an event of `scope` emitted at emulator time `at`) for every endpoint
-        that receives it, through the webhook faults; returns how many it is due to reach."""
+        """Queue `event` (of `scope`, emitted at emulator time `at`) for every endpoint that
+        receives it, through the webhook faults; returns how many it is due to reach."""
         now = time.monotonic()
+        event_id = event["id"]
         with self._cond:
             targets = self.endpoints(scope)
             for endpoint in targets:
+                body = endpoint.body(event)
                 # Every roll is always drawn so one fault's rate never shifts another's stream.
                 drop = self._rng.random() < faults.webhook_drop_rate
                 duplicate = self._rng.random() < faults.webhook_duplicate_rate
@@ -191,15 +209,16 @@ class WebhookDispatcher:
                 self._admit(heapq.heappop(self._waiting)[2], started)
             self._cond.notify_all()
 
-    def resend(self, event_id: str, body: bytes, scope: Scope) -> int:
-        """Send `body` once more to every endpoint that receives `scope`'s events, now, as a
+    def resend(self, event: dict[str, Any], scope: Scope) -> int:
+        """Send `event` once more to every endpoint that receives `scope`'s events, now, as a
         manual resend does: outside the webhook faults. Returns how many it is due to reach."""
         now = time.monotonic()
         with self._cond:
             targets = self.endpoints(scope)
             for endpoint in targets:
                 self._counts["resent"] += 1
-                self._push(now, Delivery(endpoint, event_id, body, 1, self._generation))
+                body = endpoint.body(event)
+                self._push(now, Delivery(endpoint, event["id"], body, 1, self._generation))
             self._cond.notify_all()
             return len(targets)
 

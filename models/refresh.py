@@ -20,6 +20,8 @@ class Refresh(Base):
     )
     # The account's Stripe account context (NULL = the platform), see Account.stripe_account.
     stripe_account: Mapped[str | None] = mapped_column(String(64))
+    # The account's Stripe key name (NULL = `default`), see Account.stripe_key.
+    stripe_key: Mapped[str | None] = mapped_column(String(64))
     # manual | beat | webhook | task | subscription
     source: Mapped[str] = mapped_column(String(16))
     requested_at: Mapped[datetime | None]

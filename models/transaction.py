@@ -23,6 +23,8 @@ class Transaction(Base):
     )
     # The account's Stripe account context (NULL = the platform), see Account.stripe_account.
     stripe_account: Mapped[str | None] = mapped_column(String(64))
+    # The account's Stripe key name (NULL = `default`), see Account.stripe_key.
+    stripe_key: Mapped[str | None] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -35,3 +37,6 @@ class Transaction(Base):
     livemode: Mapped[bool] = mapped_column(default=False)
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    # A pending row Stripe stopped listing (it drops pending transactions that never post), as a
+    # reconciliation found it; kept, never deleted. Cleared if Stripe lists the row again.
+    vanished_at: Mapped[datetime | None]

@@ -16,6 +16,8 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_unprocessed", "processed_at", "received_at"),
         # Each context's newest event: where the events sweep starts reading.
         Index("ix_webhook_events_context_created", "stripe_account", "created"),
+        # Each key's contexts' newest event (the events sweep runs per key and context).
+        Index("ix_webhook_events_key_context_created", "stripe_key", "stripe_account", "created"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -24,6 +26,9 @@ class WebhookEvent(Base):
     # The Stripe account context the event came from: a Connect event's `account` (acct_...),
     # NULL for the platform's own.
     stripe_account: Mapped[str | None] = mapped_column(String(64))
+    # The configured Stripe key whose webhook secret verified it (or whose GET /v1/events
+    # listed it); NULL = `default`.
+    stripe_key: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(default=False)
     created: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)

@@ -1,13 +1,18 @@
-"""Tasks that gate and poll transaction refreshes, and the beat sweeps that drive them."""
+"""Tasks that gate and poll refreshes (transactions, balances, ownership), and the beat sweeps
+that drive them."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TypedDict
 
-from tasks.arguments import bounded_int, choice, stripe_account_id, stripe_id
+from tasks.arguments import bounded_int, choice, stripe_account_id, stripe_id, stripe_key_name
 from tasks.base import FcsyncTask, fcsync_task
-from worker import contract, refresh
+from worker import contract, features, refresh
 from worker.dispatch import MAX_POLL_ATTEMPT
+from worker.refresh_gate import FEATURES
+
+FEATURE_CHOICES = frozenset(FEATURES)
 
 
 class RefreshReport(TypedDict):
@@ -30,15 +35,28 @@ class SweepReport(TypedDict):
 
 @fcsync_task(contract.REFRESH_ACCOUNT)
 def refresh_account_task(
-    self: FcsyncTask, account_id: str, source: str = "task", stripe_account: str | None = None
+    self: FcsyncTask,
+    account_id: str,
+    source: str = "task",
+    stripe_account: str | None = None,
+    feature: str = "transactions",
+    stripe_key: str | None = None,
 ) -> RefreshReport:
     account_id = stripe_id(account_id, "fca_")
     source = choice(source, contract.REFRESH_SOURCES, "source")
     context = stripe_account_id(stripe_account)
+    feature = choice(feature, FEATURE_CHOICES, "feature")
+    key = stripe_key_name(stripe_key)
     rt = self.runtime
+    # Balances and ownership go through their own gate (worker/features.py).
+    request = (
+        refresh.request_refresh
+        if feature == "transactions"
+        else partial(features.request_feature_refresh, feature=feature)
+    )
     decision = rt.run(
         account_id,
-        lambda s, gw, now: refresh.request_refresh(
+        lambda s, gw, now: request(
             s,
             gw,
             account_id,
@@ -47,6 +65,8 @@ def refresh_account_task(
             settings=rt.settings,
             stripe_account=context,
         ),
+        stripe_account=context,
+        stripe_key=key,
     )
     return {
         "account": account_id,
@@ -58,17 +78,29 @@ def refresh_account_task(
 
 @fcsync_task(contract.POLL_REFRESH)
 def poll_refresh_task(
-    self: FcsyncTask, account_id: str, attempt: int = 0, stripe_account: str | None = None
+    self: FcsyncTask,
+    account_id: str,
+    attempt: int = 0,
+    stripe_account: str | None = None,
+    feature: str = "transactions",
+    stripe_key: str | None = None,
 ) -> PollReport:
     """Still pending -> poll again later, waiting longer each time (worker/dispatch.py), until
     the deadline in FCSYNC_POLL_DEADLINE_S marks the refresh stale (beat re-polls stale ones)."""
     account_id = stripe_id(account_id, "fca_")
     attempt = bounded_int(attempt, "attempt", 0, MAX_POLL_ATTEMPT)
     context = stripe_account_id(stripe_account)
+    feature = choice(feature, FEATURE_CHOICES, "feature")
+    key = stripe_key_name(stripe_key)
     rt = self.runtime
+    poll = (
+        refresh.poll_refresh
+        if feature == "transactions"
+        else partial(features.poll_feature, feature=feature)
+    )
     result = rt.run(
         account_id,
-        lambda s, gw, now: refresh.poll_refresh(
+        lambda s, gw, now: poll(
             s,
             gw,
             account_id,
@@ -77,6 +109,7 @@ def poll_refresh_task(
             attempt=attempt,
             stripe_account=context,
         ),
+        stripe_key=key,
     )
     return {"account": account_id, "outcome": result.outcome, "refresh": result.refresh_id}
 

@@ -7,13 +7,13 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from tasks.arguments import flag, handoff_token, stripe_account_id, stripe_id
+from tasks.arguments import flag, handoff_token, stripe_account_id, stripe_id, stripe_key_name
 from tasks.base import FcsyncTask, fcsync_task
 from tasks.refresh import SweepReport
-from worker import contract, sync, webhooks
+from worker import contract, event_handlers, sync, sync_run
 from worker.records import Sweep
-from worker.runtime import SyncReport
 from worker.stripe_gateway import StripeGateway
+from worker.sync_run import SyncReport
 
 
 @fcsync_task(contract.SYNC_TRANSACTIONS)
@@ -23,18 +23,26 @@ def sync_transactions_task(
     full: bool = False,
     stripe_account: str | None = None,
     handoff: str | None = None,
+    stripe_key: str | None = None,
 ) -> SyncReport:
     account_id = stripe_id(account_id, "fca_")
     full = flag(full, "full")
     context = stripe_account_id(stripe_account)
     token = handoff_token(handoff)
+    key = stripe_key_name(stripe_key)
     # One owner per execution, not per task id: a broker redelivers a message (a visibility
     # timeout passed, a connection dropped) with its id while the first copy may still run, and
     # two copies sharing a lease would page side by side and report the sync twice. A retry or a
     # crashed run's redelivery finds the lease released (every failure hands it back) or expired.
     owner = f"{self.request.id or 'inline'}/{uuid.uuid4().hex[:12]}"
-    return self.runtime.run_sync(
-        account_id, full=full, owner=owner, stripe_account=context, handoff=token
+    return sync_run.run_sync(
+        self.runtime,
+        account_id,
+        full=full,
+        owner=owner,
+        stripe_account=context,
+        stripe_key=key,
+        handoff=token,
     )
 
 
@@ -44,7 +52,7 @@ def retry_failed_syncs_task(self: FcsyncTask) -> SweepReport:
 
     def sweep(s: Session, gw: StripeGateway, now: datetime) -> Sweep:
         syncs = sync.resync_candidates(s, now=now, settings=settings)
-        events = webhooks.unhandled_events(s, now=now, settings=settings)
+        events = event_handlers.unhandled_events(s, now=now, settings=settings)
         return Sweep(syncs.intents + events.intents)
 
     result = self.runtime.run(None, sweep)

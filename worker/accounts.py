@@ -10,12 +10,14 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh
-from worker import pacing, repository
+from worker import feature_store, lifecycle, pacing, refresh_store, repository
 from worker.contexts import context_name
-from worker.errors import ErrorCode, PermanentError, StripeAccountMismatch
+from worker.errors import ErrorCode, PermanentError, StripeAccountMismatch, StripeKeyMismatch
 from worker.records import FCAccount
+from worker.refresh_backoff import failed_refresh_retry_at
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
+from worker.stripe_keys import key_name
 
 # Conditions Stripe reports on the account itself: only a fresh view of it clears them, never a
 # sync that happened to succeed.
@@ -70,38 +72,47 @@ def observe_account(
     `mirror=False` takes only the refresh state (for event payloads that may be stale).
     """
     account = repository.get_account(session, fc.id)
-    if (
-        account is not None
-        and account.status != "unknown"
-        and fc.stripe_account != account.stripe_account
-    ):
-        # The last line of defence behind `stripe_context`: never fold one context's view
-        # into another's row.
-        raise StripeAccountMismatch(
-            f"account {fc.id} belongs to Stripe account context "
-            f"{context_name(account.stripe_account)}, not {context_name(fc.stripe_account)}"
-        )
+    if account is not None and account.status != "unknown":
+        # The last line of defence behind `stripe_context` and the runtime's choice of key:
+        # never fold one context's (or key's) view into another's row.
+        if fc.stripe_account != account.stripe_account:
+            raise StripeAccountMismatch(
+                f"account {fc.id} belongs to Stripe account context "
+                f"{context_name(account.stripe_account)}, not {context_name(fc.stripe_account)}"
+            )
+        if fc.stripe_key != account.stripe_key:
+            raise StripeKeyMismatch(
+                f"account {fc.id} is reached with the Stripe key `{key_name(account.stripe_key)}`"
+                f", not `{key_name(fc.stripe_key)}`"
+            )
     if account is None or mirror:
+        before = lifecycle.seen(account)
         account = repository.save_account(session, fc, now=now)
+        lifecycle.note_changes(session, account, before)
+        if before is not None and before.status != "active" and account.status == "active":
+            reactivate(session, account, now=now)
         if account.gone_at is not None:
             # Stripe answered for it again: it is back, and due as any account never scheduled.
             account.gone_at = None
             if account.last_error_code == ErrorCode.ACCOUNT_GONE:
                 repository.clear_error(account)
     state = fc.transaction_refresh
-    if state is None:
+    if state is None or not account.transactions_tracked:
+        # An account tracked without transactions takes none of their state: nothing to sync,
+        # no refresh to record or schedule (tracking transactions again folds it in then).
         return Observation(account, None, needs_sync=False)
-    refresh = repository.save_refresh(
+    refresh = refresh_store.save_refresh(
         session,
         account.id,
         state,
         stripe_account=account.stripe_account,
+        stripe_key=account.stripe_key,
         source=source,
         now=now,
         requested=requested,
     )
     previous_id = account.refresh_id
-    moved = repository.apply_refresh(account, state)
+    moved = refresh_store.apply_refresh(account, state)
     # Due times count from the refresh itself, not from when we looked: seeing the same refresh
     # again (a retried poll, a late duplicate webhook) must not postpone the next one.
     attempted = from_ts(state.last_attempted_at)
@@ -109,14 +120,15 @@ def observe_account(
         grace = settings.fcsync_subscription_grace_s if account.subscribed else 0
         account.next_due_at = attempted + timedelta(seconds=account.refresh_interval_s + grace)
     elif moved and state.status == "failed":
-        # Doubling per failure in a row, up to the unusable recheck: an institution that keeps
-        # failing costs a few requests a day, not four every FCSYNC_FAILED_REFRESH_RETRY_S.
-        failures = pacing.failed_refreshes_in_a_row(session, account.id)
-        backoff_s = settings.fcsync_failed_refresh_retry_s * 2 ** min(max(failures - 1, 0), 20)
-        retry_at = attempted + timedelta(seconds=min(backoff_s, settings.fcsync_unusable_recheck_s))
-        if state.next_refresh_available_at is not None:
-            retry_at = max(retry_at, from_ts(state.next_refresh_available_at))
-        account.next_due_at = retry_at
+        # The refreshes table holds the run of failures (this one included) the backoff grows
+        # with; the policy is every feature's (worker/refresh_backoff.py).
+        account.next_due_at = failed_refresh_retry_at(
+            attempted_at=state.last_attempted_at,
+            failures=pacing.failed_refreshes_in_a_row(session, account.id),
+            next_refresh_available_at=state.next_refresh_available_at,
+            key=f"{account.id}/transactions",
+            settings=settings,
+        )
         refresh.error_code = refresh.error_code or ErrorCode.REFRESH_FAILED
         refresh.error_message = refresh.error_message or "Stripe reported the refresh as failed"
         repository.record_error(
@@ -197,7 +209,7 @@ def refuse_unusable(
         )
         park_unusable(account, now=now, settings=settings)
         return "inactive"
-    if "transactions" not in live.permissions:
+    if account.transactions_tracked and "transactions" not in live.permissions:
         repository.record_error(
             account,
             ErrorCode.MISSING_PERMISSION,
@@ -213,3 +225,16 @@ def refuse_unusable(
 def due_now(account: Account, *, now: datetime) -> None:
     """Let the next beat sweep consider the account at once (never postponing an earlier due)."""
     account.next_due_at = min(account.next_due_at or now, now)
+
+
+def reactivate(session: Session, account: Account, *, now: datetime) -> None:
+    """Stripe has the account active again: the account and each feature parked while it was
+    not (until the unusable recheck, or a failed refresh's backoff) are due at once, beat's
+    sweeps still holding each to Stripe's `next_refresh_available_at` and to a pending refresh."""
+    if account.last_error_code == ErrorCode.ACCOUNT_INACTIVE:
+        repository.clear_error(account)
+    due_now(account, now=now)
+    for row in feature_store.features_of(session, account.id):
+        if row.last_error_code == ErrorCode.ACCOUNT_INACTIVE:
+            feature_store.clear_feature_error(row)
+        row.next_due_at = min(row.next_due_at or now, now)

@@ -10,8 +10,6 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-import requests
-
 from worker.errors import TransientError
 
 # Re-read the external clock at most this often; between reads it advances with wall time.
@@ -36,6 +34,10 @@ class Clock:
 
     def _fetch(self) -> datetime:
         assert self._url
+        # Here, not at the top: without a clock URL (production) nothing needs requests, and
+        # `fcsync status` would load it only to read the wall clock.
+        import requests
+
         try:
             response = requests.get(self._url, timeout=5)
             response.raise_for_status()

@@ -25,15 +25,16 @@ from models import Account, Refresh
 from worker import demo_tour
 from worker.playground.stack import Stack, StackFailure, StackOptions
 from worker.redaction import redact
-from worker.reports import stored_transactions
+from worker.reports import transaction_counts
 
 WORKER_CONCURRENCY = 2
-# Slower beat and polls than the test stacks, and the pages per run the tour speaks of.
+# Slower beat and polls than the test stacks.
 DEMO_ENV = {
     "FCSYNC_BEAT_INTERVAL_S": "2",
     "FCSYNC_POLL_MAX_S": "5",
-    "FCSYNC_PAGES_PER_RUN": "50",
 }
+# The pages per task run the tour speaks of, at full scale: the large backfills take several.
+PAGES_PER_RUN = 50
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,35 @@ class DemoAccount:
     spec: dict[str, Any]
 
 
-def demo_bank() -> list[DemoAccount]:
-    """About 25 accounts: three large ones, one inactive, one whose refreshes often fail."""
+def demo_bank(scale: float = 1.0) -> list[DemoAccount]:
+    """About 25 accounts: three large ones, one inactive, one whose refreshes often fail; each
+    holds `scale` of its transactions (at least one)."""
+
+    def n(full: int) -> int:
+        return max(1, round(full * scale))
+
     bank = [
-        DemoAccount(f"large-{i}", {"transactions": n})
-        for i, n in enumerate((30_000, 20_000, 12_000))
+        DemoAccount(f"large-{i}", {"transactions": n(full)})
+        for i, full in enumerate((30_000, 20_000, 12_000))
     ]
-    bank.append(DemoAccount("inactive", {"transactions": 300, "status": "inactive"}))
-    bank.append(DemoAccount("flaky", {"transactions": 800, "failure_rate": 0.5}))
-    bank += [DemoAccount(f"small-{i}", {"transactions": 120 + 97 * i}) for i in range(20)]
+    bank.append(DemoAccount("inactive", {"transactions": n(300), "status": "inactive"}))
+    bank.append(DemoAccount("flaky", {"transactions": n(800), "failure_rate": 0.5}))
+    bank += [DemoAccount(f"small-{i}", {"transactions": n(120 + 97 * i)}) for i in range(20)]
     return bank
 
 
+def pages_per_run(scale: float) -> int:
+    """Scaled with the bank, so that a smaller demo's large backfills still take several runs."""
+    return max(1, round(PAGES_PER_RUN * scale))
+
+
 class Demo:
-    def __init__(self, console: Console, *, workdir: Path, seed: int) -> None:
+    def __init__(self, console: Console, *, workdir: Path, seed: int, scale: float = 1.0) -> None:
         self.console = console
         self.workdir = workdir
         self.seed = seed
+        self.scale = scale
+        self.pages_per_run = pages_per_run(scale)
         self.logs = workdir / "logs"
 
     def say(self, text: str) -> None:
@@ -66,14 +79,14 @@ class Demo:
 
     def run(self, *, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
-        bank = demo_bank()
+        bank = demo_bank(self.scale)
         options = StackOptions(
             db_url=f"sqlite:///{self.workdir / 'fcsync-demo.db'}",
             broker_url=f"sqla+sqlite:///{self.workdir / 'broker.sqlite'}",
             workdir=self.workdir,
             seed=self.seed,
             concurrency=WORKER_CONCURRENCY,
-            env=DEMO_ENV,
+            env={**DEMO_ENV, "FCSYNC_PAGES_PER_RUN": str(self.pages_per_run)},
             report_logs=lambda _tails: self._show_logs(),
         )
         demo_tour.show_intro(self.console)
@@ -90,7 +103,11 @@ class Demo:
         self.say(f"emulator at {stack.emulator.base_url} (seed {self.seed})")
         total = sum(a.spec["transactions"] for a in bank)
         self.say(f"seeded {len(accounts)} accounts holding {total:,} transactions:")
-        demo_tour.show_cast(self.console, [(a.label, a.spec["transactions"]) for a in bank])
+        demo_tour.show_cast(
+            self.console,
+            [(a.label, a.spec["transactions"]) for a in bank],
+            pages_per_run=self.pages_per_run,
+        )
         self.say(
             "worker, beat and webhook receiver started (SQLite + embedded broker), "
             f"logging to {self.logs}"
@@ -164,7 +181,8 @@ class Demo:
         with stack.session() as session:
             rows = {a.id: a for a in session.scalars(select(Account))}
             refreshes = list(session.scalars(select(Refresh)))
-            stored = {i: len(stored_transactions(session, i)) for i in accounts.values()}
+            counts = transaction_counts(session)
+        stored = {i: counts.get(i, 0) for i in accounts.values()}
         per_account = Counter((r.account_id, r.status) for r in refreshes)
         # No side borders and ids that never wrap: the whole table fits 80 columns, ids whole.
         table = Table(
@@ -202,13 +220,18 @@ class Demo:
 
 
 def run_demo(
-    *, seed: int = 7, timeout_s: float = 110.0, console_factory: Callable[[], Console] = Console
+    *,
+    seed: int = 7,
+    timeout_s: float = 110.0,
+    scale: float = 1.0,
+    console_factory: Callable[[], Console] = Console,
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="fcsync-demo-") as tmp:
         workdir = Path(tmp)
         (workdir / "logs").mkdir()
         with _records_to(workdir / "logs" / "demo.log"):
-            return Demo(console_factory(), workdir=workdir, seed=seed).run(timeout_s=timeout_s)
+            demo = Demo(console_factory(), workdir=workdir, seed=seed, scale=scale)
+            return demo.run(timeout_s=timeout_s)
 
 
 @contextmanager

@@ -20,8 +20,9 @@ INTRO = (
     "equal the emulator's truth, account by account."
 )
 
+# {pages}: the demo's pages per task run (scaled with its bank, 50 at full scale).
 ROLES = {
-    "large": "backfills of hundreds of pages: 50 pages per task run, then the task re-enqueues "
+    "large": "backfills of many pages: {pages} pages per task run, then the task re-enqueues "
     "itself and resumes from its checkpoint",
     "small": "everyday accounts",
     "inactive": "its bank connection is inactive: Stripe refuses to refresh it, so fcsync "
@@ -70,8 +71,8 @@ TRY_NEXT = (
 )
 
 
-def _role(label: str) -> str:
-    return ROLES.get(label.split("-")[0], "")
+def _role(label: str, pages_per_run: int) -> str:
+    return ROLES.get(label.split("-")[0], "").format(pages=pages_per_run)
 
 
 def show_intro(console: Console) -> None:
@@ -79,7 +80,7 @@ def show_intro(console: Console) -> None:
     console.print()
 
 
-def show_cast(console: Console, bank: Sequence[tuple[str, int]]) -> None:
+def show_cast(console: Console, bank: Sequence[tuple[str, int]], *, pages_per_run: int) -> None:
     """The accounts by kind (label prefix): how many transactions, and what each kind shows."""
     kinds: dict[str, list[tuple[str, int]]] = {}
     for label, transactions in bank:
@@ -93,7 +94,7 @@ def show_cast(console: Console, bank: Sequence[tuple[str, int]]) -> None:
         name = first if len(members) == 1 else f"{first}..{last.split('-')[-1]}"
         sizes = [n for _, n in members]
         count = f"{sizes[0]:,}" if len(sizes) == 1 else f"{min(sizes):,}-{max(sizes):,}"
-        grid.add_row(name, count, _role(first))
+        grid.add_row(name, count, _role(first, pages_per_run))
     console.print(Padding(grid, (0, 0, 0, 9)))
 
 

@@ -20,6 +20,9 @@ class ErrorCode(StrEnum):
     REFRESH_STALE = "refresh_stale"
     DATABASE_UNAVAILABLE = "database_unavailable"
     STRIPE_ACCOUNT_MISMATCH = "stripe_account_mismatch"
+    ACCOUNT_TRACKED = "account_tracked"
+    TRANSACTIONS_NOT_TRACKED = "transactions_not_tracked"
+    STRIPE_KEY_MISMATCH = "stripe_key_mismatch"
     # Stripe's code for a 404; here it is the one Stripe code fcsync acts on.
     RESOURCE_MISSING = "resource_missing"
 
@@ -64,3 +67,11 @@ class StripeAccountMismatch(PermanentError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code=ErrorCode.STRIPE_ACCOUNT_MISMATCH)
+
+
+class StripeKeyMismatch(PermanentError):
+    """A request named another configured Stripe key than the one the stored account is
+    reached with: the request is wrong, not the account (nothing recorded, nothing sent)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=ErrorCode.STRIPE_KEY_MISMATCH)

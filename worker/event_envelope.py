@@ -5,15 +5,19 @@ a type and size its column holds."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from sqlalchemy import String
 
 from models import WebhookEvent
 from worker.errors import ErrorCode, PermanentError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FC_EVENT_PREFIX = "financial_connections.account."
 FC_ACCOUNT_OBJECT = "financial_connections.account"
@@ -155,3 +159,17 @@ def check_envelope(data: Mapping[str, Any]) -> Mapping[str, Any]:
             raise InvalidEventError(f"`data.object` of a {event_type} event must be an account")
         _text(obj, "id", _ACCOUNT_ID, ACCOUNT_ID_MAX, label="data.object.id")
     return obj
+
+
+# What parsing a body can raise besides PermanentError if a shape slipped past validation.
+# Parsing is a pure function of the body, so these are the sender's fault, never ours.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+
+
+def read_event(parse: Callable[[], T]) -> T:
+    """Run a parse of an event body; whatever it raises is the body's fault (a PermanentError)."""
+    try:
+        return parse()
+    except _INPUT_ERRORS as exc:
+        log.exception("an event body got past validation and failed parsing")
+        raise InvalidEventError("not a Stripe event fcsync can read") from exc

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from worker import inbox, metrics, repository, webhooks
+from worker import event_handlers, inbox, metrics, repository, webhooks
 from worker.intents import HandleEvent, Intent
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
@@ -19,11 +19,9 @@ from worker.stripe_payloads import InvalidStripeResponse
 
 log = logging.getLogger(__name__)
 
-# How long Stripe lists an event (GET /v1/events answers for the last 30 days only).
-EVENTS_RETENTION = timedelta(days=30)
 # The financial_connections.account.* types fcsync acts on: the others would be stored only
 # to be marked ignored.
-SWEPT_TYPES = tuple(sorted(webhooks.HANDLERS))
+SWEPT_TYPES = tuple(sorted(event_handlers.HANDLERS))
 
 
 @dataclass(frozen=True)
@@ -46,25 +44,12 @@ class EventsSweep:
         return self.outcomes.get("stored", 0)
 
 
-def contexts_to_sweep(session: Session) -> tuple[str | None, ...]:
-    """The Stripe account contexts whose events are swept: None, the platform's own account,
-    then each Connect connected account (acct_...) a tracked FC account lives in (Stripe lists
-    a connected account's events only under its `Stripe-Account` header)."""
-    return (None, *repository.tracked_stripe_accounts(session))
-
-
-def retention_start(now: datetime) -> int:
-    """The oldest `created` Stripe still lists at `now`."""
-    return int((now - EVENTS_RETENTION).timestamp())
-
-
-def retention_gap(session: Session, *, now: datetime) -> datetime | None:
-    """When the newest inbox event was created, if that is longer ago than Stripe lists events
-    (events since then cannot be read back); None when the sweep can cover the gap."""
-    newest = inbox.newest_event_created(session)
-    if newest is None or newest >= retention_start(now):
-        return None
-    return datetime.fromtimestamp(newest, tz=now.tzinfo)
+def contexts_to_sweep(session: Session, stripe_key: str | None = None) -> tuple[str | None, ...]:
+    """The Stripe account contexts whose events the key `stripe_key` (as the columns hold it)
+    sweeps: None, its own account, then each Connect connected account (acct_...) a tracked FC
+    account of the key lives in (Stripe lists a connected account's events only under its
+    `Stripe-Account` header)."""
+    return (None, *repository.tracked_stripe_accounts(session, stripe_key))
 
 
 def sweep_events(
@@ -76,19 +61,20 @@ def sweep_events(
     stripe_account: str | None = None,
     since: datetime | None = None,
 ) -> EventsSweep:
-    """Page the context's events created since the newest inbox event (less the overlap), or
-    since `since` when given, into the inbox; the intents handle the newly stored ones, as the
+    """Page the context's events, as the gateway's key lists them, created since the newest
+    inbox event of that key and context (less the overlap), or since `since` when given, into
+    the inbox; the intents handle the newly stored ones, as the
     receiver's enqueue does.
 
     All pages go into one transaction: the list is newest first, so a sweep that committed its
     newer pages and died would leave the inbox's newest event past older ones never read."""
-    oldest_listed = retention_start(now)
+    oldest_listed = inbox.retention_start(now)
     if since is not None:
         # Asked for (`fcsync events sweep --since`): created at `since` or later.
         start = int(since.timestamp()) - 1
         gap = start + 1 < oldest_listed
     else:
-        newest = inbox.newest_event_created(session, stripe_account)
+        newest = inbox.newest_event_created(session, stripe_account, gateway.stripe_key)
         # An empty inbox (a new install) reads whatever Stripe still holds.
         start = oldest_listed if newest is None else newest - settings.fcsync_events_overlap_s
         gap = newest is not None and newest < oldest_listed
@@ -98,7 +84,7 @@ def sweep_events(
             "events for: events in between cannot be read back; beat's reconciliation of "
             "account state still catches every refresh",
             datetime.fromtimestamp(start, tz=now.tzinfo).isoformat(),
-            EVENTS_RETENTION.days,
+            inbox.EVENTS_RETENTION.days,
         )
         metrics.events_sweep_gap()
     outcomes: Counter[str] = Counter()
@@ -113,7 +99,9 @@ def sweep_events(
             stripe_account=stripe_account,
         )
         for body in page.bodies:
-            receipt = webhooks.receive_listed_event(session, body, settings=settings, now=now)
+            receipt = webhooks.receive_listed_event(
+                session, body, now=now, stripe_key=gateway.stripe_key, livemode=gateway.livemode
+            )
             if receipt.status != 200:
                 log.warning(
                     "event from GET /v1/events refused: [%s] %s", receipt.code, receipt.error

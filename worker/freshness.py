@@ -14,7 +14,7 @@ from enum import StrEnum
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from models import Account, Refresh
+from models import Account, AccountFeature, Refresh
 from worker.errors import ErrorCode
 
 
@@ -46,7 +46,7 @@ MEANING = {
     State.RELINK_REQUIRED: "no transactions permission: the user must link the account again",
     State.INACTIVE: "inactive at Stripe: no refresh until it is reactivated",
     State.DISCONNECTED: "disconnected at Stripe, or Stripe no longer knows it: final",
-    State.UNTRACKED: "stored, but fcsync no longer keeps it in sync",
+    State.UNTRACKED: "stored, but fcsync does not keep its transactions in sync",
 }
 
 
@@ -107,6 +107,13 @@ def _judge(a: Account, *, now: datetime) -> tuple[State, str | None, str | None]
     if a.status != "active":
         reason = f"{a.status} at Stripe: no refresh possible until it is reactivated"
         return State.INACTIVE, reason, None
+    if not a.transactions_tracked:
+        # Its other features (balances, ownership) have their own freshness (`features`).
+        return (
+            State.UNTRACKED,
+            "transactions not tracked: fcsync keeps only its other features fresh",
+            None,
+        )
     if code == ErrorCode.MISSING_PERMISSION or (
         a.permissions and not a.has_transactions_permission
     ):
@@ -147,6 +154,14 @@ def _judge(a: Account, *, now: datetime) -> tuple[State, str | None, str | None]
     return failing_or_stale, f"refresh overdue since {_at(overdue)}{error}", code
 
 
+def in_transactions_freshness(*, tracked: bool, transactions_tracked: bool) -> bool:
+    """Whether an account counts in the transactions' freshness (the states by which /metrics,
+    the status page count accounts): every one but those tracked with other features only,
+    which their features' freshness counts instead (a balances-only account is no more
+    `untracked` than an inactive one is failing)."""
+    return transactions_tracked or not tracked
+
+
 def freshness(a: Account, facts: Facts, *, now: datetime) -> Freshness:
     state, reason, code = _judge(a, now=now)
     cooldown = _from_ts(a.refresh_next_available_at)
@@ -162,6 +177,31 @@ def freshness(a: Account, facts: Facts, *, now: datetime) -> Freshness:
         last_rows_changed_at=facts.last_rows_changed_at,
         next_due_at=a.next_due_at,
     )
+
+
+def feature_state(a: Account, f: AccountFeature, *, now: datetime) -> State:
+    """A balance or ownership feature's freshness, on the account's scale: what stops the
+    account's refreshes stops its features' (untracked, gone, inactive); then the feature's own
+    refresh, error and data, fresh while the refresh its data came from is younger than the
+    account's refresh interval."""
+    if not a.tracked:
+        return State.UNTRACKED
+    if a.gone_at is not None or a.status == "disconnected":
+        return State.DISCONNECTED
+    if a.status != "active":
+        return State.INACTIVE
+    if f.last_error_code == ErrorCode.MISSING_PERMISSION:
+        return State.RELINK_REQUIRED
+    if f.refresh_status == "pending":
+        return State.REFRESHING
+    if f.last_error_code:
+        return State.FAILING
+    now_ts = int(now.timestamp())
+    if f.stored_refresh_at is not None and now_ts - f.stored_refresh_at <= a.refresh_interval_s:
+        return State.FRESH
+    if (f.refresh_next_available_at or 0) > now_ts:
+        return State.COOLING_DOWN
+    return State.STALE
 
 
 def refresh_facts(session: Session, account_id: str | None = None) -> dict[str, Facts]:

@@ -3,21 +3,26 @@ the sweep; never commits (the edge that starts the unit of work does)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, case, delete, func, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from models import WebhookEvent
+from worker import repository
 from worker.event_envelope import FC_EVENT_PREFIX
+from worker.json_rows import field, insert_rows
 from worker.redaction import redact
 
 REFRESHED_TRANSACTIONS = FC_EVENT_PREFIX + "refreshed_transactions"
+# How long Stripe lists an event (GET /v1/events answers for the last 30 days only): how far
+# back the events sweep can refill the inbox.
+EVENTS_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,22 @@ class InboxEvent:
     outcome: str | None = None
     # The event's `account` (a Connect event's connected account), None for the platform's.
     stripe_account: str | None = None
+    # The configured key whose secret verified it, or that listed it (None = `default`).
+    stripe_key: str | None = None
+
+
+# An inbox row's values as insert_webhook_events sends them, in this order.
+_EVENT_COLUMNS = (
+    "id",
+    "type",
+    "account_id",
+    "stripe_account",
+    "stripe_key",
+    "livemode",
+    "created",
+    "payload",
+    "outcome",
+)
 
 
 def insert_webhook_events(
@@ -41,43 +62,57 @@ def insert_webhook_events(
     """Store each event once, all in one statement; returns the ids that were not in the inbox
     yet (an id given twice is stored, and returned, once)."""
     rows = {
-        event.id: {
-            "id": event.id,
-            "type": event.type,
-            "account_id": event.account_id,
-            "stripe_account": event.stripe_account,
-            "livemode": event.livemode,
-            "created": event.created,
-            "payload": event.payload,
-            "received_at": now,
-            "processed_at": None if event.outcome is None else now,
-            "outcome": event.outcome,
-        }
+        event.id: (
+            event.id,
+            event.type,
+            event.account_id,
+            event.stripe_account,
+            event.stripe_key,
+            event.livemode,
+            event.created,
+            event.payload,
+            event.outcome,
+        )
         for event in reversed(events)  # the first of an id's copies is the one kept
     }
     if not rows:
         return set()
     result = session.connection().execute(
-        _insert_once(session.get_bind().dialect.name), list(rows.values())
+        _insert_once(session.get_bind().dialect.name),
+        {"rows": json.dumps(list(rows.values())), "now": now},
     )
     return set(result.scalars())
 
 
 @cache
 def _insert_once(dialect: str) -> Any:
-    """The inbox's INSERT, built once per dialect and run with each batch's values: building a
-    statement per event (and the ORM's handling of it) cost the receiver as much CPU as the
-    round trip to run it. Run with many rows, SQLAlchemy sends them as one multi-row INSERT
-    ("insertmanyvalues"); RETURNING names the rows it stored, the others being duplicates."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    """The inbox's INSERT, built once per dialect and run with each batch's rows as one JSON
+    parameter (worker/json_rows.py): building a statement per event (and the ORM's handling of
+    it) cost the receiver as much CPU as the round trip to run it, and a parameter per value
+    (SQLAlchemy's "insertmanyvalues") a fifth of the receiver's CPU per event. RETURNING names
+    the rows it stored, the others being duplicates."""
     table = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
-    return (
-        insert(table).on_conflict_do_nothing(index_elements=[WebhookEvent.id]).returning(table.c.id)
+    now = bindparam("now", type_=table.c.received_at.type)
+    outcome = _EVENT_COLUMNS.index("outcome")
+
+    def processed_at(row: Any) -> Any:
+        # An event kept only for the record (an outcome already) has nothing left to process.
+        return case((field(row, outcome, table.c.outcome.type).is_not(None), now))
+
+    stmt = insert_rows(
+        dialect, table, _EVENT_COLUMNS, {"received_at": now, "processed_at": processed_at}
     )
+    return stmt.on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
 
 
 def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
     return session.get(WebhookEvent, event_id)
+
+
+def event_stripe_key(session: Session, event_id: str) -> str | None:
+    """The key an inbox event came with (None: `default`, or no such event)."""
+    event = session.get(WebhookEvent, event_id)
+    return event.stripe_key if event is not None else None
 
 
 def record_event_error(row: WebhookEvent, code: str, message: str) -> None:
@@ -115,12 +150,35 @@ def refresh_announced_at(session: Session, account_id: str, refresh_id: str) -> 
     )
 
 
-def newest_event_created(session: Session, stripe_account: str | None = None) -> int | None:
+def newest_event_created(
+    session: Session, stripe_account: str | None = None, stripe_key: str | None = None
+) -> int | None:
     """`created` of the newest event of the context `stripe_account` (None: the platform's own)
-    in the inbox, delivered or swept; None when there is none."""
-    context = (
-        WebhookEvent.stripe_account.is_(None)
-        if stripe_account is None
-        else WebhookEvent.stripe_account == stripe_account
+    of the key `stripe_key` (None: `default`) in the inbox, delivered or swept; None when there
+    is none."""
+    return session.scalar(
+        select(func.max(WebhookEvent.created)).where(
+            repository.nullable_equals(WebhookEvent.stripe_account, stripe_account),
+            repository.nullable_equals(WebhookEvent.stripe_key, stripe_key),
+        )
     )
-    return session.scalar(select(func.max(WebhookEvent.created)).where(context))
+
+
+def retention_start(now: datetime) -> int:
+    """The oldest `created` Stripe still lists at `now`."""
+    return int((now - EVENTS_RETENTION).timestamp())
+
+
+def retention_gap(session: Session, *, now: datetime) -> datetime | None:
+    """When the newest inbox event was created, if that is longer ago than Stripe lists events
+    (events since then cannot be read back); None when the sweep can cover the gap."""
+    newest = newest_event_created(session)
+    if newest is None or newest >= retention_start(now):
+        return None
+    return datetime.fromtimestamp(newest, tz=now.tzinfo)
+
+
+def delete_account_events(session: Session, account_id: str) -> int:
+    """The inbox's events about the account (their payloads hold its data) gone; how many."""
+    result: Any = session.execute(delete(WebhookEvent).where(WebhookEvent.account_id == account_id))
+    return int(result.rowcount or 0)

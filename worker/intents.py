@@ -10,17 +10,21 @@ from datetime import datetime
 @dataclass(frozen=True)
 class TrackAccount:
     """An account Stripe told us about that fcsync should start tracking (auto-track), in the
-    Stripe account context the event came from (None = the platform)."""
+    Stripe account context the event came from (None = the platform), with the key whose
+    webhook secret verified it (None = `default`)."""
 
     account_id: str
     stripe_account: str | None = None
+    stripe_key: str | None = None
 
 
 @dataclass(frozen=True)
 class RefreshDue:
-    """Beat found the account due: ask for a refresh, through the gate."""
+    """Beat found the account's `feature` (transactions, balances, ownership) due: ask for a
+    refresh of it, through its gate."""
 
     account_id: str
+    feature: str = "transactions"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class PollRefresh:
 
     account_id: str
     attempt: int = 0
+    feature: str = "transactions"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class PollStaleRefresh:
     """A refresh pending for too long without a webhook: read it again now."""
 
     account_id: str
+    feature: str = "transactions"
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,49 @@ class NotifySynced:
 
 
 @dataclass(frozen=True)
+class ReconcileDue:
+    """The account's reconciliation slot came: re-read its recent window and heal it."""
+
+    account_id: str
+
+
+@dataclass(frozen=True)
+class NotifyAccount:
+    """Something happened to the account that its user may have to act on (relink it before
+    `expected_deactivation_date`, say): tell whoever asked (FCSYNC_ON_ACCOUNT_TASK). `kind`:
+    relink_required, deactivated, reactivated, disconnected, account_numbers_updated or
+    upcoming_account_number_expiry; dates are Unix seconds, as Stripe gives them."""
+
+    account_id: str
+    kind: str
+    status: str
+    action: str | None
+    cause: str | None
+    expected_deactivation_date: int | None
+    expected_expiry_date: int | None = None
+    event_id: str | None = None
+    stripe_account: str | None = None
+
+
+@dataclass(frozen=True)
 class HandleEvent:
     """A stored webhook event still waits for its handling."""
 
     event_id: str
+
+
+# Ids in one HandleEvents (one task message): a receiver batch of more is split. Its events are
+# handled one after another within the task's time limit; 100 status events, each re-read from
+# Stripe at the default 20 requests/s, take ~5 s of it.
+EVENT_IDS_MAX = 100
+
+
+@dataclass(frozen=True)
+class HandleEvents:
+    """Stored webhook events (at most EVENT_IDS_MAX) that wait for their handling, each on its
+    own: the receiver's group commit sends one message for its batch instead of one per event."""
+
+    event_ids: tuple[str, ...]
 
 
 Intent = (
@@ -84,5 +129,8 @@ Intent = (
     | PollStaleRefresh
     | SyncDue
     | NotifySynced
+    | NotifyAccount
     | HandleEvent
+    | ReconcileDue
+    | HandleEvents
 )

@@ -12,7 +12,6 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec
 from wsgiref.simple_server import WSGIServer
@@ -93,7 +92,7 @@ from prometheus_client import (  # noqa: E402
     start_http_server,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
+from prometheus_client.core import Metric  # noqa: E402
 from prometheus_client.registry import REGISTRY, Collector  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
@@ -141,11 +140,28 @@ REFRESH_DURATION = Histogram(
     ["outcome"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
+FEATURE_REFRESHES = Counter(
+    "fcsync_feature_refreshes",
+    "Refreshes fcsync saw end, by feature (transactions, balances, ownership) and outcome "
+    "(succeeded, failed)",
+    ["feature", "outcome"],
+)
 SYNC_PAGES = Counter("fcsync_sync_pages", "Pages of transactions a sync stored")
 SYNC_ROWS = Counter(
     "fcsync_sync_rows",
     "Transaction rows a sync wrote, by operation (inserted, updated)",
     ["operation"],
+)
+RECONCILE_ROWS = Counter(
+    "fcsync_reconcile_rows",
+    "Transaction rows a reconciliation repaired, by operation (inserted: missing; updated: "
+    "differed from Stripe's; vanished: pending rows Stripe no longer lists, marked)",
+    ["operation"],
+)
+RECONCILES = Counter(
+    "fcsync_reconciles",
+    "Reconciliations that ended, by outcome (reconciled, truncated, gone)",
+    ["outcome"],
 )
 # --- Webhooks --------------------------------------------------------------------------------
 WEBHOOK_EVENTS_RECEIVED = Counter(
@@ -190,10 +206,8 @@ CELERY_TASK_RETRIED = Counter(
 CELERY_TASK_RUNTIME = Histogram(
     "celery_task_runtime", "Run time of tasks that succeeded, in seconds", _TASK_LABELS
 )
-# --- Computed from the database at scrape time (FleetCollector) ------------------------------
-ACCOUNTS = "fcsync_accounts"
-OLDEST_PENDING_REFRESH = "fcsync_oldest_pending_refresh_seconds"
-MAX_SYNC_LAG = "fcsync_max_sync_lag_seconds"
+# The gauges computed from the database at scrape time: worker/fleet_gauges.py.
+from worker.fleet_gauges import FleetCollector, FleetSnapshot  # noqa: E402
 
 P = ParamSpec("P")
 
@@ -259,10 +273,17 @@ def refresh_ended(session: Session, outcome: str, duration_s: float | None) -> N
 
     def record() -> None:
         REFRESHES.labels(outcome).inc()
+        FEATURE_REFRESHES.labels("transactions", outcome).inc()
         if duration_s is not None:
             REFRESH_DURATION.labels(outcome).observe(max(duration_s, 0.0))
 
     _after_commit(session, record)
+
+
+@_never_raises
+def feature_refresh_ended(session: Session, feature: str, outcome: str) -> None:
+    """A balance or ownership refresh seen to end (transactions': refresh_ended)."""
+    _after_commit(session, lambda: FEATURE_REFRESHES.labels(feature, outcome).inc())
 
 
 @_never_raises
@@ -273,6 +294,16 @@ def sync_page_stored(session: Session, inserted: int, updated: int, *, pages: in
         SYNC_ROWS.labels("updated").inc(updated)
 
     _after_commit(session, record)
+
+
+@_never_raises
+def reconcile_rows(session: Session, operation: str, count: int) -> None:
+    _after_commit(session, lambda: RECONCILE_ROWS.labels(operation).inc(count))
+
+
+@_never_raises
+def reconcile_ended(session: Session, outcome: str) -> None:
+    _after_commit(session, lambda: RECONCILES.labels(outcome).inc())
 
 
 @_never_raises
@@ -329,45 +360,6 @@ _CELERY_COUNTERS = {
     "succeeded": CELERY_TASK_SUCCEEDED,
     "retried": CELERY_TASK_RETRIED,
 }
-
-
-@dataclass(frozen=True)
-class FleetSnapshot:
-    """The accounts as the freshness model sees them now: how many in each state (every state
-    named, 0 when none), the oldest pending refresh's age and the largest sync lag (0: none)."""
-
-    accounts: Mapping[str, int]
-    oldest_pending_refresh_s: float
-    max_sync_lag_s: float
-
-
-class FleetCollector(Collector):
-    """Gauges read from the database at scrape time, so every process serving /metrics shows
-    the same truth and no process has to keep them up to date."""
-
-    def __init__(self, snapshot: Callable[[], FleetSnapshot]) -> None:
-        self._snapshot = snapshot
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            fleet = self._snapshot()
-        except Exception:
-            log.exception("could not read the accounts' freshness for /metrics")
-            return
-        accounts = GaugeMetricFamily(ACCOUNTS, "Accounts by freshness state", labels=["state"])
-        for state, count in fleet.accounts.items():
-            accounts.add_metric([state], count)
-        yield accounts
-        yield GaugeMetricFamily(
-            OLDEST_PENDING_REFRESH,
-            "Age of the oldest refresh still pending (0: none pending)",
-            value=fleet.oldest_pending_refresh_s,
-        )
-        yield GaugeMetricFamily(
-            MAX_SYNC_LAG,
-            "Largest time since a tracked, usable account's rows were last synced",
-            value=fleet.max_sync_lag_s,
-        )
 
 
 class _ThisProcess(Collector):

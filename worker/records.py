@@ -17,6 +17,56 @@ class TransactionRefreshState:
 
 
 @dataclass(frozen=True)
+class FeatureRefreshState:
+    """A `balance_refresh` or `ownership_refresh`: like a transaction refresh, without an id."""
+
+    status: str  # open enum: pending | succeeded | failed
+    last_attempted_at: int
+    next_refresh_available_at: int | None
+
+
+@dataclass(frozen=True)
+class FCBalance:
+    """The account's `balance`, in Stripe's shape: currency-keyed integer minor units."""
+
+    as_of: int
+    type: str  # open enum: cash | credit
+    current: dict[str, int]
+    cash_available: dict[str, int] | None
+    credit_used: dict[str, int] | None
+
+
+@dataclass(frozen=True)
+class FCOwner:
+    """A financial_connections.account_owner."""
+
+    id: str
+    ownership: str
+    name: str
+    email: str | None
+    phone: str | None
+    raw_address: str | None
+    refreshed_at: int | None
+
+
+@dataclass(frozen=True)
+class OwnerPage:
+    owners: tuple[FCOwner, ...]
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class ActiveStatusDetails:
+    """Stripe's `status_details.active`: what it expects of an active account. Open values:
+    action none | relink_required, cause access_expired | institution_requirement | unspecified
+    (+ values Stripe may add)."""
+
+    action: str
+    cause: str | None
+    expected_deactivation_date: int | None
+
+
+@dataclass(frozen=True)
 class FCAccount:
     id: str
     livemode: bool
@@ -34,6 +84,17 @@ class FCAccount:
     # The Stripe account context it was read in (a connected `acct_...`; None = the platform):
     # the gateway stamps what it asked with, an event what its `account` says.
     stripe_account: str | None = None
+    balance_refresh: FeatureRefreshState | None = None
+    ownership_refresh: FeatureRefreshState | None = None
+    balance: FCBalance | None = None
+    # The latest ownership's id (`fcaowns_...`), expanded or not.
+    ownership: str | None = None
+    # None: nothing expected of the account (or a payload older than status_details).
+    status_details_active: ActiveStatusDetails | None = None
+    # The earliest `account_numbers[].expected_expiry_date`, if any number expires.
+    account_number_expiry: int | None = None
+    # The name of the configured key it was read with (None = `default`), stamped the same way.
+    stripe_key: str | None = None
 
 
 class FCTransaction(NamedTuple):
@@ -92,6 +153,8 @@ class Followup:
     task: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     countdown: float | None = None
+    # The queue of a user's task other than the on-synced one (None: as worker/app.py decides).
+    queue: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from worker import failpoints, pacing, repository
+from worker import due_accounts, failpoints, feature_store, pacing, repository
 from worker.accounts import (
     from_ts,
     observe_account,
@@ -31,6 +31,7 @@ from worker.intents import (
     SyncDue,
 )
 from worker.records import Sweep
+from worker.refresh_gate import gate
 from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 
@@ -77,6 +78,9 @@ def request_refresh(
     `stripe_account` as in tracking.track_account: every request goes out in the context."""
     context = stripe_context(session, account_id, stripe_account)
     known = repository.get_account(session, account_id)
+    if known is not None and not known.transactions_tracked:
+        # Tracked without transactions: whoever asks, nothing reads what a refresh would bring.
+        return RefreshDecision("untracked")
     if known is not None and not known.tracked and source == "beat":
         return RefreshDecision("untracked")
     if known is not None and known.gone_at is not None and source == "beat":
@@ -93,10 +97,11 @@ def request_refresh(
         return RefreshDecision(unusable, intents=tuple(intents))
     state = live.transaction_refresh
     now_ts = int(now.timestamp())
-    if state is not None and state.status == "pending":
+    allowed = gate(state, now_ts)
+    if state is not None and allowed == "pending":
         intents.append(PollRefresh(account_id))
         return RefreshDecision("pending", refresh_id=state.id, intents=tuple(intents))
-    if state is not None and (state.next_refresh_available_at or 0) > now_ts:
+    if state is not None and allowed == "cooldown":
         retry_at = from_ts(int(state.next_refresh_available_at or now_ts))
         account.next_due_at = max(account.next_due_at or retry_at, retry_at)
         if source != "beat":  # beat asks again at the due time anyway
@@ -154,6 +159,10 @@ def poll_refresh(
     """Read the account once and act on its refresh state; still pending, poll it again (the
     `attempt`-th poll of it was this one) until the deadline marks it stale."""
     context = stripe_context(session, account_id, stripe_account)
+    known = repository.get_account(session, account_id)
+    if known is not None and not known.transactions_tracked:
+        # A poll sent before transactions stopped being tracked: nothing waits for it.
+        return PollResult("none")
     live = retrieve_or_mark_gone(session, gateway, account_id, stripe_account=context, now=now)
     if live is None:
         return PollResult("gone")
@@ -191,21 +200,47 @@ def due_refreshes(session: Session, *, now: datetime, settings: Settings) -> Swe
     the real due time): a lost message, a crash or an unforeseen permanent error costs one
     Stripe request per retry window, not one per beat tick."""
     claim_s = max(settings.fcsync_failed_refresh_retry_s, settings.fcsync_beat_interval_s)
-    due = repository.claim_due_account_ids(
-        session, now=now, until=now + timedelta(seconds=claim_s), limit=settings.fcsync_sweep_batch
+    until = now + timedelta(seconds=claim_s)
+    due = due_accounts.claim_due_account_ids(
+        session, now=now, until=until, limit=settings.fcsync_sweep_batch
     )
-    return Sweep(tuple(RefreshDue(account_id) for account_id in due))
+    # Balances and ownership: each feature its own due time, claimed the same way.
+    features = feature_store.claim_due_features(
+        session, now=now, until=until, limit=settings.fcsync_sweep_batch
+    )
+    return Sweep(
+        (
+            *(RefreshDue(account_id) for account_id in due),
+            *(RefreshDue(account_id, feature) for account_id, feature in features),
+        )
+    )
 
 
 def stale_polls(session: Session, *, now: datetime, settings: Settings) -> Sweep:
     """Refreshes pending for too long with no webhook: poll them again, each at most once per
     FCSYNC_STALE_PENDING_S (its due time paces this while pending; the refresh's end resets it),
     so a slow refresh does not gather a new polling chain every sweep."""
-    stale = repository.stale_pending_account_ids(
+    stale = due_accounts.stale_pending_account_ids(
         session,
         now=now,
         older_than_s=settings.fcsync_stale_pending_s,
         limit=settings.fcsync_sweep_batch,
     )
-    pacing.postpone(session, stale, until=now + timedelta(seconds=settings.fcsync_stale_pending_s))
-    return Sweep(tuple(PollStaleRefresh(account_id) for account_id in stale))
+    until = now + timedelta(seconds=settings.fcsync_stale_pending_s)
+    pacing.postpone(session, stale, until=until)
+    features = feature_store.stale_pending_features(
+        session,
+        now=now,
+        older_than_s=settings.fcsync_stale_pending_s,
+        limit=settings.fcsync_sweep_batch,
+    )
+    for account_id, feature in features:
+        row = feature_store.get_feature(session, account_id, feature)
+        if row is not None:
+            row.next_due_at = until
+    return Sweep(
+        (
+            *(PollStaleRefresh(account_id) for account_id in stale),
+            *(PollStaleRefresh(account_id, feature) for account_id, feature in features),
+        )
+    )

@@ -3,16 +3,19 @@ transactions in Stripe's shape."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Refresh, Transaction
 from worker.contexts import context_order
+from worker.feature_reports import feature_status
 from worker.freshness import Facts, Freshness, freshness, refresh_facts
+from worker.stripe_keys import DEFAULT, key_name, key_order
 
 
 def _unix(moment: datetime | None) -> int | None:
@@ -20,27 +23,42 @@ def _unix(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment is not None else None
 
 
+def _per_account_counts() -> Select[str, int]:
+    return select(Transaction.account_id, func.count().label("n")).group_by(Transaction.account_id)
+
+
+def transaction_counts(session: Session) -> dict[str, int]:
+    """Stored transactions per account, counted by the database (an account without any is
+    left out)."""
+    return {account_id: int(n) for account_id, n in session.execute(_per_account_counts())}
+
+
 def account_status(
     session: Session, account_id: str | None = None, *, now: datetime
 ) -> list[dict[str, Any]]:
     facts = refresh_facts(session, account_id)
-    counts = (
-        select(Transaction.account_id, func.count().label("n"))
-        .group_by(Transaction.account_id)
-        .subquery()
-    )
+    counts = _per_account_counts().subquery()
     query = (
         select(Account, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.account_id == Account.id)
-        # A context's accounts together, the platform's first (contexts.context_order's order).
-        .order_by(Account.stripe_account.is_not(None), Account.stripe_account, Account.id)
+        # A key's accounts together (`default` first), within it a context's, the platform's
+        # first: stripe_keys.key_order's and contexts.context_order's orders.
+        .order_by(
+            Account.stripe_key.is_not(None),
+            Account.stripe_key,
+            Account.stripe_account.is_not(None),
+            Account.stripe_account,
+            Account.id,
+        )
     )
     if account_id:
         query = query.where(Account.id == account_id)
     rows = []
+    features = feature_status(session, account_id, now=now)
     for a, n in session.execute(query):
         fresh = freshness(a, facts.get(a.id, Facts()), now=now)
-        rows.append(_status_row(a, int(n), fresh))
+        # Balances / ownership, each with its own freshness (transactions: the row itself).
+        rows.append({**_status_row(a, int(n), fresh), "features": features.get(a.id, {})})
     return rows
 
 
@@ -51,15 +69,51 @@ def stored_contexts(session: Session) -> list[str | None]:
     return sorted(set(found), key=context_order)
 
 
+def stored_keys(session: Session) -> list[str]:
+    """The name of every Stripe key a stored account is reached with, `default` first."""
+    found = session.scalars(select(Account.stripe_key).distinct())
+    return sorted({key_name(s) for s in found}, key=key_order)
+
+
+def known_keys(configured: Iterable[str], stored: Iterable[str]) -> list[str]:
+    """Every key name configured or stored, `default` first; `default` alone when none is
+    (a deployment that has not named its key yet is a single-key one)."""
+    return sorted(set(configured) | set(stored), key=key_order) or [DEFAULT]
+
+
+@dataclass(frozen=True)
+class Section:
+    """The status rows of the accounts one Stripe key reaches in one Stripe account context."""
+
+    stripe_key: str
+    stripe_account: str | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sections(rows: Sequence[dict[str, Any]], *, keys: Iterable[str] = ()) -> list[Section]:
+    """A section per (Stripe key, context) of the rows: key by key (`default` first), within
+    a key the platform first, then each acct_ by id; the rows keep their order. Each of `keys`
+    has its platform section even when empty: where its new accounts land by default."""
+    grouped: dict[tuple[str, str | None], list[dict[str, Any]]] = {(k, None): [] for k in keys}
+    for row in rows:
+        grouped.setdefault((row["stripe_key"], row["stripe_account"]), []).append(row)
+    order = sorted(grouped, key=lambda pair: (key_order(pair[0]), context_order(pair[1])))
+    return [Section(key, context, grouped[key, context]) for key, context in order]
+
+
 def _status_row(a: Account, transactions: int, fresh: Freshness) -> dict[str, Any]:
     return {
         "id": a.id,
+        # The name of the Stripe key the account is reached with (`default`: STRIPE_API_KEY).
+        "stripe_key": key_name(a.stripe_key),
         # The Stripe account context: a connected account's `acct_...`, or null (the platform).
         "stripe_account": a.stripe_account,
         "institution_name": a.institution_name,
         "display_name": a.display_name,
         "status": a.status,
         "tracked": a.tracked,
+        # Whether transactions are among the features it is tracked with (`features`: the rest).
+        "transactions_tracked": a.transactions_tracked,
         "subscribed": a.subscribed,
         "refresh_id": a.refresh_id,
         "refresh_status": a.refresh_status,
@@ -79,11 +133,34 @@ def _status_row(a: Account, transactions: int, fresh: Freshness) -> dict[str, An
         "refresh_pending_since": _unix(fresh.refresh_pending_since),
         "last_rows_changed_at": _unix(fresh.last_rows_changed_at),
         "gone_at": _unix(a.gone_at),
+        # Stripe's status_details.active: a relink it asks for before the account deactivates.
+        "status_details_action": a.status_details_action,
+        "status_details_cause": a.status_details_cause,
+        "expected_deactivation_date": a.expected_deactivation_date,
         "last_error": f"[{a.last_error_code}] {a.last_error_message}"
         if a.last_error_code
         else None,
         "last_error_at": _unix(a.last_error_at),
+        # The last reconciliation and what it repaired (null: never reconciled), and the next.
+        "reconciled_at": _unix(a.reconciled_at),
+        "reconcile_inserted": a.reconcile_inserted,
+        "reconcile_updated": a.reconcile_updated,
+        "reconcile_vanished": a.reconcile_vanished,
+        "next_reconcile_at": _unix(a.next_reconcile_at),
     }
+
+
+def relink_text(row: dict[str, Any]) -> str:
+    """What Stripe expects of an active account (a status row's), for people: "required by
+    2026-12-31 00:00:00 (access_expired)", or "" when nothing is expected."""
+    action = row["status_details_action"]
+    if row["status"] != "active" or action in (None, "none"):
+        return ""
+    text = "required" if action == "relink_required" else str(action)
+    deadline = row["expected_deactivation_date"]
+    if deadline is not None:
+        text += f" by {datetime.fromtimestamp(deadline, tz=UTC):%Y-%m-%d %H:%M:%S}"
+    return f"{text} ({row['status_details_cause'] or 'unspecified'})"
 
 
 def transaction_as_stripe(t: Transaction) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import failpoints, fleet, log_context, repository, sync
+from worker import failpoints, fleet, lifecycle, log_context, repository
 from worker.clock import Clock
 from worker.db import get_engine, is_missing_table
 from worker.dispatch import followup_for
@@ -24,15 +24,24 @@ from worker.errors import (
     ErrorCode,
     PermanentError,
     StripeAccountMismatch,
+    StripeKeyMismatch,
     TransientError,
 )
+from worker.fleet_gauges import FleetSnapshot
 from worker.intents import Intent
-from worker.metrics import FleetSnapshot
 from worker.ratelimit import limiter_for
 from worker.records import Followup
 from worker.redaction import redact
 from worker.settings import Settings
-from worker.stripe_gateway import StripeGateway, gateway_from_settings
+from worker.stripe_gateway import StripeGateway, gateway_for_key
+from worker.stripe_keys import (
+    DEFAULT,
+    StripeKeys,
+    UnknownStripeKeyError,
+    key_name,
+    stored_key,
+)
+from worker.stripe_keys_file import load_stripe_keys
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +51,6 @@ Send = Callable[[Followup], None]
 # Many follow-ups at once: one broker round trip where the broker allows it (worker/app.py).
 SendMany = Callable[[Sequence[Followup]], None]
 Work = Callable[[Session, StripeGateway, datetime], R]
-
-
-# A sync's commit holds at least this many pages when the run has them to read: each
-# commit costs round trips, an fsync and their CPU, which a 2-core machine shares with Stripe's
-# side; the reading ahead brings the pages meanwhile, so waiting for them costs no time.
-PAGES_A_COMMIT_WAITS_FOR = 5
-
-
-class SyncReport(TypedDict):
-    account: str
-    outcome: str
-    pages: int
-    inserted: int
-    updated: int
 
 
 PageHook = Callable[[dict[str, Any]], None]
@@ -79,29 +74,58 @@ class Runtime:
         gateway: Callable[[], StripeGateway] | None = None,
         clock: Now | None = None,
         on_page: PageHook | None = None,
+        keys: StripeKeys | None = None,
     ) -> None:
         self.settings = settings
         self.send = send
         self._send_many = send_many
         self.engine = engine if engine is not None else get_engine(settings.database_url)
         self._sessions = sessionmaker(expire_on_commit=False)
-        self._gateway_factory = gateway or self._default_gateway
-        self._gateway: StripeGateway | None = None
+        # The configured Stripe keys: STRIPE_API_KEY (`default`) and FCSYNC_STRIPE_ACCOUNTS'.
+        self.keys = keys if keys is not None else load_stripe_keys(settings)
+        # `gateway`: what the `default` key's gateway is (a test's, e.g. behind a stand-in).
+        self._default_factory = gateway
+        # One gateway, and one request budget, per key, built on first use (Stripe limits each
+        # account on its own); never another one for a key once built, until a fork.
+        self._gateways: dict[str, StripeGateway] = {}
         self.clock: Now = clock if clock is not None else Clock(settings.fcsync_clock_url)
         # Who watches the pages of the syncs this runtime runs: the CLI's --inline progress.
         self.on_page = on_page
         failpoints.arm(settings.armed_failpoints)
 
-    def _default_gateway(self) -> StripeGateway:
-        # One request budget shared by every worker process (Redis), or this process alone.
-        limiter = limiter_for(self.settings.redis_url, self.settings.fcsync_requests_per_second)
-        return gateway_from_settings(self.settings, limiter=limiter)
+    def gateway_for(self, name: str = DEFAULT) -> StripeGateway:
+        """The gateway of the key `name`, with its own request budget shared by every worker
+        process (Redis), or this process alone. An unknown name is UnknownStripeKeyError; the
+        `default` key unconfigured is a gateway without a key, which refuses its first call
+        (work that never calls Stripe runs without one)."""
+        built = self._gateways.get(name)
+        if built is not None:
+            return built
+        if name == DEFAULT and self._default_factory is not None:
+            built = self._default_factory()
+        else:
+            key = (
+                None if name == DEFAULT and name not in self.keys.names() else self.keys.named(name)
+            )
+            api_key = key.api_key.get_secret_value() if key and key.api_key else None
+            settings = self.settings
+            limiter = limiter_for(
+                settings.redis_url, settings.fcsync_requests_per_second, stripe_key=name
+            )
+            built = gateway_for_key(
+                settings,
+                api_key,
+                stored_key(name),
+                limiter=limiter,
+                key_origin=key.origin if key is not None else None,
+            )
+        self._gateways[name] = built
+        return built
 
     @property
     def gateway(self) -> StripeGateway:
-        if self._gateway is None:
-            self._gateway = self._gateway_factory()
-        return self._gateway
+        """The `default` key's gateway."""
+        return self.gateway_for(DEFAULT)
 
     def watching_pages(self, on_page: PageHook) -> Runtime:
         """This runtime (same sessions, gateway, clock and dispatch) with a page watcher."""
@@ -111,7 +135,7 @@ class Runtime:
 
     def reset(self) -> None:
         """Forget per-process resources (after a fork)."""
-        self._gateway = None
+        self._gateways = {}
 
     @contextmanager
     def session(
@@ -160,30 +184,46 @@ class Runtime:
         *,
         record_unknown: bool = False,
         stripe_account: str | None = None,
+        stripe_key: str | None = None,
+        key_of: Callable[[Session], str | None] | None = None,
         connection: Connection | None = None,
     ) -> R:
         """`work(session, gateway, now)` in one transaction, then the tasks for its intents.
 
+        The gateway is the one of the account's stored key (`stripe_key`, a name the request
+        gives, must be it; an account fcsync has not mirrored takes it, else `default`), or
+        of `key_of(session)` (a `stripe_key` column's value) for work about no one account.
         A permanent failure is recorded on the account; `record_unknown` gives an account
-        fcsync has no row for yet one (untracked, in the context `stripe_account`), so
-        `fcsync status` can say why it is missing.
+        fcsync has no row for yet one (untracked, in the context `stripe_account`, of the key
+        `stripe_key`), so `fcsync status` can say why it is missing.
         The account goes on the log lines of the unit of work (task, command) this runs in."""
         if account_id:
             log_context.note(account_id=account_id)
         now = self.clock.now()
         try:
             with self.session(connection) as session:
-                result = work(session, self.gateway, now)
+                if key_of is not None:
+                    name = key_name(key_of(session))
+                else:
+                    name = account_key(
+                        session, account_id, stripe_key, self.keys, stripe_account=stripe_account
+                    )
+                result = work(session, self.gateway_for(name), now)
+                notices = lifecycle.pending(session)
         except PermanentError as exc:
             log.error("permanent failure for %s: [%s] %s", account_id or "-", exc.code, exc)
-            # Our own misconfiguration, or a request naming the wrong context, says nothing
-            # about the account: keep its state true.
-            if account_id and not isinstance(exc, ConfigurationError | StripeAccountMismatch):
+            # Our own misconfiguration, or a request naming the wrong context or key, says
+            # nothing about the account: keep its state true.
+            if account_id and not isinstance(exc, REQUEST_ERRORS):
                 self.record_failure(
-                    account_id, exc, create=record_unknown, stripe_account=stripe_account
+                    account_id,
+                    exc,
+                    create=record_unknown,
+                    stripe_account=stripe_account,
+                    stripe_key=stripe_key,
                 )
             raise
-        self.dispatch_all(getattr(result, "intents", ()), now=now)
+        self.dispatch_all([*getattr(result, "intents", ()), *notices], now=now)
         return result
 
     def dispatch_all(self, intents: Sequence[Intent], *, now: datetime) -> None:
@@ -222,123 +262,71 @@ class Runtime:
         *,
         create: bool = False,
         stripe_account: str | None = None,
+        stripe_key: str | None = None,
     ) -> None:
         now = self.clock.now()
+        stored = stored_key(stripe_key or DEFAULT)
         with self.session() as session:
             account = repository.get_account(session, account_id)
             if account is None and create:
                 account = repository.save_unknown_account(
-                    session, account_id, stripe_account=stripe_account, now=now
+                    session, account_id, stripe_account=stripe_account, stripe_key=stored, now=now
                 )
             elif account is not None and create and account.status == "unknown":
-                # Stripe never confirmed it: the row shows the context last tried.
+                # Stripe never confirmed it: the row shows the context and key last tried.
                 account.stripe_account = stripe_account
+                account.stripe_key = stored
             if account is not None:
                 repository.record_error(account, exc.code, str(exc), now=now)
 
-    def run_sync(
-        self,
-        account_id: str,
-        *,
-        full: bool,
-        owner: str,
-        stripe_account: str | None = None,
-        handoff: str | None = None,
-    ) -> SyncReport:
-        """Up to FCSYNC_PAGES_PER_RUN pages, committed one at a time or, when the pages read ahead
-        arrive faster than they are written, several at once; `on_page` gets the run's report
-        after each commit (pages, inserted and updated so far). `stripe_account`, when given,
-        must be the account's stored context (the pages always go out in that one)."""
-        settings = self.settings
-        start = self.run(
-            account_id,
-            lambda s, gw, now: sync.start_sync(
-                s,
-                account_id,
-                full=full,
-                owner=owner,
-                now=now,
-                settings=settings,
-                stripe_account=stripe_account,
-                handoff=handoff,
-            ),
-        )
-        # The refresh this sync stores the rows of.
-        log_context.note(refresh_id=start.target_refresh_id)
-        report: SyncReport = {
-            "account": account_id,
-            "outcome": start.outcome,
-            "pages": 0,
-            "inserted": 0,
-            "updated": 0,
-        }
-        if start.outcome in ("busy", "up_to_date"):
-            return report
-        seen: list[str] = []
+    def stop_reading_ahead(self, account_id: str) -> None:
+        """A sync run is over, however it ended: its reading ahead makes no further request."""
+        for gateway in self._gateways.values():
+            gateway.stop_reading_ahead(account_id)
 
-        def page_work(remaining: int, first: bool) -> Work[sync.SyncStep]:
-            # The run's last page reads nothing ahead: the next run may never come. After the
-            # run's first page (committed alone: nothing was read ahead of it), a commit waits
-            # for the pages being read ahead, up to PAGES_A_COMMIT_WAITS_FOR.
-            wait = 0 if first else min(remaining, PAGES_A_COMMIT_WAITS_FOR) - 1
-            return lambda s, gw, now: sync.sync_page(
-                s,
-                gw,
-                account_id,
-                owner=owner,
-                now=now,
-                settings=settings,
-                seen_last_ids=seen,
-                read_ahead=remaining - 1,
-                max_pages=remaining,
-                wait_pages=wait,
-            )
 
-        try:
-            # The run's pages share one connection, each step still its own transaction: a
-            # pool checkout per page cost a liveness round trip each (pool_pre_ping).
-            with self.connection() as connection:
-                while report["pages"] < settings.fcsync_pages_per_run:
-                    remaining = settings.fcsync_pages_per_run - report["pages"]
-                    work = page_work(remaining, first=report["pages"] == 0)
-                    step = self.run(account_id, work, connection=connection)
-                    seen.extend(step.last_ids)
-                    report["pages"] += step.pages
-                    report["inserted"] += step.inserted
-                    report["updated"] += step.updated
-                    if self.on_page is not None:
-                        self.on_page(dict(report))
-                    if step.outcome != "page":
-                        report["outcome"] = step.outcome
-                        return report
-                    failpoints.failpoint("sync.after_page")
-        except PermanentError:
-            self.run(
-                account_id,
-                lambda s, gw, now: sync.park_failed_run(
-                    s, account_id, owner, now=now, settings=settings
-                ),
+# Failures of the request itself, not facts about the account it names: never recorded on it.
+REQUEST_ERRORS = (
+    ConfigurationError,
+    StripeAccountMismatch,
+    StripeKeyMismatch,
+    UnknownStripeKeyError,
+)
+
+
+def account_key(
+    session: Session,
+    account_id: str | None,
+    requested: str | None,
+    keys: StripeKeys,
+    *,
+    stripe_account: str | None = None,
+) -> str:
+    """The key name every Stripe request about the account goes out with: the stored one; for
+    an account Stripe never confirmed (or no account), the one the request names, else the
+    one whose `stripe_accounts` lists the request's connected account `stripe_account`, else
+    `default`. A name no key has is UnknownStripeKeyError; another than the stored one, or a
+    key that does not serve the connected account named, StripeKeyMismatch: before anything is
+    sent (Stripe would answer 404 for another key's account, and park it as gone)."""
+    if requested is not None:
+        keys.named(requested)
+    account = repository.get_account(session, account_id) if account_id else None
+    if account is None or account.status == "unknown":
+        name = requested or keys.listing(stripe_account) or DEFAULT
+        if name in keys.names() and not keys.named(name).serves(stripe_account):
+            raise StripeKeyMismatch(
+                f"the Stripe key `{name}` does not serve the connected account {stripe_account}"
+                f" (not among its stripe_accounts in {keys.source})"
             )
-            raise
-        except BaseException:
-            self.run(account_id, lambda s, gw, now: sync.abandon_run(s, account_id, owner))
-            raise
-        finally:
-            # Whatever ended the run, its reading ahead makes no further request.
-            self.gateway.stop_reading_ahead(account_id)
-        # Bounded work per run: continue in a fresh message at the back of the queue, so one
-        # large backfill never hogs a worker slot or outlives the task time limit, and every
-        # other account's task queued meanwhile runs first (round-robin across accounts).
-        self.dispatch(
-            self.run(
-                account_id,
-                lambda s, gw, now: sync.continue_run(
-                    s, account_id, owner, now=now, settings=settings
-                ),
-            )
+        if account is not None:
+            account.stripe_key = stored_key(name)
+        return name
+    stored = key_name(account.stripe_key)
+    if requested is not None and requested != stored:
+        raise StripeKeyMismatch(
+            f"account {account.id} is reached with the Stripe key `{stored}`, not `{requested}`"
         )
-        report["outcome"] = "continued"
-        return report
+    return stored
 
 
 def _unavailable(exc: OperationalError) -> TransientError:

@@ -10,7 +10,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker import failpoints
-from worker.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Every task's time limits and retry backoff cap (declared on the task base, tasks/base.py): how
@@ -26,8 +25,9 @@ AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 AMQP_ACK_MARGIN_S = 2 * TASK_TIME_LIMIT_S
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
-# The Stripe API version this code is written against (stripe-python 15.3.x pins the same one).
-STRIPE_API_VERSION = "2026-06-24.dahlia"
+# The Stripe API version this code is written against: the one stripe-python 16.1 pins, so the
+# SDK's types describe what Stripe answers (tests/unit/test_api_version.py holds them equal).
+STRIPE_API_VERSION = "2026-10-28.endive"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
 
 
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Stripe refreshes subscribed accounts about daily; beat steps in only this much later.
     fcsync_subscription_grace_s: int = Field(default=7_200, ge=0)
     fcsync_failed_refresh_retry_s: int = Field(default=900, ge=0)
+    # The failed-refresh backoff doubles from FCSYNC_FAILED_REFRESH_RETRY_S up to this (plus its
+    # jitter, worker/refresh_backoff.py): an institution that keeps failing costs a few
+    # requests a day per feature, not four an hour.
+    fcsync_failed_refresh_retry_max_s: int = Field(default=86_400, ge=0)
     # An account that cannot refresh (inactive, no `transactions` permission) is re-read this
     # often, so a lost `reactivated` webhook still ends its pause: one Stripe request per period.
     # A sync that failed permanently is retried by the failed-sync sweep as often.
@@ -76,12 +80,16 @@ class Settings(BaseSettings):
     fcsync_max_retries: int = Field(default=8, ge=0)
     fcsync_on_synced_task: str | None = None
     fcsync_on_synced_queue: str = "celery"
+    # Told of each lifecycle change fcsync sees (worker/lifecycle.py): a relink Stripe asks for
+    # by a date, deactivation, reactivation, disconnection, account number events.
+    fcsync_on_account_task: str | None = None
+    fcsync_on_account_queue: str = "celery"
     fcsync_auto_track: bool = False
     fcsync_webhook_tolerance_s: int = Field(default=300, ge=0)
     fcsync_webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
-    # Requests `fcsync webhooks` serves at once (waitress threads, per process); their events are
-    # stored together (worker/inbox_writer.py), so more threads make larger batches: 16 cut the
-    # receiver's CPU per event by a sixth against 8 (bench/webhooks.py, 16 senders).
+    # Requests `fcsync webhooks` serves at once (granian's WSGI threads, per process); their events
+    # are stored together (worker/inbox_writer.py), so more threads make larger batches: 16 cut
+    # the receiver's CPU per event by a sixth against 8 (bench/webhooks.py, 16 senders).
     fcsync_webhook_threads: int = Field(default=16, ge=1, le=256)
     # Processes `fcsync webhooks` serves with, sharing its listening socket (each with as many
     # threads): more than one lets the receiver use more than one core.
@@ -95,6 +103,11 @@ class Settings(BaseSettings):
     # The sweep re-reads this much before the newest inbox event: events are not listed in
     # the order they were created in every case, and the inbox's dedupe makes re-reading free.
     fcsync_events_overlap_s: int = Field(default=600, ge=0)
+    # Each tracked account is reconciled once per this period (in its own slot of it, see
+    # worker/reconcile.py), re-reading the last FCSYNC_RECONCILE_DAYS days; 0: no sweep. At
+    # least an hour: a reconciliation re-reads a whole window, a sync only what changed.
+    fcsync_reconcile_interval_s: int = Field(default=604_800, ge=0)
+    fcsync_reconcile_days: int = Field(default=30, ge=1, le=180)
     fcsync_log_level: str = "INFO"
     # "json": one JSON object per line, for a log shipper; text for people, wherever it goes.
     fcsync_log_format: LogFormat = "text"
@@ -116,6 +129,7 @@ class Settings(BaseSettings):
         "redis_url",
         "celery_broker_url",
         "fcsync_on_synced_task",
+        "fcsync_on_account_task",
         "fcsync_clock_url",
         "fcsync_failpoints",
         "fcsync_status_token",
@@ -130,6 +144,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_off(cls, value: object) -> object:
         return 0 if value == "" else value
+
+    @field_validator("fcsync_reconcile_interval_s")
+    @classmethod
+    def _off_or_an_hour(cls, value: int) -> int:
+        if 0 < value < 3_600:
+            raise ValueError("must be 0 (no reconciliation sweep) or at least 3600 seconds")
+        return value
 
     @field_validator("fcsync_log_level")
     @classmethod
@@ -226,36 +247,6 @@ class Settings(BaseSettings):
     def consumer_timeout_room_s(self) -> int:
         """The longest countdown RabbitMQ's consumer timeout leaves room for."""
         return self.fcsync_broker_consumer_timeout_s - AMQP_ACK_MARGIN_S
-
-    def require_api_key(self) -> str:
-        if self.stripe_api_key is None or not self.stripe_api_key.get_secret_value():
-            raise ConfigurationError(
-                "STRIPE_API_KEY is not set: fcsync needs a Stripe secret or restricted key",
-                code="missing_setting",
-            )
-        return self.stripe_api_key.get_secret_value()
-
-    def webhook_secrets(self) -> list[str]:
-        """All configured signing secrets (comma-separated, so a secret can be rotated)."""
-        if self.stripe_webhook_secret is None:
-            raise ConfigurationError(
-                "STRIPE_WEBHOOK_SECRET is not set: the webhook receiver needs the endpoint's "
-                "signing secret (whsec_...)",
-                code="missing_setting",
-            )
-        secrets = [s.strip() for s in self.stripe_webhook_secret.get_secret_value().split(",")]
-        secrets = [s for s in secrets if s]
-        if not secrets:
-            raise ConfigurationError("STRIPE_WEBHOOK_SECRET is empty", code="missing_setting")
-        return secrets
-
-    @property
-    def livemode(self) -> bool | None:
-        """True for live keys, False for test keys, None when no key is configured."""
-        if self.stripe_api_key is None:
-            return None
-        key = self.stripe_api_key.get_secret_value()
-        return "_live_" in key
 
 
 def invalid_settings(exc: ValidationError) -> list[str]:

@@ -8,6 +8,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -17,8 +18,9 @@ from werkzeug.datastructures import Authorization, Headers
 
 from worker import reports
 from worker.contexts import PLATFORM, context_name, context_order, unknown_context
-from worker.freshness import MEANING, State
+from worker.freshness import MEANING, State, in_transactions_freshness
 from worker.redaction import redact
+from worker.stripe_keys import unknown_key_name
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -127,6 +129,7 @@ def status() -> Response:
         known = ", ".join(State)
         return _text(f"unknown state {unknown[0]!r}: ?state= takes one of {known}.", 400)
     context = request.args.get("context")
+    key = request.args.get("key")
     now = runtime.clock.now()
     with runtime.session() as session:
         rows = reports.account_status(session, now=now)
@@ -135,24 +138,36 @@ def status() -> Response:
     why = unknown_context(context, stored) if context is not None else None
     if why is not None:
         return _text(f"bad ?context=: {why}.", 400)
+    keys = reports.known_keys(runtime.keys.names(), (r["stripe_key"] for r in rows))
+    why = unknown_key_name(key, keys) if key is not None else None
+    if why is not None:
+        return _text(f"bad ?key=: {why}.", 400)
     counts = _counts(rows)
+    link = partial(_query, context=context, key=key)
     html = render_template(
         "status.html",
         now=_when(now),
-        states=[
-            (s, _label(s), MEANING[s], counts[s], _query(wanted=[s], context=context))
-            for s in SEVERITY
-        ],
-        total=len(rows),
+        states=[(s, _label(s), MEANING[s], counts[s], link(wanted=[s])) for s in SEVERITY],
+        total=sum(counts.values()),
+        # Tracked with balances or ownership only: in no transactions state (see `features`).
+        features_only=len(rows) - sum(counts.values()),
         wanted=wanted,
         wanted_labels=[_label(State(name)) for name in wanted],
         context=context,
         contexts=[
-            (name, _query(wanted=wanted, context=name))
+            (name, link(wanted=wanted, context=name))
             for name in [PLATFORM, *(s for s in stored if s is not None)]
         ],
-        all_contexts=_query(wanted=wanted, context=None),
-        groups=_groups(rows, stored, wanted=wanted, context=context, now=now),
+        all_contexts=link(wanted=wanted, context=None),
+        # Several keys: a section per (key, context), and a filter on the key; one key: none.
+        several_keys=len(keys) > 1,
+        key=key,
+        keys=[(name, link(wanted=wanted, key=name)) for name in keys],
+        all_keys=link(wanted=wanted, key=None),
+        show_all_states=link(wanted=[]),
+        groups=_groups(rows, keys, wanted=wanted, context=context, key=key, now=now),
+        # The features column only where some account keeps balances or ownership fresh.
+        features=any(r["features"] for r in rows),
         chart=chart(days),
     )
     response = Response(html, 200, mimetype="text/html")
@@ -160,41 +175,53 @@ def status() -> Response:
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[State, int]:
-    return {state: sum(1 for r in rows if r["state"] == state) for state in SEVERITY}
+    counted = [
+        r
+        for r in rows
+        if in_transactions_freshness(
+            tracked=r["tracked"], transactions_tracked=r["transactions_tracked"]
+        )
+    ]
+    return {state: sum(1 for r in counted if r["state"] == state) for state in SEVERITY}
 
 
-def _query(*, wanted: list[str] | list[State], context: str | None) -> str:
-    """A link to the page with these filters, so following one filter keeps the other."""
+def _query(*, wanted: list[str] | list[State], context: str | None, key: str | None) -> str:
+    """A link to the page with these filters, so following one filter keeps the others."""
     pairs = [("state", str(s)) for s in wanted]
     if context is not None:
         pairs.append(("context", context))
+    if key is not None:
+        pairs.append(("key", key))
     return "?" + urlencode(pairs)
 
 
 def _groups(
     rows: list[dict[str, Any]],
-    stored: list[str | None],
+    keys: list[str],
     *,
     wanted: list[str],
     context: str | None,
+    key: str | None,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """A section per Stripe account context (the platform first, then each acct_ by id), each
-    with its own counts by state and its accounts, problems first. The platform's section is
-    there even when empty: it is where a new account lands by default."""
-    contexts = [None, *(s for s in stored if s is not None)]
+    """A section per Stripe key and account context (reports.sections' order), each with its
+    own counts by state and its accounts, problems first. Each key's platform section is there
+    even when empty: it is where a new account lands by default."""
     groups = []
-    for stripe_account in contexts:
-        name = context_name(stripe_account)
-        if context is not None and name != context:
+    for section in reports.sections(rows, keys=keys):
+        name = context_name(section.stripe_account)
+        if (context is not None and name != context) or (
+            key is not None and section.stripe_key != key
+        ):
             continue
-        mine = [r for r in rows if r["stripe_account"] == stripe_account]
+        mine = section.rows
         shown = [r for r in mine if not wanted or r["state"] in wanted]
         shown.sort(key=lambda r: (SEVERITY.index(State(r["state"])), r["id"]))
         counts = _counts(mine)
         groups.append(
             {
                 "name": name,
+                "key": section.stripe_key,
                 "total": len(mine),
                 "counts": [(s, _label(s), counts[s]) for s in SEVERITY if counts[s]],
                 "accounts": [_account(r, now=now) for r in shown],
@@ -237,6 +264,7 @@ def _account(row: dict[str, Any], *, now: datetime) -> dict[str, Any]:
         "state": str(state),
         "state_label": _label(state),
         "reason": redact(row["stale_reason"] or "synced to Stripe's latest refresh"),
+        "relink": reports.relink_text(row),
         "outcome": outcome,
         "refresh_id": row["refresh_id"],
         "refreshed_at": _when(row["refresh_last_attempted_at"], seconds=False),
@@ -246,6 +274,26 @@ def _account(row: dict[str, Any], *, now: datetime) -> dict[str, Any]:
         "last_synced": _when(row["last_synced_at"], seconds=False) or "never",
         "last_error": redact(row["last_error"]) if row["last_error"] else "",
         "last_error_at": _when(row["last_error_at"], seconds=False),
+        "features": [_feature(name, f, now=now) for name, f in row["features"].items()],
+    }
+
+
+def _feature(name: str, f: dict[str, Any], *, now: datetime) -> dict[str, str]:
+    """One optional feature of a status row (balances, ownership) as the page shows it: its
+    state, when the data stored was refreshed, when it is due and when Stripe allows it."""
+    state = State(f["state"])
+    unscheduled = state in (State.UNTRACKED, State.DISCONNECTED)
+    due = None if unscheduled else f["next_due_at"]
+    available = f["next_refresh_available_at"]
+    cooling = available is not None and available > now.timestamp()
+    return {
+        "name": name,
+        "state": str(state),
+        "state_label": _label(state),
+        "refreshed_at": _when(f["refreshed_at"], seconds=False) or "never",
+        "next_refresh": _when(due, seconds=False) or "not scheduled",
+        "available_at": _when(available, seconds=False) if cooling else "",
+        "last_error": redact(f["last_error"]) if f["last_error"] else "",
     }
 
 

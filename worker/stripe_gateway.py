@@ -1,35 +1,30 @@
-"""The only module that talks to Stripe: calls, paging, error mapping, webhook verification, DTOs.
-
-Everything above it sees frozen dataclasses and fcsync's two error roots, never SDK objects.
+"""Stripe's Financial Connections API as fcsync calls it: accounts, refreshes, paging (with
+reading ahead) and events, as DTOs. With stripe_requests.py (one request, errors mapped) and
+stripe_events.py (webhook signatures), the only modules that import stripe: everything above
+sees frozen dataclasses and fcsync's two error roots, never SDK objects.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import stripe
 
-from worker import log_context, metrics
-from worker.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
-from worker.event_envelope import (
-    InvalidEventError,
-    check_envelope,
-    is_fc_event_type,
-    load_event_json,
-)
+from worker import log_context
+from worker.feature_payloads import feature_fields, parse_owners_page
 from worker.read_ahead import PagesAhead
-from worker.records import EventPage, FCAccount, FCEvent, TransactionPage
-from worker.settings import STRIPE_API_VERSION, Settings
+from worker.records import EventPage, FCAccount, OwnerPage, TransactionPage
+from worker.settings import Settings
+from worker.stripe_keys import key_prefix
 from worker.stripe_payloads import (
-    parse_account,
     parse_account_answer,
     parse_events_page,
     parse_transactions_page,
 )
+from worker.stripe_requests import RateLimiter, StripeRequester
 
 log = logging.getLogger(__name__)
 
@@ -42,61 +37,8 @@ PAGE_LIMIT = 100
 TRANSACTIONS_PATH = "/v1/financial_connections/transactions"
 EVENTS_PATH = "/v1/events"
 
-# Error codes that mean "the same call can succeed later" even though they arrive as 4xx.
-TRANSIENT_CODES = frozenset({"lock_timeout", "rate_limit", "idempotency_key_in_use"})
 
-
-class RateLimiter(Protocol):
-    def acquire(self) -> float:
-        """Wait for a turn in the budget; how long it waited (seconds)."""
-        ...
-
-
-class WebhookSignatureError(PermanentError):
-    """The payload is not a Stripe event signed with any configured secret."""
-
-
-def account_from_dict(data: object) -> FCAccount:
-    """Parse an account after checking it (see stripe_payloads): raises InvalidStripeResponse."""
-    return parse_account(data)
-
-
-def _payload(obj: Any) -> Any:
-    """What Stripe sent as plain JSON values; a body that is no JSON object stays what it is
-    (the SDK hands back `[]` or `42` as such), for the checks to reject."""
-    if isinstance(obj, stripe.StripeResponse):
-        return obj.data
-    return obj.to_dict() if isinstance(obj, stripe.StripeObject) else obj
-
-
-def map_stripe_error(exc: stripe.StripeError) -> TransientError | PermanentError:
-    """Stripe's error tree (keyed by HTTP status) onto retry-or-record."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None) or getattr(exc, "code", None)
-    # Only a string is a Stripe code; a proxy's answer can put anything there.
-    code = code if isinstance(code, str) and code else None
-    status = exc.http_status
-    text = f"Stripe {status or 'error'}{f' {code}' if code else ''}: {exc.user_message or exc}"
-    if isinstance(exc, stripe.RateLimitError):
-        return RateLimitedError(text, code=code or "rate_limit")
-    if isinstance(exc, stripe.APIConnectionError):
-        return TransientError(f"cannot reach Stripe: {exc.user_message or exc}", code="connection")
-    if code in TRANSIENT_CODES:
-        return TransientError(text, code=code)
-    if isinstance(exc, stripe.AuthenticationError):
-        # A key Stripe does not accept is our configuration, not a fact about any account.
-        return ConfigurationError(
-            f"STRIPE_API_KEY was refused: {text}", code=code or "authentication"
-        )
-    if isinstance(exc, stripe.PermissionError):
-        return PermanentError(text, code=code or "authentication")
-    if isinstance(exc, stripe.InvalidRequestError | stripe.IdempotencyError | stripe.CardError):
-        return PermanentError(text, code=code or "invalid_request")
-    # APIError covers 409, 5xx and anything else the SDK could not classify.
-    return TransientError(text, code=code or f"http_{status}")
-
-
-class StripeGateway:
+class StripeGateway(StripeRequester):
     """Financial Connections calls over one `StripeClient`, built once per process."""
 
     def __init__(
@@ -108,86 +50,47 @@ class StripeGateway:
         timeout_s: float = 30.0,
         limiter: RateLimiter | None = None,
         http_client: stripe.HTTPClient | None = None,
+        stripe_key: str | None = None,
+        key_origin: str | None = None,
     ) -> None:
-        self._api_key = api_key
-        self._http_client = http_client
-        self._api_base = api_base
-        self._max_network_retries = max_network_retries
-        self._timeout_s = timeout_s
-        self._limiter = limiter
-        self._stripe: stripe.StripeClient | None = None
+        super().__init__(
+            api_key,
+            api_base=api_base,
+            max_network_retries=max_network_retries,
+            timeout_s=timeout_s,
+            limiter=limiter,
+            http_client=http_client,
+            stripe_key=stripe_key,
+            key_origin=key_origin,
+        )
         # The reading ahead of each account being synced.
         self._ahead = PagesAhead(self._read_page)
 
     @property
-    def _client(self) -> stripe.StripeClient:
-        """Built on first use, so work that never calls Stripe needs no key."""
-        if self._stripe is not None:
-            return self._stripe
-        if not self._api_key:
-            raise ConfigurationError(
-                "STRIPE_API_KEY is not set: fcsync needs a Stripe secret or restricted key",
-                code="missing_setting",
-            )
-        addresses: dict[str, str] = {"api": self._api_base} if self._api_base else {}
-        # StripeClient defaults to 0 network retries; we want the SDK to retry 409/5xx and
-        # connection errors (with its reused idempotency key) before a Celery retry kicks in.
-        self._stripe = stripe.StripeClient(
-            self._api_key,
-            base_addresses=addresses,  # type: ignore[arg-type]
-            stripe_version=STRIPE_API_VERSION,
-            max_network_retries=self._max_network_retries,
-            http_client=self._http_client or stripe.RequestsClient(timeout=self._timeout_s),
-        )
-        return self._stripe
+    def livemode(self) -> bool | None:
+        """The `livemode` of the events this key's account sends; None when no key is set."""
+        found = key_prefix(self._api_key) if self._api_key else None
+        return None if found is None else found[1] == "live"
 
     @property
     def _fc(self) -> Any:
         return self._client.v1.financial_connections
 
-    def _request(self, endpoint: str, call: Callable[[], Any]) -> Any:
-        """One Stripe request within the shared budget: what Stripe sent as plain JSON, Stripe's
-        errors mapped; its request id (what Stripe's support asks for) goes on the rest of the
-        unit of work's log lines. `endpoint` names it in metrics (a templated path, no id)."""
-        if self._limiter is not None:
-            try:
-                metrics.rate_limiter_waited(self._limiter.acquire())
-            except RateLimitedError:
-                metrics.rate_limiter_refused()
-                raise
-        # Until Stripe answers, no line may name the previous request as this one.
-        log_context.forget("stripe_request_id")
-        started = time.monotonic()
-        try:
-            obj = call()
-        except stripe.StripeError as exc:
-            metrics.stripe_request(endpoint, exc.http_status, time.monotonic() - started)
-            log_context.note(stripe_request_id=exc.request_id)
-            raise map_stripe_error(exc) from exc
-        except AttributeError as exc:
-            metrics.stripe_request(endpoint, None, time.monotonic() - started)
-            # The SDK reads an error body's `error` as Stripe's error object (or an OAuth code):
-            # a proxy's `{"error": "Bad Gateway"}` fails there, with no status to map.
-            raise TransientError(
-                f"Stripe's error answer cannot be read: {exc}", code="unreadable_error"
-            ) from exc
-        response = (
-            obj if isinstance(obj, stripe.StripeResponse) else getattr(obj, "last_response", None)
-        )
-        metrics.stripe_request(
-            endpoint, getattr(response, "code", None) or 200, time.monotonic() - started
-        )
-        log_context.note(stripe_request_id=getattr(response, "request_id", None))
-        return _payload(obj)
-
     def _account(
         self, endpoint: str, account_id: str, stripe_account: str | None, call: Callable[[], Any]
     ) -> FCAccount:
-        account = parse_account_answer(self._request(endpoint, call), account_id)
+        body = self._request(endpoint, call)
+        account = parse_account_answer(body, account_id)
         refresh = account.transaction_refresh
         log_context.note(refresh_id=refresh.id if refresh is not None else None)
-        # Stripe's account object does not say which context answered: the one asked in does.
-        return replace(account, stripe_account=stripe_account)
+        # Stripe's account object does not say which context answered, nor with which key: the
+        # ones asked with do.
+        return replace(
+            account,
+            stripe_account=stripe_account,
+            stripe_key=self.stripe_key,
+            **feature_fields(body, account_id),
+        )
 
     # Every call about an FC account takes its Stripe account context, keyword-only and without
     # a default: a call that forgot it does not type-check, so a connected account's account is
@@ -204,16 +107,44 @@ class StripeGateway:
     def refresh_transactions(
         self, account_id: str, *, stripe_account: str | None, idempotency_key: str
     ) -> FCAccount:
+        return self.refresh_feature(
+            account_id,
+            "transactions",
+            stripe_account=stripe_account,
+            idempotency_key=idempotency_key,
+        )
+
+    def refresh_feature(
+        self, account_id: str, feature: str, *, stripe_account: str | None, idempotency_key: str
+    ) -> FCAccount:
+        """POST .../refresh for one of Stripe's features: balance | ownership | transactions."""
         return self._account(
             f"POST {ACCOUNT_PATH}/refresh",
             account_id,
             stripe_account,
             lambda: self._fc.accounts.refresh(
                 account_id,
-                {"features": ["transactions"]},
+                {"features": [feature]},
                 {**_options(stripe_account), "idempotency_key": idempotency_key},
             ),
         )
+
+    def list_owners_page(
+        self,
+        account_id: str,
+        *,
+        stripe_account: str | None,
+        ownership: str,
+        starting_after: str | None,
+    ) -> OwnerPage:
+        params: dict[str, Any] = {"ownership": ownership, "limit": PAGE_LIMIT}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        body = self._request(
+            f"GET {ACCOUNT_PATH}/owners",
+            lambda: self._fc.accounts.owners.list(account_id, params, _options(stripe_account)),
+        )
+        return parse_owners_page(body, ownership)
 
     def subscribe_transactions(self, account_id: str, *, stripe_account: str | None) -> FCAccount:
         return self._account(
@@ -290,6 +221,22 @@ class StripeGateway:
         params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
         self._ahead.start(account_id, params, pages)
 
+    def list_transactions_since(
+        self,
+        account_id: str,
+        *,
+        stripe_account: str | None,
+        transacted_gte: int,
+        starting_after: str | None,
+        limit: int = PAGE_LIMIT,
+    ) -> TransactionPage:
+        """One page of the account's transactions transacted at or after `transacted_gte`
+        (`transacted_at[gte]`), whatever refresh last changed them: a reconciliation's window.
+        Never from a sync's reading ahead (other parameters; taking from it would cancel it)."""
+        params = _list_params(account_id, stripe_account, None, starting_after, limit)
+        params["transacted_at"] = {"gte": transacted_gte}
+        return parse_transactions_page(self._list_body(params))
+
     def stop_reading_ahead(self, account_id: str) -> None:
         """The sync run is over: its reading ahead makes no further request."""
         self._ahead.stop(account_id)
@@ -327,18 +274,19 @@ class StripeGateway:
             params["starting_after"] = starting_after
         if stripe_account:
             params["stripe_account"] = stripe_account  # sent as the Stripe-Account header
+        # The SDK's own parse, not the pages' faster one: an event's body is kept as its JSON,
+        # whose integers must survive exactly (orjson reads one past 64 bits as a float).
         body = self._request(
             "GET " + EVENTS_PATH, lambda: self._client.raw_request("get", EVENTS_PATH, **params)
         )
         return parse_events_page(body)
 
     def _list_body(self, params: dict[str, Any]) -> Any:
-        # The page's JSON as the SDK received it (same request, retries and typed errors as
-        # `transactions.list`), parsed straight into DTOs: building a StripeObject per row and
-        # turning it back into a dict cost four times the HTTP request itself.
-        return self._request(
-            "GET " + TRANSACTIONS_PATH,
-            lambda: self._client.raw_request("get", TRANSACTIONS_PATH, **params),
+        # The page's JSON (same request, retries and typed errors as `transactions.list`),
+        # parsed straight into DTOs: building a StripeObject per row and turning it back into
+        # a dict cost four times the HTTP request itself.
+        return self._get_json(
+            "GET " + TRANSACTIONS_PATH, self._fc.transactions, TRANSACTIONS_PATH, params
         )
 
 
@@ -355,8 +303,8 @@ def _list_params(
     starting_after: str | None,
     limit: int,
 ) -> dict[str, Any]:
-    """The list request's parameters with its request options (`raw_request` takes both as
-    keywords and splits them): a page read ahead is used only for the same context too."""
+    """The list request's parameters with its request options (`_get_json` splits them off):
+    a page read ahead is used only for the same context too."""
     params: dict[str, Any] = {"account": account_id, "limit": limit, **_options(stripe_account)}
     if after_refresh:
         params["transaction_refresh"] = {"after": after_refresh}
@@ -368,69 +316,27 @@ def _list_params(
 def gateway_from_settings(
     settings: Settings, *, limiter: RateLimiter | None = None
 ) -> StripeGateway:
+    """The gateway of STRIPE_API_KEY, the key named `default`."""
     key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None
+    return gateway_for_key(settings, key, None, limiter=limiter)
+
+
+def gateway_for_key(
+    settings: Settings,
+    api_key: str | None,
+    stripe_key: str | None,
+    *,
+    limiter: RateLimiter | None = None,
+    key_origin: str | None = None,
+) -> StripeGateway:
+    """The gateway of one configured key (`stripe_key`: its name as the columns hold it;
+    `key_origin`: its name and where it is set, StripeKey.origin)."""
     return StripeGateway(
-        key,
+        api_key,
         api_base=settings.stripe_api_base,
         max_network_retries=settings.fcsync_max_network_retries,
         timeout_s=settings.fcsync_http_timeout_s,
         limiter=limiter,
+        stripe_key=stripe_key,
+        key_origin=key_origin,
     )
-
-
-# Stripe sends `t=<unix>,v1=<hex>[,v1=...][,v0=...]`: a few hundred ASCII characters at most.
-SIGNATURE_HEADER_MAX = 4096
-
-
-def verify_webhook(
-    payload: bytes, sig_header: str | None, secrets: Sequence[str], *, tolerance: int
-) -> tuple[FCEvent, dict[str, Any]]:
-    """Check the signature against every configured secret; return the event and its JSON.
-
-    The signature is checked before the body is parsed (only its UTF-8 decoding, which the
-    signature is computed over, comes first), so an unsigned sender learns nothing about what
-    fcsync would accept."""
-    if not sig_header:
-        raise WebhookSignatureError("missing Stripe-Signature header", code="signature_missing")
-    # The SDK compares signatures with hmac.compare_digest, which raises TypeError on non-ASCII.
-    if not sig_header.isascii() or len(sig_header) > SIGNATURE_HEADER_MAX:
-        raise WebhookSignatureError("malformed Stripe-Signature header", code="signature_invalid")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidEventError(f"body is not UTF-8: {exc.reason}", code="bad_json") from exc
-    last_error: Exception | None = None
-    for secret in secrets:
-        try:
-            stripe.WebhookSignature.verify_header(text, sig_header, secret, tolerance)
-            break
-        except stripe.SignatureVerificationError as exc:
-            last_error = exc
-    else:
-        raise WebhookSignatureError(
-            f"signature verification failed: {last_error}", code="signature_invalid"
-        )
-    return parse_event(text)
-
-
-def parse_event(payload: bytes | str) -> tuple[FCEvent, dict[str, Any]]:
-    """A Stripe event from its JSON body, validated (InvalidEventError says what is wrong)."""
-    data = load_event_json(payload)
-    obj = check_envelope(data)
-    account = None
-    # A Connect event names the connected account it happened in (checked by check_envelope).
-    stripe_account = data.get("account")
-    if is_fc_event_type(data["type"]):
-        try:
-            account = replace(account_from_dict(obj), stripe_account=stripe_account)
-        except PermanentError as exc:
-            raise InvalidEventError(f"`data.object` is not a valid account: {exc}") from exc
-    event = FCEvent(
-        id=data["id"],
-        type=data["type"],
-        created=data["created"],
-        livemode=data["livemode"],
-        account=account,
-        stripe_account=stripe_account,
-    )
-    return event, data

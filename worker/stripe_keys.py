@@ -4,7 +4,7 @@ account, and by the signature of a webhook. Loading and validation live in strip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,14 +27,50 @@ KEY_PREFIXES: dict[str, tuple[KeyKind, Mode]] = {
 }
 # Below this many characters after its prefix, a key's last four would show most of it.
 LAST4_MIN_SECRET = 12
-# What stripe_gateway.verify_webhook raises when no secret it was given signed the body
+# What stripe_events.verify_webhook raises when no secret it was given signed the body
 # (a missing header is `signature_missing`: the same for every account, so it ends the search).
 SIGNATURE_MISMATCH = "signature_invalid"
+# Where named keys are configured, for messages (stripe_keys_file.SETTING).
+SETTING_HINT = "the FCSYNC_STRIPE_ACCOUNTS file"
 
 # Checks a body against one account's secrets: the event and its JSON, or a PermanentError.
-# The receiver passes stripe_gateway.verify_webhook (with its tolerance): only the gateway
+# The receiver passes stripe_events.verify_webhook (with its tolerance): only the gateway
 # imports stripe.
 Verify = Callable[[bytes, str | None, Sequence[str]], tuple[FCEvent, dict[str, Any]]]
+
+
+def stored_key(name: str) -> str | None:
+    """The `stripe_key` column's value for a key name: NULL for `default`, so rows of the
+    single-key setup (and every row from before keys had names) need no name."""
+    return None if name == DEFAULT else name
+
+
+def key_name(stored: str | None) -> str:
+    """The key name a `stripe_key` column's value stands for."""
+    return stored or DEFAULT
+
+
+def key_order(name: str) -> tuple[bool, str]:
+    """A sort key for key names: `default` (STRIPE_API_KEY's) first, then each by name."""
+    return (name != DEFAULT, name)
+
+
+def unknown_key_name(name: str, known: Iterable[str]) -> str | None:
+    """Why `name` names no Stripe key fcsync knows of, configured or stored (None when it
+    does): a filter on any other key could only show nothing, which reads as "all fine"."""
+    listed = sorted(set(known), key=key_order)
+    if name in listed:
+        return None
+    return f"no configured or stored Stripe key is named {name!r}; keys: {', '.join(listed)}"
+
+
+def key_origin(stored: str | None, where: str | None = None) -> str:
+    """Which configured key, for messages: its name and where it is set (`where`, as
+    StripeKey.where says it), never its value. Not given: STRIPE_API_KEY for `default`, the
+    FCSYNC_STRIPE_ACCOUNTS file for any other name."""
+    if where is None:
+        where = "STRIPE_API_KEY" if stored is None else f"[accounts.{stored}] in {SETTING_HINT}"
+    return f"the Stripe key `{key_name(stored)}` ({where})"
 
 
 def key_prefix(api_key: str) -> tuple[KeyKind, Mode] | None:
@@ -55,6 +91,14 @@ class StripeKey:
     api_key: SecretStr | None
     webhook_secrets: tuple[SecretStr, ...] = ()
     stripe_accounts: tuple[str, ...] = ()
+    # Where it is configured, for messages: a file's table; None for the environment's
+    # STRIPE_API_KEY (`default` only).
+    where: str | None = None
+
+    @property
+    def origin(self) -> str:
+        """The key's name and where it is set (key_origin), for messages."""
+        return key_origin(stored_key(self.name), self.where)
 
     @property
     def kind(self) -> KeyKind | None:
@@ -143,12 +187,41 @@ class StripeKeys:
             f"use one of {', '.join(self.names()) or '(none configured)'}"
         )
 
+    def api_keys(self) -> list[StripeKey]:
+        """The keys fcsync can call Stripe with, or a ConfigurationError when there is none:
+        a worker would only fail task after task."""
+        usable = [k for k in self.keys if k.api_key is not None]
+        if not usable:
+            raise ConfigurationError(
+                "STRIPE_API_KEY is not set: fcsync needs a Stripe secret or restricted key "
+                f"(or api_key_env of an account in {SETTING_HINT})",
+                code="missing_setting",
+            )
+        return usable
+
+    def require_webhook_secrets(self) -> None:
+        """A ConfigurationError when no key has a signing secret: no webhook could verify."""
+        if not any(k.webhook_secrets for k in self.keys):
+            raise ConfigurationError(
+                "STRIPE_WEBHOOK_SECRET is not set: the webhook receiver needs the endpoint's "
+                f"signing secret (whsec_...), or webhook_secrets_env of an account in "
+                f"{SETTING_HINT}",
+                code="missing_setting",
+            )
+
+    def listing(self, connected_account: str | None) -> str | None:
+        """The name of the key whose `stripe_accounts` lists the connected account, if any."""
+        for key in self.keys:
+            if connected_account is not None and connected_account in key.stripe_accounts:
+                return key.name
+        return None
+
     def for_connected_account(self, connected_account: str) -> StripeKey:
         """The key that acts for `acct_...`: the one listing it, else the only key that lists
         no connected accounts (any it reaches). Ambiguity is an error, never a guess."""
-        listing = [k for k in self.keys if connected_account in k.stripe_accounts]
-        if listing:
-            return listing[0]  # the file's validation lets only one key list an account
+        listed = self.listing(connected_account)
+        if listed is not None:
+            return self.named(listed)  # the file's validation lets only one key list an account
         open_keys = [k for k in self.keys if not k.stripe_accounts]
         if len(open_keys) == 1:
             return open_keys[0]
@@ -164,13 +237,8 @@ class StripeKeys:
 
         Raises what `verify` raises for a body no account signed (or a malformed one), and a
         ConfigurationError when no account has a secret: that is not the sender's fault."""
+        self.require_webhook_secrets()
         candidates = [k for k in self.keys if k.webhook_secrets]
-        if not candidates:
-            raise ConfigurationError(
-                "no webhook signing secret is configured: set STRIPE_WEBHOOK_SECRET, or "
-                f"webhook_secrets (or webhook_secrets_env) of an account in {self.source}",
-                code="missing_setting",
-            )
         for key in candidates[:-1]:
             try:
                 return _matched(key, *verify(payload, sig_header, key.secret_values()))

@@ -150,7 +150,13 @@ def _account(name: str, table: object, env: Mapping[str, str], source: str) -> S
                 "list acct_... ids (the Stripe-Account of each connected account)",
             )
     secrets = _webhook_secrets(name, fields, env, source)
-    return StripeKey(name, api_key, secrets, tuple(fields.stripe_accounts))
+    return StripeKey(
+        name,
+        api_key,
+        secrets,
+        tuple(fields.stripe_accounts),
+        where=f"[accounts.{name}] in {source}",
+    )
 
 
 def _one_of(

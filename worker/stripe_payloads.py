@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeGuard, cast
 
 from worker.errors import PermanentError
 from worker.records import (
+    ActiveStatusDetails,
     EventPage,
     FCAccount,
     FCTransaction,
@@ -21,6 +22,8 @@ from worker.records import (
 # PostgreSQL would refuse it halfway through a page.
 ID_WIDTH = 64
 ENUM_WIDTH = 16
+# status_details' open enums (`institution_requirement` is 23 characters; room for new ones).
+DETAIL_WIDTH = 64
 CURRENCY_WIDTH = 8
 LAST4_WIDTH = 8
 NAME_WIDTH = 255
@@ -176,7 +179,7 @@ def _valid_row(obj: object) -> FCTransaction | None:
     """The transaction when it passes every check of `parse_transaction` but the text one
     (`_storable`, done once a page), else None: the checks of the common case in one pass,
     without building error context (a sync validates every row it reads)."""
-    # stripe-python hands JSON objects over as OrderedDicts.
+    # A JSON object is a dict (orjson) or an OrderedDict (the SDK's parse).
     if not isinstance(obj, dict):
         return None
     get = obj.get
@@ -334,7 +337,33 @@ def parse_account(obj: object) -> FCAccount:
         customer=customer if isinstance(customer, str) else None,
         created=data.optional_integer("created"),
         transaction_refresh=None if refresh is None else _refresh_state(refresh, name),
+        status_details_active=_active_details(data.obj.get("status_details"), name),
+        account_number_expiry=_number_expiry(data.obj.get("account_numbers"), name),
     )
+
+
+def _active_details(obj: object, account_name: str) -> ActiveStatusDetails | None:
+    """`status_details.active`, absent at versions before 2026-06-24 and for inactive accounts;
+    its action and cause are kept as Stripe words them (new values included)."""
+    details = _Fields({} if obj is None else obj, f"account {account_name} status_details")
+    if not details.present("active"):
+        return None
+    active = _Fields(details.obj["active"], f"account {account_name} status_details.active")
+    return ActiveStatusDetails(
+        action=active.text("action", width=DETAIL_WIDTH),
+        cause=active.optional_text("cause", width=DETAIL_WIDTH),
+        expected_deactivation_date=active.optional_integer("expected_deactivation_date"),
+    )
+
+
+def _number_expiry(obj: object, account_name: str) -> int | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, list):
+        raise InvalidStripeResponse(f"account {account_name}: `account_numbers` must be an array")
+    what = f"account {account_name} account_numbers"
+    dates = [_Fields(n, what).optional_integer("expected_expiry_date") for n in obj]
+    return min((d for d in dates if d is not None), default=None)
 
 
 def _refresh_state(obj: object, account_name: str) -> TransactionRefreshState:

@@ -15,7 +15,16 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models import Refresh
-from worker import failpoints, inbox, metrics, page_store, repository
+from worker import (
+    due_accounts,
+    failpoints,
+    inbox,
+    metrics,
+    page_store,
+    refresh_store,
+    repository,
+    sync_store,
+)
 from worker.accounts import USABILITY_ERRORS, retrieve_or_mark_gone, stripe_context
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import Intent, NotifySynced, SyncDue
@@ -24,7 +33,7 @@ from worker.settings import Settings
 from worker.stripe_gateway import StripeGateway
 from worker.stripe_payloads import InvalidStripeResponse, check_page_for_sync
 
-StartOutcome = Literal["started", "resumed", "busy", "up_to_date"]
+StartOutcome = Literal["started", "resumed", "busy", "up_to_date", "untracked"]
 StepOutcome = Literal["page", "done", "lost_lease", "gone"]
 
 
@@ -61,7 +70,7 @@ def start_sync(
     `stripe_account`, when the request names one, must be the account's stored context.
     `handoff`: the token the previous run handed the lease on to (this is its continuation)."""
     stripe_context(session, account_id, stripe_account)
-    leased = repository.acquire_sync_lease(
+    leased = sync_store.acquire_sync_lease(
         session,
         account_id,
         owner,
@@ -76,6 +85,11 @@ def start_sync(
             f"account {account_id} is not known to fcsync; track it first",
             code=ErrorCode.UNKNOWN_ACCOUNT,
         )
+    if not account.transactions_tracked:
+        # Tracked without transactions: nothing of them is stored any more, nor merged for later.
+        if leased:
+            sync_store.release_sync_lease(session, account_id, owner)
+        return SyncStart("untracked")
     if not leased:
         account.sync_requested = True
         account.sync_requested_full = account.sync_requested_full or full
@@ -89,9 +103,9 @@ def start_sync(
     full = full or account.sync_requested_full
     account.sync_requested = False
     account.sync_requested_full = False
-    target = repository.latest_succeeded_refresh(session, account_id)
+    target = refresh_store.latest_succeeded_refresh(session, account_id)
     if target is None or (not full and target.id == account.cursor_refresh_id):
-        repository.release_sync_lease(session, account_id, owner)
+        sync_store.release_sync_lease(session, account_id, owner)
         return SyncStart("up_to_date", account.cursor_refresh_id)
     account.sync_target_refresh_id = target.id
     account.sync_target_refresh_at = target.last_attempted_at
@@ -147,7 +161,7 @@ def sync_page(
                 )
                 is None
             ):
-                repository.release_sync_lease(session, account_id, owner)
+                sync_store.release_sync_lease(session, account_id, owner)
                 return SyncStep("gone")
             raise
         # Stripe no longer knows the cursor's refresh: fall back to the whole history.
@@ -182,7 +196,11 @@ def sync_page(
         # The lease renewal above and the progress below reach the database as one UPDATE of
         # the account (one round trip less a page); both commit with the pages' rows.
         inserted, updated = page_store.upsert_pages(
-            session, [p.transactions for p in pages], now=now, stripe_account=account.stripe_account
+            session,
+            [p.transactions for p in pages],
+            now=now,
+            stripe_account=account.stripe_account,
+            stripe_key=account.stripe_key,
         )
     metrics.sync_page_stored(session, inserted, updated, pages=len(pages))
     account.sync_inserted += inserted
@@ -253,7 +271,7 @@ def _finish(
     assert account is not None and account.sync_target_refresh_id is not None
     target_id = account.sync_target_refresh_id
     target_at = account.sync_target_refresh_at or 0
-    repository.advance_cursor(session, account_id, target_id, target_at)
+    sync_store.advance_cursor(session, account_id, target_id, target_at)
     total_inserted, total_updated = account.sync_inserted, account.sync_updated
     refresh = session.get(Refresh, target_id)
     if refresh is not None:
@@ -273,18 +291,18 @@ def _finish(
     if account.last_error_code not in USABILITY_ERRORS:
         repository.clear_error(account)
     intents: list[Intent] = []
-    newer = repository.latest_succeeded_refresh(session, account_id)
+    newer = refresh_store.latest_succeeded_refresh(session, account_id)
     if account.sync_requested or (newer is not None and newer.id != account.cursor_refresh_id):
         intents.append(SyncDue(account_id, full=account.sync_requested_full))
     intents.append(NotifySynced(account_id, target_id, total_inserted, total_updated))
-    repository.release_sync_lease(session, account_id, owner)
+    sync_store.release_sync_lease(session, account_id, owner)
     failpoints.failpoint("sync.before_cursor_commit")
     return SyncStep("done", inserted, updated, tuple(intents))
 
 
 def abandon_run(session: Session, account_id: str, owner: str) -> None:
     """Hand the lease back (the sync's progress stays, so the next run resumes it)."""
-    repository.release_sync_lease(session, account_id, owner)
+    sync_store.release_sync_lease(session, account_id, owner)
 
 
 def continue_run(
@@ -296,7 +314,7 @@ def continue_run(
     re-enqueue itself too: a second chain, and the account twice the turns of the others.
     Triggers that find the lease held are merged (`sync_requested`) into a run after the last."""
     token = f"handoff/{uuid.uuid4().hex}"
-    repository.hand_on_sync_lease(
+    sync_store.hand_on_sync_lease(
         session, account_id, owner, token, now=now, lease_s=settings.fcsync_sync_lease_s
     )
     return SyncDue(account_id, handoff=token)
@@ -310,7 +328,7 @@ def park_failed_run(
     account = repository.get_account(session, account_id)
     if account is not None:
         account.sync_retry_at = now + timedelta(seconds=settings.fcsync_unusable_recheck_s)
-    repository.release_sync_lease(session, account_id, owner)
+    sync_store.release_sync_lease(session, account_id, owner)
 
 
 def resync_candidates(session: Session, *, now: datetime, settings: Settings) -> Sweep:
@@ -318,7 +336,7 @@ def resync_candidates(session: Session, *, now: datetime, settings: Settings) ->
     return Sweep(
         tuple(
             SyncDue(account_id)
-            for account_id in repository.unsynced_account_ids(
+            for account_id in due_accounts.unsynced_account_ids(
                 session, now=now, limit=settings.fcsync_sweep_batch
             )
         )

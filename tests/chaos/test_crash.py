@@ -74,7 +74,6 @@ class Killer:
         self.next_pool_kill = time.monotonic() + run.rng.uniform(*POOL_KILL_GAP_S)
         self.worker_kill_phases = set(PHASES) if CHAOS else {"backfill"}
         self.worker_kill_in: int | None = None
-        self.logs = run.stack.options.workdir / "logs"
         self.ready: set[str] = set()
 
     def phase(self, name: str) -> None:
@@ -103,8 +102,7 @@ class Killer:
     def started(self) -> bool:
         """The worker is ready: Celery gives up on a worker whose pool process dies while it
         starts ("Could not start worker processes"), and only then replaces the dead."""
-        log = self.logs / f"{self.worker}.log"
-        if self.worker not in self.ready and " ready." in log.read_text(errors="replace"):
+        if self.worker not in self.ready and self.run.stack.worker_ready(self.worker):
             self.ready.add(self.worker)
         return self.worker in self.ready
 

@@ -17,7 +17,8 @@ from tests.processes import alive, descendants
 DEBUG_LINE = {"text": "DEBUG/MainProcess", "json": '"level": "DEBUG", "logger": "celery.'}
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
+# Both formats reach the children through the same environment: `make test` runs one.
+@pytest.mark.parametrize("log_format", [pytest.param("text", marks=pytest.mark.long), "json"])
 def test_run_gives_its_celery_children_the_configured_log_level(
     tmp_path: Path, children: Supervisor, log_format: str
 ) -> None:

@@ -67,15 +67,26 @@ def test_webhooks_serves_healthz_and_stores_a_signed_event(
     assert first.status_code == 200, first.text
     assert first.json() == {"received": True, "id": event["id"], "duplicate": False}
     assert again.status_code == 200 and again.json()["duplicate"] is True
+    # Over the size limit without a Content-Length (chunked): refused, never cut and read.
+    padded = json.dumps({**event, "id": "evt_padded", "padding": "x" * 300_000}).encode()
+    chunked = requests.post(
+        url,
+        data=(padded[at : at + 8_192] for at in range(0, len(padded), 8_192)),
+        headers={"Stripe-Signature": signature_header(padded, WEBHOOK_SECRET)},
+        timeout=5,
+    )
+    assert chunked.status_code == 413, chunked.text
     assert migrated.query("SELECT id, type FROM webhook_events") == [(event["id"], event["type"])]
     # Handling is the worker's: one message on the broker, none for the duplicate.
     assert migrated.queued() == [
-        {"task": "fcsync.handle_event", "args": [], "kwargs": {"event_id": event["id"]}}
+        {"task": "fcsync.handle_events", "args": [], "kwargs": {"event_ids": [event["id"]]}}
     ]
 
 
+# A hangup stops the receiver as SIGTERM does (granian alone would restart its processes).
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_webhooks_in_several_processes_share_the_port_and_stop_together(
-    migrated: Workdir, control: EmulatorControl, children: Supervisor
+    migrated: Workdir, control: EmulatorControl, children: Supervisor, stop: signal.Signals
 ) -> None:
     port = free_port()
     env = migrated.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, FCSYNC_WEBHOOK_PROCESSES="2")
@@ -84,6 +95,8 @@ def test_webhooks_in_several_processes_share_the_port_and_stop_together(
     wait_for(lambda: healthy(f"{base}/healthz"), timeout=20, what=f"/healthz\n{children.logs()}")
     below = descendants(proc.pid)
     assert len(below) == 2, below  # the two serving processes, under the one that bound the port
+    # granian's start is logged, but not its warning about the (deliberate) request threads.
+    assert "granian" in children.logs() and "quite high" not in children.logs(), children.logs()
     account = control.create_account(transactions=1)["id"]
     events = requests.get(
         f"{migrated.base_url}/v1/events", auth=(API_KEY, ""), params={"limit": 100}, timeout=5
@@ -103,15 +116,42 @@ def test_webhooks_in_several_processes_share_the_port_and_stop_together(
         'fcsync_webhook_events_received_total{outcome="stored",'
         f'type="{event["type"]}"}} {float(len(ids))}'
     ) in metrics, metrics
-    os.kill(proc.pid, signal.SIGTERM)  # a process manager stopping the service
-    assert proc.wait(timeout=20) == -signal.SIGTERM, children.logs()
+    os.kill(proc.pid, stop)  # a process manager stopping the service, or a closed terminal
+    assert proc.wait(timeout=20) == -stop, children.logs()
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in below) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in below if alive(pid)], "a receiver process outlived the receiver"
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "ctrl-c"])
+@pytest.mark.parametrize("killed", ["serving process", "receiver"])
+def test_webhooks_processes_never_outlive_one_another(
+    migrated: Workdir, children: Supervisor, killed: str
+) -> None:
+    """A serving process that dies stops the receiver (exit 1, for its supervisor to restart
+    it); a receiver that dies however it dies (SIGKILL) takes its serving processes with it."""
+    port = free_port()
+    env = migrated.env(STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, FCSYNC_WEBHOOK_PROCESSES="2")
+    proc = children.spawn("webhooks", [FCSYNC, "webhooks", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: healthy(f"{base}/healthz"), timeout=20, what=f"/healthz\n{children.logs()}")
+    below = sorted(descendants(proc.pid))
+    assert len(below) == 2, below
+    if killed == "receiver":
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    else:
+        os.kill(below[0], signal.SIGKILL)
+        assert proc.wait(timeout=20) == 1, children.logs()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in below if alive(pid)], f"a serving process outlived the {killed}"
+
+
+# Ctrl-C (SIGINT to the process group) takes the supervisor's same stop handler as SIGTERM:
+# `make test` runs SIGTERM.
+@pytest.mark.parametrize("stop", ["SIGTERM", pytest.param("ctrl-c", marks=pytest.mark.long)])
 def test_run_on_embedded_defaults_stops_every_child_on_signal(
     tmp_path: Path, children: Supervisor, stop: str
 ) -> None:

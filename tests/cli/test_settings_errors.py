@@ -24,7 +24,8 @@ def healthy(migrated: Workdir, control: EmulatorControl) -> tuple[Workdir, str]:
     ("key", "says"),
     [
         (None, "error [missing_setting]: STRIPE_API_KEY is not set"),
-        ("sk_test_", "error [authentication]: STRIPE_API_KEY was refused"),  # Stripe's 401
+        # Stripe's 401
+        ("sk_test_", "error [authentication]: the Stripe key `default` (STRIPE_API_KEY) was"),
     ],
 )
 @pytest.mark.parametrize("command", ["track", "refresh"])
@@ -41,9 +42,34 @@ def test_a_missing_or_refused_api_key_is_never_recorded_on_an_account(
     assert row["last_error_code"] is None and row["tracked"]
 
 
+def test_a_refused_default_key_from_the_stripe_accounts_file_is_named_with_that_file(
+    healthy: tuple[Workdir, str],
+) -> None:
+    workdir, account = healthy
+    accounts = workdir.path / "stripe-accounts.toml"
+    # Stripe's 401: the emulator knows no such key.
+    accounts.write_text('[accounts.default]\napi_key = "sk_test_"\n')
+
+    result = workdir.run(
+        "refresh",
+        account,
+        "--inline",
+        expect=3,
+        STRIPE_API_KEY=None,
+        FCSYNC_STRIPE_ACCOUNTS=str(accounts),
+    )
+
+    (line,) = result.stderr.splitlines() or [""]
+    assert line.startswith(
+        "error [authentication]: the Stripe key `default` ([accounts.default] in "
+        f"FCSYNC_STRIPE_ACCOUNTS file {accounts}) was refused"
+    ), result.stderr
+    assert workdir.account(account)["last_error_code"] is None
+
+
 MISSING_KEY = (
     "error [missing_setting]: STRIPE_API_KEY is not set: fcsync needs a Stripe secret or "
-    "restricted key"
+    "restricted key (or api_key_env of an account in the FCSYNC_STRIPE_ACCOUNTS file)"
 )
 
 
@@ -53,6 +79,19 @@ def test_a_worker_without_stripe_api_key_refuses_to_start(migrated: Workdir) -> 
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stderr.splitlines() == [MISSING_KEY]
     assert "Traceback" not in result.stdout
+
+
+def test_a_worker_with_a_stripe_accounts_file_it_cannot_use_refuses_to_start(
+    migrated: Workdir,
+) -> None:
+    missing = migrated.path / "nowhere.toml"
+    result = migrated.start_and_exit(
+        worker_argv(1, pool="solo"), FCSYNC_STRIPE_ACCOUNTS=str(missing)
+    )
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error [bad_stripe_accounts]: FCSYNC_STRIPE_ACCOUNTS file {missing}")
 
 
 def test_run_without_stripe_api_key_refuses_before_starting_anything(workdir: Workdir) -> None:

@@ -86,6 +86,8 @@ TIME_FIELDS = {
     "next_due_at",
     "last_error_at",
     "gone_at",
+    "reconciled_at",
+    "next_reconcile_at",
 }
 
 
@@ -127,8 +129,11 @@ def test_status_shows_each_accounts_stripe_account_context(migrated: Workdir) ->
     migrated.insert_account("fca_platform")
     migrated.insert_account("fca_connected", stripe_account="acct_1Connected")
 
-    rows = table_rows(migrated.run("status").stdout)
+    out = migrated.run("status").stdout
+    rows = table_rows(out)
     assert rows["fca_platform"]["context"] == "platform"
+    # One Stripe key: one table, no key named anywhere.
+    assert "key" not in rows["fca_platform"] and "Stripe key" not in out
     assert rows["fca_connected"]["context"] == "acct_1Connected"
     listed = json.loads(migrated.run("status", "--json").stdout)
     assert {row["id"]: row["stripe_account"] for row in listed} == {
@@ -190,3 +195,78 @@ def test_status_of_one_account_in_another_context_says_where_it_lives(migrated: 
     )
     shown = table_rows(migrated.run("status", "fca_conn", "--context", "acct_1First").stdout)
     assert list(shown) == ["fca_conn"]
+
+
+def test_status_shows_a_relink_stripe_asks_for(migrated: Workdir) -> None:
+    migrated.insert_account("fca_expiring")
+    migrated.insert_account("fca_fine")
+    migrated.execute(
+        "UPDATE accounts SET status_details_action = 'relink_required', "
+        "status_details_cause = 'access_expired', expected_deactivation_date = 1796000000 "
+        "WHERE id = 'fca_expiring'"
+    )
+
+    lines = migrated.run("status").stdout.splitlines()
+
+    assert "relink" in lines[2]
+    (expiring,) = [line for line in lines if "fca_expiring" in line]
+    assert "required by 2026-11-30 00:53:20 (access_expired)" in expiring
+    (fine,) = [line for line in lines if "fca_fine" in line]
+    assert "required by" not in fine
+    rows = {r["id"]: r for r in json.loads(migrated.run("status", "--json").stdout)}
+    assert (
+        rows["fca_expiring"]["status_details_action"],
+        rows["fca_expiring"]["status_details_cause"],
+        rows["fca_expiring"]["expected_deactivation_date"],
+    ) == ("relink_required", "access_expired", 1_796_000_000)
+    assert rows["fca_fine"]["status_details_action"] is None
+
+
+def test_status_of_several_keys_shows_a_section_per_key_and_context(migrated: Workdir) -> None:
+    for account, key, context in (
+        ("fca_a_eu_conn", "eu", "acct_1First"),
+        ("fca_b_default", None, None),
+        ("fca_c_eu", "eu", None),
+    ):
+        migrated.insert_account(account, stripe_key=key, stripe_account=context)
+
+    lines = migrated.run("status").stdout.splitlines()
+
+    titles = [line for line in lines if line.startswith("Stripe key ")]
+    assert titles == [
+        "Stripe key default · platform (1 account)",
+        "Stripe key eu · platform (1 account)",
+        "Stripe key eu · acct_1First (1 account)",
+    ]
+    # Each line names its key too: a grep of one account still says which key reaches it.
+    (eu_line,) = [line for line in lines if "fca_a_eu_conn" in line]
+    assert table_rows("\n".join([*lines[:5], eu_line]))["fca_a_eu_conn"]["key"] == "eu"
+    listed = json.loads(migrated.run("status", "--json").stdout)
+    assert [(r["id"], r["stripe_key"]) for r in listed] == [
+        ("fca_b_default", "default"),
+        ("fca_c_eu", "eu"),
+        ("fca_a_eu_conn", "eu"),
+    ]
+    both = migrated.run("status", "--stripe-key-name", "eu", "--context", "platform").stdout
+    assert list(table_rows(both)) == ["fca_c_eu"]
+    assert [line for line in both.splitlines() if line.startswith("Stripe key ")] == [
+        "Stripe key eu · platform (1 account)"
+    ]
+
+
+def test_status_refuses_a_key_it_does_not_know_and_says_which_key_an_account_has(
+    migrated: Workdir,
+) -> None:
+    migrated.insert_account("fca_eu", stripe_key="eu")
+
+    unknown = migrated.run("status", "--stripe-key-name", "us", expect=2)
+    assert unknown.stdout == ""
+    assert unknown.stderr == (
+        "error [unknown_stripe_key]: --stripe-key-name: no configured or stored Stripe key is "
+        "named 'us'; keys: default, eu\n"
+    )
+    other = migrated.run("status", "fca_eu", "--stripe-key-name", "default", expect=2)
+    assert other.stderr == (
+        "error [unknown_stripe_key]: --stripe-key-name: account fca_eu is reached with the "
+        "Stripe key eu, not default\n"
+    )

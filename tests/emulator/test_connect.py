@@ -219,6 +219,12 @@ def test_a_second_platform_sees_only_its_own_objects_and_events(
         assert json.loads(theirs_hook.received[0].body)["data"]["object"]["id"] == theirs
         assert json.loads(ordinary.received[0].body)["data"]["object"]["id"] == mine
 
+    # Which key asked about which account, keys masked as Stripe quotes them.
+    by_key = control.stats()["requests_by_key"]
+    assert by_key["rk_test_****cond"] == {mine: 1}
+    assert by_key["sk_test_****cond"] == {connected: 1, theirs: 1}
+    assert by_key["sk_test_****ator"] == {connected: 1, theirs: 1}
+
     endpoints = control_endpoints(emulator)
     assert [(e["connect"], e["platform"]) for e in endpoints] == [(False, ""), (False, second)]
     for keys, platform_id in (

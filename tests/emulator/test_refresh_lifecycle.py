@@ -389,3 +389,41 @@ def test_next_refresh_changes_changes_exactly_that_many_rows_once(
     with pytest.raises(ControlError) as exc:
         control.update_account(account_id, next_refresh_changes=-1)
     assert exc.value.status == 400
+
+
+def test_a_dropped_pending_transaction_leaves_lists_and_retrieve_and_nothing_else(
+    emulator: Emulator, client: stripe.StripeClient, schemas: Schemas
+) -> None:
+    """Stripe drops a pending transaction that never posts: it is listed no more (whatever the
+    filter), retrieve answers 404, and no event says so; posted rows cannot be dropped."""
+    control = emulator.control
+    account_id = control.create_account(transactions=300)["id"]
+    refresh(client, account_id)
+    control.advance(5)
+    truth = control.transactions(account_id)
+    pending = [t for t in truth if t["status"] == "pending"]
+    posted = next(t for t in truth if t["status"] == "posted")
+    assert pending, "the seeded history has recent pending rows"
+    dropped = pending[0]
+    events_before = len(client.v1.events.list({"limit": 100}).data)
+
+    control.drop_transaction(dropped["id"])
+
+    expected = [t for t in truth if t["id"] != dropped["id"]]
+    assert control.transactions(account_id) == expected
+    assert list_all(client, {"account": account_id}) == expected
+    since = dropped["transacted_at"] - 86_400
+    window = list_all(client, {"account": account_id, "transacted_at": {"gte": since}})
+    assert window == [t for t in expected if t["transacted_at"] >= since]
+    listed = client.v1.financial_connections.transactions.list(
+        {"account": account_id, "transacted_at": {"gte": since}, "limit": 100}
+    )
+    schemas.page("financial_connections.transaction", listed.last_response.data)
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.financial_connections.transactions.retrieve(dropped["id"])
+    assert missing.value.http_status == 404
+    assert len(client.v1.events.list({"limit": 100}).data) == events_before
+    for refused, status in ((posted["id"], 400), (dropped["id"], 404), ("fctxn_nope", 404)):
+        with pytest.raises(ControlError) as exc:
+            control.drop_transaction(refused)
+        assert exc.value.status == status

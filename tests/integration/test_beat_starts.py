@@ -16,7 +16,13 @@ from worker.db import upgrade_database
 
 pytestmark = pytest.mark.integration
 
-SWEEPS = {"fcsync.refresh_due_accounts", "fcsync.poll_stale_refreshes", "fcsync.retry_failed_syncs"}
+SWEEPS = {
+    "fcsync.refresh_due_accounts",
+    "fcsync.poll_stale_refreshes",
+    "fcsync.retry_failed_syncs",
+    # Every five beat periods: within the test's wait at FCSYNC_BEAT_INTERVAL_S=0.5.
+    "fcsync.reconcile_due_accounts",
+}
 
 
 def _beat_env(tmp_path: Path, broker_url: str) -> dict[str, str]:
@@ -35,20 +41,18 @@ def _sweeps_in(messages: list[dict[str, Any]]) -> set[str]:
 
 
 def test_beat_publishes_sweeps_on_redis(
-    processes: Processes, redis_url: str, tmp_path: Path
+    processes: Processes, stack_redis_url: str, tmp_path: Path
 ) -> None:
-    # A database of its own on the test Redis, so no other test's worker consumes these.
-    url = redis_url.rsplit("/", 1)[0] + "/13"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    processes.beat(_beat_env(tmp_path, url))
+    # A Redis server of the test's own (as every stack test's): no other test's worker consumes
+    # these, and nothing any other run keeps in the machine's Redis is flushed.
+    client = redis.Redis.from_url(stack_redis_url)
+    processes.beat(_beat_env(tmp_path, stack_redis_url))
 
     def published() -> bool:
         raw = client.lrange("fcsync", 0, -1)
         return _sweeps_in([decode_message(json.loads(m)) for m in raw]) == SWEEPS
 
     wait_for(published, timeout=30, what=f"beat to publish {SWEEPS}\n{processes.logs()}")
-    client.flushdb()
 
 
 def test_beat_publishes_sweeps_on_embedded_broker(processes: Processes, tmp_path: Path) -> None:

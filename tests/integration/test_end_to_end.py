@@ -16,7 +16,7 @@ import pytest
 
 from models import Refresh
 from tests.brokers import on_brokers
-from worker.playground.measures import PAGE, requests_between
+from worker.playground.measures import PAGE, WITHOUT_RECONCILE, requests_between
 from worker.playground.stack import Phase, Stack, StackOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
@@ -118,7 +118,12 @@ def test_end_to_end_poll_only_reaches_the_same_state(options: StackOptions) -> N
 def test_end_to_end_duplicated_reordered_webhooks_sync_each_refresh_once(
     options: StackOptions,
 ) -> None:
-    noisy = replace(options, faults={"webhook_duplicate_rate": 0.5, "webhook_reorder": True})
+    noisy = replace(
+        options,
+        faults={"webhook_duplicate_rate": 0.5, "webhook_reorder": True},
+        # Each sync's listings and counts are exact: no reconciliation lists or repairs beside.
+        env={**options.env, **WITHOUT_RECONCILE},
+    )
     with Stack(noisy, bank(flaky=True)) as stack:
         run_scenario(stack)
         assert_db_equals_truth(stack)
@@ -176,6 +181,8 @@ def once_per_refresh(stack: Stack) -> tuple[list[str], int]:
     return problems, pages
 
 
+# A minute of three emulated days; `bench steady_state` measures the same bound.
+@pytest.mark.long
 def test_steady_state_costs_one_request_per_account_per_day(options: StackOptions) -> None:
     with Stack(options, bank(flaky=False)) as stack:
         run_scenario(stack, unsubscribed=frozenset())

@@ -40,6 +40,11 @@ BAD: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = [
     # A forged retry count: Celery would compute 2**retries on the first transient error.
     ("fcsync.poll_refresh", [], {"account_id": "fca_1"}, {"retries": 10**9}),
     ("fcsync.refresh_due_accounts", [], {"surprise": HUGE}, {}),
+    ("fcsync.reconcile_account", [], {"account_id": "fca_1", "days": 0}, {}),
+    ("fcsync.reconcile_account", [], {"account_id": "fca_1", "days": "30"}, {}),
+    ("fcsync.reconcile_account", [], {"account_id": "fca_1", "stripe_key": HUGE_NAME}, {}),
+    ("fcsync.sync_transactions", [], {"account_id": "fca_1", "stripe_key": ["default"]}, {}),
+    ("fcsync.track_account", [], {"account_id": "fca_1", "stripe_key": "Default"}, {}),
 ]
 # JSON text on the wire. Bodies that are not [args, kwargs, options]: Celery alone would stop
 # the worker on the first of them, and again on each redelivery.
@@ -101,6 +106,12 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     unknown = client.send_task(
         "fcsync.handle_event", kwargs={"event_id": "evt_NotInTheInbox1"}, queue="fcsync"
     ).id
+    # A well-formed key name no configured key has: refused in the unit of work, unsent.
+    unknown_key = client.send_task(
+        "fcsync.refresh_account",
+        kwargs={"account_id": "fca_1", "stripe_key": "nokey"},
+        queue="fcsync",
+    ).id
     # A good message sent after the bad ones: the same worker process still does real work.
     event_id = _store_event(db_url)
     client.send_task("fcsync.handle_event", kwargs={"event_id": event_id}, queue="fcsync")
@@ -126,6 +137,9 @@ def test_worker_bad_arguments_sent_by_name_fail_once_with_one_short_line_and_no_
     about_unknown = [line for line in lines if "evt_NotInTheInbox1" in line or unknown in line]
     assert len(about_unknown) == 2, about_unknown  # "received", then fcsync's own line
     assert "[unknown_event]" in about_unknown[1], about_unknown
+    about_key = [line for line in lines if unknown_key in line or "'nokey'" in line]
+    assert len(about_key) == 2, about_key
+    assert "permanent failure for fca_1: [unknown_stripe_key]" in about_key[1], about_key
     # Each wrongly shaped body is discarded with one ERROR record (Celery's: a traceback, the
     # body cut to 1 kB), each undecodable one with one line; no other traceback anywhere.
     assert log.count("Received invalid task message") == len(WRONG_SHAPE) + 1, log[-3000:]

@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from tests.cli.conftest import clean_environ
 from tests.integration.conftest import Processes, wait_for
 from tests.processes import BIN
 from worker import contract
+from worker.db import make_engine, session_scope
+from worker.inbox import REFRESHED_TRANSACTIONS, InboxEvent, insert_webhook_events
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +141,40 @@ def stack(
         yield log, env
 
 
+def store_event(db_url: str, account_id: str) -> str:
+    """A refreshed_transactions event of the account in the inbox, as the receiver stores it."""
+    event = InboxEvent(
+        "evt_BatchOfTheReceiver1",
+        REFRESHED_TRANSACTIONS,
+        account_id,
+        False,
+        1_700_000_000,
+        json.dumps(
+            {
+                "id": "evt_BatchOfTheReceiver1",
+                "object": "event",
+                "type": REFRESHED_TRANSACTIONS,
+                "created": 1_700_000_000,
+                "livemode": False,
+                "data": {
+                    "object": {
+                        "id": account_id,
+                        "object": "financial_connections.account",
+                        "status": "active",
+                    }
+                },
+            }
+        ),
+    )
+    engine = make_engine(db_url)
+    try:
+        with session_scope(engine) as session:
+            insert_webhook_events(session, [event], now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    return event.id
+
+
 def test_worker_events_show_each_task_queued_running_and_done_with_readable_arguments(
     stack_redis_url: str, processes: Processes, migrated_sqlite: str, tmp_path: Path
 ) -> None:
@@ -160,6 +197,16 @@ def test_worker_events_show_each_task_queued_running_and_done_with_readable_argu
             ),
             timeout=60,
             what=f"the sync of {account} and the failed track\n{processes.logs()}",
+        )
+        # A receiver batch's message, as another service may send it by name too.
+        batch = {"event_ids": [store_event(migrated_sqlite, account), "evt_NotInTheInbox"]}
+        sender = Celery(broker=stack_redis_url)
+        sender.send_task(contract.HANDLE_EVENTS, kwargs=batch, queue="fcsync")
+        sender.close()
+        wait_for(
+            lambda: log.finished(contract.HANDLE_EVENTS, batch),
+            timeout=60,
+            what=f"the batch of events handled\n{processes.logs()}",
         )
 
     (track,) = [
@@ -185,6 +232,15 @@ def test_worker_events_show_each_task_queued_running_and_done_with_readable_argu
     )
     assert "resource_missing" in failed["exception"] or "No such" in failed["exception"], failed
 
+    # Flower follows the batch from the worker's events (its sender announced nothing).
+    ((handled, *_),) = [
+        [e for e in events if e["type"] == "task-succeeded"]
+        for events in log.of_task(contract.HANDLE_EVENTS).values()
+    ]
+    assert readable(handled["result"]) == {
+        "outcomes": {batch["event_ids"][0]: "processed", "evt_NotInTheInbox": "unknown_event"}
+    }
+
     everything = json.dumps(log.events)
     for secret in (API_KEY, WEBHOOK_SECRET, API_KEY[8:]):
         assert secret not in everything
@@ -203,9 +259,11 @@ def test_celery_inspect_answers_from_any_directory(
         fcsync_names = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)}
         assert {n for n in fcsync_names if n.startswith("fcsync.")} <= registered
 
-        # A task held up by Stripe (8 s for its one request) is listed by `inspect active`.
+        # A task held up by Stripe (25 s for its one request, under the gateway's 30 s timeout)
+        # is listed by `inspect active`: `celery inspect` alone took over 8 s to start and ask
+        # on a loaded machine, after an 8 s request had ended.
         account = emulator.control.create_account()["id"]
-        emulator.control.set_faults(latency_ms=8000)
+        emulator.control.set_faults(latency_ms=25_000)
         run([str(BIN / "fcsync"), "track", account, "--no-subscribe"], env, cwd)
         wait_for(
             lambda: any(e["type"] == "task-started" for e in list(log.events)),

@@ -4,7 +4,7 @@ another tenant's daily refresh is synced within a bound the design gives, on one
 Why the bound holds: a sync runs at most FCSYNC_PAGES_PER_RUN pages per task, then re-enqueues
 itself at the back of the FIFO queue, so every other task waits for at most the rest of A's
 current run plus one whole run per hop. Tenant B's refresh takes two hops (the webhook's
-`handle_event` task, then B's sync task), so B waits for at most HOPS_BOUND runs of A, plus the
+`handle_events` task, then B's sync task), so B waits for at most HOPS_BOUND runs of A, plus the
 webhook's delivery and B's own short sync (SLACK_S). The test measures A's page rate and
 asserts both that A stored at most HOPS_BOUND runs' worth of pages during B's lag and that the
 lag in wall seconds is within HOPS_BOUND runs at that rate plus SLACK_S; then that A's backfill

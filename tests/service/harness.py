@@ -30,6 +30,16 @@ def at(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+class FixedClock:
+    """A runtime's clock that moves only when a test moves it (`current`)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+
 @dataclass
 class EmulatedFC:
     emulator: Emulator
@@ -70,7 +80,9 @@ class EmulatedFC:
         *,
         subscribe: bool = False,
         stripe_account: str | None = None,
-    ) -> None:
+        features: list[str] | None = None,
+        expect: tuple[str, ...] = ("tracked", "subscribed"),
+    ) -> tracking.TrackResult:
         result = tracking.track_account(
             session,
             self.gateway,
@@ -79,9 +91,11 @@ class EmulatedFC:
             now=self.now(),
             settings=self.settings,
             stripe_account=stripe_account,
+            features=features,
         )
-        assert result.outcome in ("tracked", "subscribed"), result
+        assert result.outcome in expect, result
         session.commit()
+        return result
 
     def refresh(self, session: Session, account_id: str) -> refresh.PollResult:
         """Ask for a refresh, let it complete, poll it, then wait out the cooldown."""

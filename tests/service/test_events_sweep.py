@@ -16,7 +16,7 @@ from models import Transaction, WebhookEvent
 from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC, sync_requests
 from tests.service.test_webhooks import REFRESHED, deliver, events, start_and_finish_refresh
-from worker import contract, events_sweep, inbox, webhooks
+from worker import contract, event_handlers, events_sweep, inbox
 from worker.intents import HandleEvent
 from worker.stripe_payloads import InvalidStripeResponse, parse_events_page
 
@@ -35,7 +35,7 @@ def handle(fc: EmulatedFC, session: Session, swept: events_sweep.EventsSweep) ->
     syncs = 0
     for intent in swept.intents:
         assert isinstance(intent, HandleEvent)
-        result = webhooks.handle_event(
+        result = event_handlers.handle_event(
             session, fc.gateway, intent.event_id, now=fc.now(), settings=fc.settings
         )
         session.commit()
@@ -187,7 +187,7 @@ def test_sweep_events_task_enqueues_handling_of_what_it_stored(
 
 
 def test_events_sweep_asks_only_for_the_types_fcsync_handles(fc: EmulatedFC) -> None:
-    assert set(events_sweep.SWEPT_TYPES) == set(webhooks.HANDLERS)
+    assert set(events_sweep.SWEPT_TYPES) == set(event_handlers.HANDLERS)
     assert all(t.startswith("financial_connections.account.") for t in events_sweep.SWEPT_TYPES)
 
 

@@ -18,7 +18,7 @@ from tests.rows import account_row
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import accounts, contract, webhooks
+from worker import accounts, contract, event_handlers, webhooks
 from worker.db import session_scope
 
 HOUR_S = 3_600
@@ -149,7 +149,9 @@ def test_gone_account_status_webhook_marks_it_gone_instead_of_failing(
         session, payload, signature_header(payload, WEBHOOK_SECRET), settings=fc.settings, now=now
     )
     assert receipt.status == 200
-    result = webhooks.handle_event(session, fc.gateway, event["id"], now=now, settings=fc.settings)
+    result = event_handlers.handle_event(
+        session, fc.gateway, event["id"], now=now, settings=fc.settings
+    )
     session.commit()
 
     assert result.outcome == "processed"

@@ -20,6 +20,7 @@ from tests.service.standin import Rewrite, StandIn
 from worker import reports, repository
 from worker.db import session_scope
 from worker.stripe_payloads import InvalidStripeResponse
+from worker.sync_run import run_sync
 
 HISTORY = 154
 
@@ -80,7 +81,7 @@ def assert_aborted(rig: TaskRig, account_id: str, names: str) -> None:
 
 def assert_recovers(fc: EmulatedFC, standin: StandIn, rig: TaskRig, account_id: str) -> None:
     standin.rewrite_list = None
-    assert rig.runtime.run_sync(account_id, full=False, owner="next")["outcome"] == "done"
+    assert run_sync(rig.runtime, account_id, full=False, owner="next")["outcome"] == "done"
     with session_scope(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []
         assert account_row(session, account_id).last_error_code is None
@@ -94,7 +95,7 @@ def test_page_validation_malformed_page_aborts_the_sync_and_keeps_the_cursor(
     standin.rewrite_list = case.rewrite
 
     with pytest.raises(InvalidStripeResponse) as raised:
-        rig.runtime.run_sync(account_id, full=False, owner="o")
+        run_sync(rig.runtime, account_id, full=False, owner="o")
     assert case.names in str(raised.value)
     assert standin.list_requests == 1
     with session_scope(rig.engine) as session:
@@ -114,7 +115,7 @@ def test_page_validation_rows_of_another_account_are_never_stored(
 
     standin.rewrite_list = misfiled
     with pytest.raises(InvalidStripeResponse, match=f"of account {other_id} in the list of"):
-        rig.runtime.run_sync(account_id, full=False, owner="o")
+        run_sync(rig.runtime, account_id, full=False, owner="o")
     with session_scope(rig.engine) as session:
         assert repository.count_transactions(session, other_id) == 0
         assert repository.count_transactions(session, account_id) == 0
@@ -136,7 +137,7 @@ def test_page_validation_a_repeated_page_stops_after_two_requests(
 
     standin.rewrite_list = same_page_forever
     with pytest.raises(InvalidStripeResponse, match="does not advance"):
-        rig.runtime.run_sync(account_id, full=False, owner="o")
+        run_sync(rig.runtime, account_id, full=False, owner="o")
     assert standin.list_requests == 2
     with session_scope(rig.engine) as session:
         # The first page is the account's own rows, stored once; the repeat wrote nothing.
@@ -159,7 +160,7 @@ def test_page_validation_a_cycle_of_pages_stops_within_one_run(
 
     standin.rewrite_list = two_pages_in_turn
     with pytest.raises(InvalidStripeResponse, match="does not advance"):
-        rig.runtime.run_sync(account_id, full=False, owner="o")
+        run_sync(rig.runtime, account_id, full=False, owner="o")
     assert standin.list_requests == 3
     assert_aborted(rig, account_id, "does not advance")
 

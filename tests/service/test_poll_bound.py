@@ -21,9 +21,9 @@ def test_poll_refresh_at_the_attempt_bound_schedules_a_valid_next_poll(
         assert refresh_account_task(account_id, source="manual")["outcome"] == "started"
         rig.take(contract.POLL_REFRESH)
 
-        started = time.process_time()
+        started = time.thread_time()
         assert poll_refresh_task(account_id, attempt=MAX_POLL_ATTEMPT)["outcome"] == "pending"
-        assert time.process_time() - started < 1.0
+        assert time.thread_time() - started < 1.0
 
     [poll] = rig.take(contract.POLL_REFRESH)
     # Never past the bound: the next poll must not fail as a bad argument.

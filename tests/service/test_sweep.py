@@ -5,23 +5,15 @@ out (the message was lost)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tasks.refresh import refresh_due_accounts_task
 from tasks.tracking import track_account_task
 from tests.service.conftest import TaskRig
-from tests.service.harness import EmulatedFC
+from tests.service.harness import EmulatedFC, FixedClock
 from worker import contract
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
 
 
 def sweep(rig: TaskRig) -> list[str]:

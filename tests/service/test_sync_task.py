@@ -7,17 +7,19 @@ import time
 from collections import deque
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from models import Account
-from tasks.sync import sync_transactions_task
+from tasks.sync import retry_failed_syncs_task, sync_transactions_task
 from tests.service.conftest import TaskRig
 from tests.service.harness import EmulatedFC
 from worker import contract, repository
 from worker.db import session_scope
 from worker.records import Followup
 from worker.runtime import bound, bound_runtime
+from worker.sync_run import run_sync
 
 
 def test_sync_task_account_with_more_pages_than_one_run_completes_across_reenqueued_runs(
@@ -145,7 +147,7 @@ def test_sync_task_reads_pages_ahead_but_never_past_the_run(fc: EmulatedFC, rig:
     handoff: str | None = None
     for owner in ("run-1", "run-2"):
         run_start[0] = fc.list_calls()
-        report = watched.run_sync(account_id, full=False, owner=owner, handoff=handoff)
+        report = run_sync(watched, account_id, full=False, owner=owner, handoff=handoff)
         outcomes.append(report["outcome"])
         requests.append(fc.list_calls() - run_start[0])
         # The second run is the first's continuation: it carries the lease handed on to it.
@@ -175,7 +177,7 @@ def test_sync_task_pages_of_a_run_share_one_database_connection(
 
     event.listen(rig.engine, "checkout", checked_out)
     try:
-        report = rig.runtime.run_sync(account_id, full=False, owner="one-connection")
+        report = run_sync(rig.runtime, account_id, full=False, owner="one-connection")
     finally:
         event.remove(rig.engine, "checkout", checked_out)
     assert (report["outcome"], report["pages"]) == ("done", 3)
@@ -214,5 +216,31 @@ def test_a_trigger_while_a_sync_is_continued_is_merged_not_a_second_chain(
     [merged] = rig.take(contract.SYNC_TRANSACTIONS)
     assert "handoff" not in merged.kwargs
     assert sync_transactions_task.apply(kwargs=merged.kwargs).get()["outcome"] == "up_to_date"
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
+
+
+def test_a_continuation_that_could_not_be_sent_leaves_the_sync_to_the_next_sweep(
+    fc: EmulatedFC, rig: TaskRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lease went on to the continuation's token; the message carrying it never left (the
+    # broker was down). The failed-sync sweep resumes the sync at once, not once the handed-on
+    # lease expires (FCSYNC_SYNC_LEASE_S).
+    account_id = refreshed_account(fc, rig, transactions=450, pages_per_run=3)
+
+    def broker_down(followup: Followup) -> None:
+        raise ConnectionError("broker unreachable")
+
+    with monkeypatch.context() as down:
+        down.setattr(rig.runtime, "send", broker_down)
+        with pytest.raises(ConnectionError):
+            sync_transactions_task(account_id=account_id)
+
+    retry_failed_syncs_task()
+    [resumed] = rig.take(contract.SYNC_TRANSACTIONS)
+    assert "handoff" not in resumed.kwargs
+    report = sync_transactions_task.apply(kwargs=resumed.kwargs).get()
+    # From the last committed page: the first run's three stay stored.
+    assert (report["outcome"], report["pages"]) == ("done", 2)
     with Session(rig.engine) as session:
         assert fc.mismatches(session, account_id) == []

@@ -18,7 +18,12 @@ def test_tracking_redelivered_track_polls_the_pending_refresh(fc: EmulatedFC, ri
     # The same message again (the worker died before acking): Stripe already subscribed it
     # and its refresh is still pending, so nothing is POSTed, but a poll is scheduled.
     again = track_account_task(account_id, subscribe=True)
-    assert again == {"account": account_id, "outcome": "tracked", "subscribed": True}
+    assert again == {
+        "account": account_id,
+        "outcome": "tracked",
+        "subscribed": True,
+        "missing_permissions": [],
+    }
     (poll,) = rig.take(contract.POLL_REFRESH)
     assert poll.kwargs == {"account_id": account_id}
     assert fc.requests("POST /v1/financial_connections/accounts/{account}/subscribe") == 1

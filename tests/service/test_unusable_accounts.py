@@ -22,7 +22,7 @@ from tasks.tracking import track_account_task
 from tests.service.beat import Beat, make_beat
 from tests.service.conftest import WEBHOOK_SECRET, TaskRig
 from tests.service.harness import EmulatedFC
-from worker import contract, webhooks
+from worker import contract, event_handlers, webhooks
 from worker.db import session_scope
 
 DAY_S = 86_400
@@ -170,7 +170,9 @@ def test_unusable_accounts_a_deactivated_webhook_parks_the_account_for_a_recheck
         session, payload, signature_header(payload, WEBHOOK_SECRET), settings=fc.settings, now=now
     )
     assert receipt.status == 200
-    result = webhooks.handle_event(session, fc.gateway, event["id"], now=now, settings=fc.settings)
+    result = event_handlers.handle_event(
+        session, fc.gateway, event["id"], now=now, settings=fc.settings
+    )
     session.commit()
 
     assert result.outcome == "processed"

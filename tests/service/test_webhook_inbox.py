@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
-from worker import inbox, repository, webhooks
+from worker import event_handlers, inbox, repository
 from worker.errors import ConfigurationError
 from worker.intents import HandleEvent
 from worker.records import FCAccount
 from worker.settings import Settings
-from worker.stripe_gateway import StripeGateway
+from worker.stripe_gateway import StripeGateway, gateway_from_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 STALE = timedelta(seconds=900)
@@ -73,7 +73,7 @@ def store(session: Session, row_id: str, payload: str, *, at: datetime) -> None:
 
 
 def sweep(session: Session, at: datetime, config: Settings) -> list[str]:
-    found = webhooks.unhandled_events(session, now=at, settings=config)
+    found = event_handlers.unhandled_events(session, now=at, settings=config)
     session.commit()
     assert all(isinstance(i, HandleEvent) for i in found.intents)
     return [i.event_id for i in found.intents if isinstance(i, HandleEvent)]
@@ -111,7 +111,7 @@ def test_inbox_unparseable_row_is_marked_failed_and_never_swept_again(
     store(session, row_id, payload, at=T0)
     assert sweep(session, T0 + STALE, config) == [row_id]
 
-    result = webhooks.handle_event(
+    result = event_handlers.handle_event(
         session, StripeGateway(None), row_id, now=T0 + STALE, settings=config
     )
     session.commit()
@@ -167,8 +167,9 @@ def test_inbox_event_of_the_other_mode_is_ignored_by_the_handler(session: Sessio
     """Stored before the mode check (or by a receiver without a key): never applied."""
     config = settings(fcsync_auto_track=True)
     store(session, "evt_live", event_json("evt_live", livemode=True), at=T0)
-    gateway = StripeGateway(None)
-    result = webhooks.handle_event(session, gateway, "evt_live", now=T0, settings=config)
+    # The gateway of the (test) key the event came with: its mode is the one applied.
+    gateway = gateway_from_settings(config)
+    result = event_handlers.handle_event(session, gateway, "evt_live", now=T0, settings=config)
     session.commit()
     assert (result.outcome, result.intents) == ("ignored", ())
 
@@ -192,7 +193,7 @@ def test_inbox_failed_reason_never_holds_a_secret(
     secret = "sk_live_" + "Z9" * 12
     config = settings()
     store(session, "evt_leaky", event_json("evt_leaky", type=secret + "\n"), at=T0)
-    webhooks.handle_event(session, StripeGateway(None), "evt_leaky", now=T0, settings=config)
+    event_handlers.handle_event(session, StripeGateway(None), "evt_leaky", now=T0, settings=config)
     session.commit()
     row = session.get(WebhookEvent, "evt_leaky")
     assert row is not None and row.outcome == "failed" and row.error
@@ -207,7 +208,7 @@ def test_inbox_event_is_not_failed_by_fcsync_configuration(session: Session) -> 
     deactivated = "financial_connections.account.deactivated"
     store(session, "evt_config", event_json("evt_config", type=deactivated), at=T0)
     with pytest.raises(ConfigurationError):
-        webhooks.handle_event(
+        event_handlers.handle_event(
             session, StripeGateway(None), "evt_config", now=T0, settings=settings()
         )
     session.rollback()

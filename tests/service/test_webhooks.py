@@ -17,7 +17,7 @@ from tests.emulator.conftest import API_KEY, make_emulator
 from tests.rows import account_row
 from tests.service.conftest import WEBHOOK_SECRET, make_settings
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC, sync_requests
-from worker import refresh, reports, webhooks
+from worker import event_handlers, refresh, reports, webhooks
 from worker.intents import SyncDue
 from worker.stripe_gateway import gateway_from_settings
 
@@ -39,21 +39,32 @@ def events(
     return list(reversed(response.json()["data"]))
 
 
-def deliver(
-    fc: EmulatedFC, session: Session, event: dict[str, Any], *, now: datetime
-) -> tuple[webhooks.Receipt, webhooks.EventResult]:
-    """What the receiver and then the handle_event task do with one delivery."""
+def receive(
+    fc: EmulatedFC,
+    session: Session,
+    event: dict[str, Any],
+    *,
+    now: datetime,
+    secret: str = WEBHOOK_SECRET,
+) -> webhooks.Receipt:
+    """What the receiver does with one delivery signed with `secret`, committed."""
     payload = json.dumps(event).encode()
     receipt = webhooks.receive_webhook(
-        session,
-        payload,
-        signature_header(payload, WEBHOOK_SECRET),
-        settings=fc.settings,
-        now=now,
+        session, payload, signature_header(payload, secret), settings=fc.settings, now=now
     )
     session.commit()
+    return receipt
+
+
+def deliver(
+    fc: EmulatedFC, session: Session, event: dict[str, Any], *, now: datetime
+) -> tuple[webhooks.Receipt, event_handlers.EventResult]:
+    """What the receiver and then the handle_event task do with one delivery."""
+    receipt = receive(fc, session, event, now=now)
     assert receipt.status == 200, receipt
-    result = webhooks.handle_event(session, fc.gateway, event["id"], now=now, settings=fc.settings)
+    result = event_handlers.handle_event(
+        session, fc.gateway, event["id"], now=now, settings=fc.settings
+    )
     session.commit()
     return receipt, result
 

@@ -33,6 +33,7 @@ from tests.unit.test_compose import (
 __all__ = ["compose", "services"]
 from worker.errors import ConfigurationError
 from worker.settings import STRIPE_DEFAULT_API_BASE, Settings
+from worker.stripe_keys_file import load_stripe_keys
 
 ENV_EXAMPLE = ROOT / ".env.example"
 # Compose itself reads this one (the profiles to start).
@@ -147,9 +148,10 @@ def test_compose_emulator_mode_as_shipped_points_fcsync_at_the_emulator(
         assert (base.hostname, base.port) == ("emulator", port), name
         # Time travel: every process follows the emulator's clock.
         assert settings.fcsync_clock_url == f"http://emulator:{port}/_emulator/clock", name
-        assert settings.require_api_key().startswith("sk_test_"), name
+        (default,) = load_stripe_keys(settings).api_keys()
+        assert default.mode == "test", name
         # The emulator signs with the secret the receiver verifies.
-        assert settings.webhook_secrets() == [ctx.params["webhook_secret"]], name
+        assert default.secret_values() == [ctx.params["webhook_secret"]], name
 
 
 def test_compose_real_stripe_mode_never_starts_or_calls_the_emulator(
@@ -172,10 +174,11 @@ def test_compose_real_stripe_mode_never_starts_or_calls_the_emulator(
     # Neither set: the worker and the receiver refuse to start, naming the variable.
     settings = settings_from(services["worker"], {}, monkeypatch)
     assert settings.stripe_api_base == STRIPE_DEFAULT_API_BASE
+    keys = load_stripe_keys(settings)
     with pytest.raises(ConfigurationError, match="STRIPE_API_KEY"):
-        settings.require_api_key()
+        keys.api_keys()
     with pytest.raises(ConfigurationError, match="STRIPE_WEBHOOK_SECRET"):
-        settings.webhook_secrets()
+        keys.require_webhook_secrets()
 
 
 # ---------------------------------------------------------------- .env.example

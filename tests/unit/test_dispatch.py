@@ -11,6 +11,7 @@ from worker import contract
 from worker.dispatch import MAX_POLL_ATTEMPT, followup_for
 from worker.intents import (
     HandleEvent,
+    HandleEvents,
     Intent,
     NotifySynced,
     PollRefresh,
@@ -55,7 +56,28 @@ SETTINGS = Settings(
                 contract.REFRESH_ACCOUNT, {"account_id": "fca_1", "source": "manual"}, countdown=31
             ),
         ),
+        (
+            RefreshDue("fca_1", "balances"),
+            Followup(
+                contract.REFRESH_ACCOUNT,
+                {"account_id": "fca_1", "source": "beat", "feature": "balances"},
+            ),
+        ),
+        (
+            PollRefresh("fca_1", 0, "ownership"),
+            Followup(
+                contract.POLL_REFRESH, {"account_id": "fca_1", "feature": "ownership"}, countdown=2
+            ),
+        ),
+        (
+            PollStaleRefresh("fca_1", "balances"),
+            Followup(contract.POLL_REFRESH, {"account_id": "fca_1", "feature": "balances"}),
+        ),
         (HandleEvent("evt_1"), Followup(contract.HANDLE_EVENT, {"event_id": "evt_1"})),
+        (
+            HandleEvents(("evt_1", "evt_2")),
+            Followup(contract.HANDLE_EVENTS, {"event_ids": ["evt_1", "evt_2"]}),
+        ),
         (TrackAccount("fca_1"), Followup(contract.TRACK_ACCOUNT, {"account_id": "fca_1"})),
         (
             TrackAccount("fca_1", stripe_account="acct_1"),

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from models import Account
-from worker.freshness import MEANING, Facts, Freshness, State, freshness
+from models import Account, AccountFeature
+from worker.freshness import MEANING, Facts, Freshness, State, feature_state, freshness
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 NOW_TS = int(NOW.timestamp())
@@ -21,6 +21,7 @@ def account(**changes: Any) -> Account:
         "id": "fca_1",
         "status": "active",
         "tracked": True,
+        "transactions_tracked": True,
         "permissions": ["transactions"],
         "subscriptions": [],
         "refresh_interval_s": 86_400,
@@ -60,6 +61,12 @@ DAY_OLD = {"cursor_refresh_at": NOW_TS - 25 * HOUR, "refresh_last_attempted_at":
     ("changes", "reason", "state"),
     [
         ({"tracked": False}, "not tracked", State.UNTRACKED),
+        (
+            # Tracked with balances or ownership only: no permission for transactions needed.
+            {"transactions_tracked": False, "permissions": ["balances"]},
+            "transactions not tracked: fcsync keeps only its other features fresh",
+            State.UNTRACKED,
+        ),
         (
             {"status": "inactive", "last_error_code": "account_inactive"},
             "inactive at Stripe: no refresh possible until it is reactivated",
@@ -204,3 +211,46 @@ def test_a_pending_refresh_is_refreshing_since_stripe_started_it() -> None:
 
 def test_every_state_has_a_meaning_for_people() -> None:
     assert set(MEANING) == set(State)
+
+
+def feature(**changes: Any) -> AccountFeature:
+    """A balances feature refreshed an hour ago, its data stored: fresh."""
+    fields: dict[str, Any] = {
+        "account_id": "fca_1",
+        "feature": "balances",
+        "refresh_status": "succeeded",
+        "refresh_last_attempted_at": NOW_TS - HOUR,
+        "refresh_next_available_at": NOW_TS - HOUR + 60,
+        "stored_refresh_at": NOW_TS - HOUR,
+        "last_error_code": None,
+    }
+    fields.update(changes)
+    return AccountFeature(**fields)
+
+
+@pytest.mark.parametrize(
+    ("account_changes", "feature_changes", "state"),
+    [
+        ({}, {}, State.FRESH),
+        ({"tracked": False}, {}, State.UNTRACKED),
+        ({"gone_at": NOW}, {}, State.DISCONNECTED),
+        ({"status": "disconnected"}, {}, State.DISCONNECTED),
+        ({"status": "inactive"}, {"last_error_code": "account_inactive"}, State.INACTIVE),
+        ({}, {"last_error_code": "missing_permission"}, State.RELINK_REQUIRED),
+        ({}, {"refresh_status": "pending"}, State.REFRESHING),
+        ({}, {"refresh_status": "failed", "last_error_code": "refresh_failed"}, State.FAILING),
+        ({}, {"stored_refresh_at": None}, State.STALE),
+        ({}, {"stored_refresh_at": NOW_TS - 25 * HOUR}, State.STALE),
+        (
+            {},
+            {"stored_refresh_at": NOW_TS - 25 * HOUR, "refresh_next_available_at": NOW_TS + 60},
+            State.COOLING_DOWN,
+        ),
+        # The account's own troubles are not its features': a failing sync leaves them fresh.
+        ({"last_error_code": "rate_limit", "refresh_status": "failed"}, {}, State.FRESH),
+    ],
+)
+def test_a_features_state_is_judged_on_the_accounts_scale(
+    account_changes: dict[str, Any], feature_changes: dict[str, Any], state: State
+) -> None:
+    assert feature_state(account(**account_changes), feature(**feature_changes), now=NOW) is state

@@ -3,13 +3,22 @@ over a scripted HTTP client) become retry-or-record with the code fcsync stores.
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from typing import Any
 
 import pytest
 import stripe
 
 from tests.stripe_http import Answer, CannedHTTPClient
-from worker.errors import FcsyncError, PermanentError, RateLimitedError, TransientError
+from worker.errors import (
+    ConfigurationError,
+    FcsyncError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from worker.settings import STRIPE_API_VERSION
 from worker.stripe_gateway import StripeGateway
 
@@ -166,6 +175,35 @@ def test_gateway_errors_a_connected_account_stripe_refuses_is_permanent() -> Non
     assert http.calls[0].headers["Stripe-Account"] == "acct_1Unknown"
 
 
+# A key Stripe's 401 names (masked, as Stripe does) beside the key fcsync sent.
+REFUSED_KEY = "sk_test_51RefusedKeyNeverShown0000"
+
+
+@pytest.mark.parametrize(
+    ("stripe_key", "named"),
+    [
+        (None, "the Stripe key `default` (STRIPE_API_KEY) was refused: Stripe 401"),
+        (
+            "eu",
+            "the Stripe key `eu` ([accounts.eu] in the FCSYNC_STRIPE_ACCOUNTS file) was "
+            "refused: Stripe 401",
+        ),
+    ],
+)
+def test_gateway_errors_a_refused_key_is_named_with_where_it_is_set_never_shown(
+    stripe_key: str | None, named: str
+) -> None:
+    http = CannedHTTPClient(error(401, "invalid_request_error"))
+    stripe_gateway = StripeGateway(
+        REFUSED_KEY, max_network_retries=0, http_client=http, stripe_key=stripe_key
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        stripe_gateway.retrieve_account(ACCOUNT, stripe_account=None)
+    assert raised.value.message.startswith(named), raised.value.message
+    assert raised.value.code == "authentication"
+    assert "RefusedKeyNeverShown" not in raised.value.message
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 429, 502])
 @pytest.mark.parametrize("value", ["Bad Gateway", None, 42, [], True], ids=repr)
 def test_gateway_errors_an_error_that_is_no_object_is_transient(status: int, value: Any) -> None:
@@ -227,3 +265,96 @@ def test_gateway_errors_the_raw_list_page_keeps_the_sdk_s_request_retries_and_er
         stripe_gateway.list_transactions_page(
             ACCOUNT, stripe_account=None, after_refresh=None, starting_after=None
         )
+
+
+def a_row(amount: str) -> str:
+    """A page of one transaction whose `amount` is the JSON text given."""
+    row = {
+        "id": "fctxn_1",
+        "object": "financial_connections.transaction",
+        "account": ACCOUNT,
+        "amount": 0,
+        "currency": "usd",
+        "description": "d",
+        "livemode": False,
+        "status": "posted",
+        "status_transitions": {"posted_at": 1, "void_at": None},
+        "transacted_at": 1,
+        "transaction_refresh": "fctxnref_1",
+        "updated": 1,
+    }
+    body = json.dumps({**PAGE_BODY, "data": [row]})
+    return body.replace('"amount": 0', f'"amount": {amount}')
+
+
+@pytest.mark.parametrize(
+    ("body", "root", "code"),
+    [
+        # JSON that Python reads and orjson refuses (or reads as a float: an integer past 64
+        # bits): the checks name the field, as they did.
+        (a_row("NaN"), PermanentError, "invalid_stripe_response"),
+        (a_row(str(2**70)), PermanentError, "invalid_stripe_response"),
+        (a_row("0").replace('"d"', '"\\ud800"'), PermanentError, "invalid_stripe_response"),
+        # No JSON at all: the SDK's own error for an unreadable body, a transient one.
+        ("<html>OK</html>", TransientError, "http_200"),
+    ],
+    ids=["nan", "int_past_64_bits", "lone_surrogate", "html"],
+)
+def test_gateway_errors_a_page_orjson_cannot_read_fails_as_the_sdk_s_parse_made_it(
+    body: str, root: type[FcsyncError], code: str
+) -> None:
+    stripe_gateway, _ = gateway(Answer(200, body))
+    with pytest.raises(FcsyncError) as raised:
+        stripe_gateway.list_transactions_page(
+            ACCOUNT, stripe_account=None, after_refresh=None, starting_after=None
+        )
+    assert isinstance(raised.value, root)
+    assert raised.value.code == code
+
+
+def test_gateway_errors_a_connected_account_s_page_goes_out_in_its_context() -> None:
+    stripe_gateway, http = gateway(Answer(200, PAGE_BODY))
+    stripe_gateway.list_transactions_page(
+        ACCOUNT, stripe_account="acct_1", after_refresh=None, starting_after=None
+    )
+    assert http.calls[0].headers["Stripe-Account"] == "acct_1"
+    assert "stripe_account" not in http.calls[0].url
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """Promises a page's length, sends a part of it and hangs up."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(PAGE_BODY).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body) + 100))
+        self.end_headers()
+        self.wfile.write(body[:10])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_gateway_errors_a_page_cut_short_is_a_lost_connection() -> None:
+    # Over the SDK's real HTTP client: the page is read whole inside the SDK's request, so a
+    # body cut short is the SDK's connection error (transient), never a bare urllib3 one.
+    server = http.server.HTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stripe_gateway = StripeGateway(
+            "sk_test_x",
+            api_base=f"http://127.0.0.1:{server.server_address[1]}",
+            max_network_retries=0,
+            timeout_s=5,
+        )
+        with pytest.raises(TransientError) as raised:
+            stripe_gateway.list_transactions_page(
+                ACCOUNT, stripe_account=None, after_refresh=None, starting_after=None
+            )
+        assert raised.value.code == "connection"
+    finally:
+        server.shutdown()
+        server.server_close()

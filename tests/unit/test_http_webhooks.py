@@ -61,7 +61,7 @@ def test_http_signed_event_is_stored_and_enqueued_once(receiver) -> None:  # typ
     again = post(client, body, signature_header(body, SECRET))
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert stored_count(client) == 1
-    assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
+    assert sent == [Followup("fcsync.handle_events", {"event_ids": ["evt_1"]})]
 
 
 def test_http_rotated_secret_still_accepted(receiver) -> None:  # type: ignore[no-untyped-def]
@@ -99,6 +99,13 @@ def test_http_oversized_body_is_413_and_nothing_stored(receiver) -> None:  # typ
     client, sent = receiver
     body = event(padding="x" * 10_000)
     assert post(client, body, signature_header(body, SECRET)).status_code == 413
+    assert stored_count(client) == 0 and sent == []
+
+
+def test_http_webhook_path_answers_only_post(receiver) -> None:  # type: ignore[no-untyped-def]
+    client, sent = receiver
+    answer = client.get("/webhooks/stripe")
+    assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
     assert stored_count(client) == 0 and sent == []
 
 

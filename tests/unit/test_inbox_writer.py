@@ -1,5 +1,6 @@
-"""Group commit: events handed over while a batch is written are stored together, their tasks
-sent in one call, and each request gets its own answer (a duplicate's, a refusal's)."""
+"""Group commit: events handed over while a batch is written are stored together, handed to one
+task message (several past EVENT_IDS_MAX, in one call), and each request gets its own answer (a
+duplicate's, a refusal's)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DataError
 
 from models import WebhookEvent
 from tests.unit.conftest import SECRET
+from worker import contract, inbox_writer
 from worker.inbox import REFRESHED_TRANSACTIONS, InboxEvent
 from worker.inbox_writer import InboxWriter
 from worker.records import Followup
@@ -28,15 +30,16 @@ def verified(event_id: str, *, account_id: str = "fca_1") -> Verified:
 
 
 class Batches:
-    """send_many that records each call's events; the first call waits until released, so
-    the events handed over meanwhile make up the next batch."""
+    """send_many that records each call's messages (the events each names); the first call waits
+    until released, so the events handed over meanwhile make up the next batch."""
 
     def __init__(self) -> None:
-        self.sent: list[list[str]] = []
+        self.sent: list[list[list[str]]] = []
         self.release = threading.Event()
 
     def __call__(self, followups: Sequence[Followup]) -> None:
-        self.sent.append([str(f.kwargs["event_id"]) for f in followups])
+        assert {f.task for f in followups} == {contract.HANDLE_EVENTS}
+        self.sent.append([list(f.kwargs["event_ids"]) for f in followups])
         if len(self.sent) == 1:
             assert self.release.wait(timeout=10)
 
@@ -77,8 +80,25 @@ def test_events_handed_over_meanwhile_are_stored_and_enqueued_as_one_batch(
         ("evt_a", True, False),
         ("evt_first", True, False),
     ]
-    assert batches.sent == [["evt_first"], ["evt_a", "evt_b", "evt_c"]]
+    assert batches.sent == [[["evt_first"]], [["evt_a", "evt_b", "evt_c"]]]
     assert stored(committed_engine) == ["evt_a", "evt_b", "evt_c", "evt_first"]
+
+
+def test_a_batch_past_the_bound_of_ids_is_several_messages_sent_at_once(
+    committed_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inbox_writer, "EVENT_IDS_MAX", 2)
+    batches = Batches()
+    writer = InboxWriter(runtime_for(committed_engine, batches))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(writer.store, verified("evt_first"))
+        while not batches.sent:
+            threading.Event().wait(0.01)
+        rest = [pool.submit(writer.store, verified(f"evt_{n}")) for n in range(5)]
+        threading.Event().wait(0.2)
+        batches.release.set()
+        assert all(r.result(timeout=10).enqueue for r in [first, *rest])
+    assert batches.sent[1] == [["evt_0", "evt_1"], ["evt_2", "evt_3"], ["evt_4"]]
 
 
 @pytest.mark.postgres

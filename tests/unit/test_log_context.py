@@ -22,7 +22,7 @@ from emulator import signature_header
 from tests.stripe_http import Answer, CannedHTTPClient
 from tests.unit.conftest import SECRET
 from tests.unit.test_http_webhooks import event, post
-from worker import log_context, webhooks
+from worker import event_handlers, log_context
 from worker.errors import PermanentError, TransientError
 from worker.http import create_app
 from worker.logs import JsonLines, install, log_uncaught
@@ -268,7 +268,7 @@ def test_the_receiver_s_lines_for_an_event_name_it_and_its_account(
     assert log_context.current() == {}
     # The handle_event task knows only the event: its account comes from the inbox row.
     with log_context.bound(event_id="evt_logged"), receiver_runtime.session() as session:
-        webhooks.handle_event(
+        event_handlers.handle_event(
             session,
             StripeGateway(None),  # an event about an untracked account asks Stripe nothing
             "evt_logged",

@@ -23,9 +23,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from tests.unit.test_repository import fc_account
-from worker import metrics, repository
+from worker import feature_store, metrics, refresh_store, repository
+from worker.features import complete_features
 from worker.playground.emulator_env import free_port
-from worker.records import TransactionRefreshState
+from worker.records import FeatureRefreshState, TransactionRefreshState
+from worker.settings import Settings
 
 
 def _served_value(port: int, sample: str, **labels: str) -> float:
@@ -141,28 +143,68 @@ def _refreshes(outcome: str) -> float:
     return REGISTRY.get_sample_value("fcsync_refreshes_total", {"outcome": outcome}) or 0.0
 
 
+def _feature_refreshes(feature: str, outcome: str) -> float:
+    labels = {"feature": feature, "outcome": outcome}
+    return REGISTRY.get_sample_value("fcsync_feature_refreshes_total", labels) or 0.0
+
+
 def test_a_refresh_counts_when_fcsync_sees_it_end_never_when_first_seen_ended(
     session: Session,
 ) -> None:
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
     repository.save_account(session, fc_account("fca_metrics1"), now=now)
     before = _refreshes("succeeded")
+    by_feature = _feature_refreshes("transactions", "succeeded")
     # Tracking an account whose last refresh ended long ago: no end seen.
     old = TransactionRefreshState("fctxnref_old", "succeeded", 1_700_000_000, None)
-    repository.save_refresh(
+    refresh_store.save_refresh(
         session, "fca_metrics1", old, stripe_account=None, source="subscription", now=now
     )
     session.commit()
     assert _refreshes("succeeded") == before
     # A refresh seen pending, then ended: one end, seen again: still one.
     pending = TransactionRefreshState("fctxnref_new", "pending", 1_800_000_000, None)
-    repository.save_refresh(
+    refresh_store.save_refresh(
         session, "fca_metrics1", pending, stripe_account=None, source="beat", now=now
     )
     ended = replace(pending, status="succeeded")
     for _ in range(2):
-        repository.save_refresh(
+        refresh_store.save_refresh(
             session, "fca_metrics1", ended, stripe_account=None, source="beat", now=now
         )
         session.commit()
     assert _refreshes("succeeded") == before + 1
+    assert _feature_refreshes("transactions", "succeeded") == by_feature + 1
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_feature_refresh_counts_by_feature_when_fcsync_sees_it_end(
+    session: Session, outcome: str
+) -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    settings = Settings(database_url="sqlite://")
+    live = fc_account("fca_metrics2")
+    repository.save_account(session, live, now=now)
+    feature_store.set_features(session, "fca_metrics2", ["balances"])
+    before = _feature_refreshes("balances", outcome)
+    ownership = _feature_refreshes("ownership", outcome)
+
+    def fold(status: str, attempted: int) -> None:
+        state = FeatureRefreshState(status, attempted, None)
+        seen = replace(live, balance_refresh=state)
+        # No owners to page through for balances: the gateway is never asked.
+        complete_features(session, None, seen, now=now, settings=settings, stripe_account=None)  # type: ignore[arg-type]
+        session.commit()
+
+    # Tracked when its last balance refresh had ended long ago: no end seen.
+    fold(outcome, 1_700_000_000)
+    assert _feature_refreshes("balances", outcome) == before
+    # A refresh seen pending, then ended: one end; seen again: still one.
+    fold("pending", 1_800_000_000)
+    fold(outcome, 1_800_000_000)
+    fold(outcome, 1_800_000_000)
+    assert _feature_refreshes("balances", outcome) == before + 1
+    # A newer refresh fcsync never saw pending (it ended between two looks) ended all the same.
+    fold(outcome, 1_900_000_000)
+    assert _feature_refreshes("balances", outcome) == before + 2
+    assert _feature_refreshes("ownership", outcome) == ownership

@@ -19,7 +19,15 @@ from worker.cli.status_view import status_cells
 from worker.db import downgrade_database, make_engine, upgrade_database
 from worker.reports import account_status
 
-TABLES = {"accounts", "transactions", "refreshes", "webhook_events"}
+TABLES = {
+    "accounts",
+    "transactions",
+    "refreshes",
+    "webhook_events",
+    "account_features",
+    "balances",
+    "account_owners",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

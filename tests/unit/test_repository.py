@@ -9,7 +9,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from models import Account, Transaction, WebhookEvent
-from worker import inbox, page_store, repository
+from worker import due_accounts, inbox, page_store, refresh_store, repository, sync_store
 from worker.records import FCAccount, FCTransaction, TransactionRefreshState
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -90,34 +90,34 @@ def test_repository_older_updated_never_overwrites_newer(session: Session) -> No
 
 def test_repository_cursor_never_moves_backwards(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    assert repository.advance_cursor(session, "fca_1", "fctxnref_b", 200)
-    assert not repository.advance_cursor(session, "fca_1", "fctxnref_a", 100)
+    assert sync_store.advance_cursor(session, "fca_1", "fctxnref_b", 200)
+    assert not sync_store.advance_cursor(session, "fca_1", "fctxnref_a", 100)
     session.expire_all()
     account = session.get(Account, "fca_1")
     assert account is not None
     assert (account.cursor_refresh_id, account.cursor_refresh_at) == ("fctxnref_b", 200)
-    assert repository.advance_cursor(session, "fca_1", "fctxnref_c", 300)
+    assert sync_store.advance_cursor(session, "fca_1", "fctxnref_c", 300)
 
 
 def test_repository_sync_lease_is_exclusive_until_it_expires(session: Session) -> None:
     repository.save_account(session, fc_account(), now=NOW)
-    assert repository.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
-    assert not repository.acquire_sync_lease(session, "fca_1", "w2", now=NOW, lease_s=60)
-    assert repository.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
+    assert sync_store.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
+    assert not sync_store.acquire_sync_lease(session, "fca_1", "w2", now=NOW, lease_s=60)
+    assert sync_store.acquire_sync_lease(session, "fca_1", "w1", now=NOW, lease_s=60)
     later = NOW + timedelta(seconds=61)
-    assert repository.acquire_sync_lease(session, "fca_1", "w2", now=later, lease_s=60)
+    assert sync_store.acquire_sync_lease(session, "fca_1", "w2", now=later, lease_s=60)
 
 
 def test_repository_apply_refresh_ignores_older_observations(session: Session) -> None:
     account = repository.save_account(session, fc_account(), now=NOW)
     new = TransactionRefreshState("fctxnref_2", "pending", 200, None)
     old = TransactionRefreshState("fctxnref_1", "succeeded", 100, 160)
-    assert repository.apply_refresh(account, new)
-    assert not repository.apply_refresh(account, old)
+    assert refresh_store.apply_refresh(account, new)
+    assert not refresh_store.apply_refresh(account, old)
     assert account.refresh_id == "fctxnref_2"
     done = TransactionRefreshState("fctxnref_2", "succeeded", 200, 260)
-    assert repository.apply_refresh(account, done)
-    assert not repository.apply_refresh(account, new)
+    assert refresh_store.apply_refresh(account, done)
+    assert not refresh_store.apply_refresh(account, new)
     assert account.refresh_status == "succeeded"
 
 
@@ -127,17 +127,17 @@ def test_repository_due_accounts_respect_next_refresh_available_at(session: Sess
     a.next_due_at = NOW - timedelta(minutes=1)
     b = repository.save_account(session, fc_account("fca_cool"), now=NOW)
     b.next_due_at = NOW - timedelta(minutes=1)
-    repository.apply_refresh(
+    refresh_store.apply_refresh(
         b, TransactionRefreshState("fctxnref_b", "succeeded", now_ts - 10, now_ts + 600)
     )
     c = repository.save_account(session, fc_account("fca_pending"), now=NOW)
-    repository.apply_refresh(c, TransactionRefreshState("fctxnref_c", "pending", now_ts, None))
+    refresh_store.apply_refresh(c, TransactionRefreshState("fctxnref_c", "pending", now_ts, None))
     d = repository.save_account(session, fc_account("fca_later"), now=NOW)
     d.next_due_at = NOW + timedelta(hours=1)
     e = repository.save_account(session, fc_account("fca_inactive", status="inactive"), now=NOW)
     e.next_due_at = None
     session.flush()
-    assert repository.due_account_ids(session, now=NOW, limit=10) == ["fca_due"]
+    assert due_accounts.due_account_ids(session, now=NOW, limit=10) == ["fca_due"]
 
 
 def test_repository_record_error_stores_no_secret(session: Session) -> None:
@@ -165,7 +165,7 @@ def test_repository_claimed_due_accounts_are_not_claimed_again_until_the_claim_r
 
     # A backlog in batches of two: each sweep claims accounts no earlier sweep claimed.
     batches = [
-        repository.claim_due_account_ids(session, now=NOW, until=until, limit=2) for _ in range(4)
+        due_accounts.claim_due_account_ids(session, now=NOW, until=until, limit=2) for _ in range(4)
     ]
     assert [len(b) for b in batches] == [2, 2, 1, 0]
     assert sorted(a for b in batches for a in b) == [f"fca_{n}" for n in range(5)]
@@ -174,8 +174,8 @@ def test_repository_claimed_due_accounts_are_not_claimed_again_until_the_claim_r
 
     # Still claimed a second before the claim runs out; every one due again once it has.
     early = until - timedelta(seconds=1)
-    assert repository.claim_due_account_ids(session, now=early, until=early, limit=10) == []
-    again = repository.claim_due_account_ids(session, now=until, until=until, limit=10)
+    assert due_accounts.claim_due_account_ids(session, now=early, until=early, limit=10) == []
+    again = due_accounts.claim_due_account_ids(session, now=until, until=until, limit=10)
     assert sorted(again) == [f"fca_{n}" for n in range(5)]
 
 

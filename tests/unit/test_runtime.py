@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.processes import free_port
 from worker.db import make_engine
-from worker.errors import TransientError
+from worker.errors import PermanentError, TransientError
 from worker.records import Followup
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -51,3 +51,28 @@ def test_runtime_missing_table_is_not_retried_as_transient(tmp_path: Path) -> No
             runtime_on(engine, []).run(None, select_accounts)
     finally:
         engine.dispose()
+
+
+def test_runtime_one_gateway_and_one_request_budget_per_stripe_key(tmp_path: Path) -> None:
+    """Stripe limits each account on its own: each key's requests draw on a bucket of its own
+    (`default` keeping the single key's), and a key's gateway, once built, is the only one."""
+    accounts = tmp_path / "stripe-accounts.toml"
+    accounts.write_text('[accounts.eu]\napi_key = "sk_live_eu_0123456789abcdef"\n')
+    settings = Settings(
+        stripe_api_key="sk_test_default",
+        fcsync_stripe_accounts=accounts,
+        redis_url="redis://127.0.0.1:1/0",  # never dialled: the bucket is only built
+        fcsync_requests_per_second=10,
+    )
+    runtime = Runtime(settings, send=lambda _: None, engine=make_engine("sqlite://"))
+
+    default, eu = runtime.gateway_for("default"), runtime.gateway_for("eu")
+
+    assert runtime.gateway_for("eu") is eu and runtime.gateway is default
+    assert (default.stripe_key, default.livemode) == (None, False)
+    assert (eu.stripe_key, eu.livemode) == ("eu", True)
+    buckets = [getattr(g._limiter, "_key", None) for g in (default, eu)]
+    assert buckets == ["fcsync:ratelimit:stripe", "fcsync:ratelimit:stripe:eu"]
+    with pytest.raises(PermanentError) as unknown:
+        runtime.gateway_for("us")
+    assert unknown.value.code == "unknown_stripe_key"

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from worker.errors import ConfigurationError
 from worker.settings import Settings
+from worker.stripe_keys_file import load_stripe_keys
 
 RABBITMQ = "amqp://guest:guest@mq:5672//"
 
@@ -37,11 +38,11 @@ def test_settings_broker_defaults_to_embedded_then_redis(monkeypatch: pytest.Mon
 
 
 def test_settings_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = make(monkeypatch)
+    keys = load_stripe_keys(make(monkeypatch))
     with pytest.raises(ConfigurationError, match="STRIPE_API_KEY"):
-        s.require_api_key()
+        keys.api_keys()
     with pytest.raises(ConfigurationError, match="STRIPE_WEBHOOK_SECRET"):
-        s.webhook_secrets()
+        keys.require_webhook_secrets()
 
 
 def test_settings_secrets_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,15 +51,39 @@ def test_settings_secrets_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert "supersecret" not in repr(s) and "whsec_a" not in repr(s)
     assert "supersecret" not in str(s.model_dump())
-    assert s.webhook_secrets() == ["whsec_a", "whsec_b"]
-    assert s.livemode is False
-    assert make(monkeypatch, STRIPE_API_KEY="sk_live_x").livemode is True
+    (default,) = load_stripe_keys(s).keys
+    assert default.secret_values() == ["whsec_a", "whsec_b"]
+    assert default.livemode is False
+    assert load_stripe_keys(make(monkeypatch, STRIPE_API_KEY="sk_live_x")).keys[0].livemode
 
 
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FCSYNC_PAGES_PER_RUN", "0")
     with pytest.raises(ValueError, match="fcsync_pages_per_run"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "ok"),
+    [
+        ("FCSYNC_RECONCILE_INTERVAL_S", "0", True),
+        ("FCSYNC_RECONCILE_INTERVAL_S", "3600", True),
+        ("FCSYNC_RECONCILE_INTERVAL_S", "3599", False),
+        ("FCSYNC_RECONCILE_INTERVAL_S", "-1", False),
+        ("FCSYNC_RECONCILE_DAYS", "180", True),
+        ("FCSYNC_RECONCILE_DAYS", "181", False),
+        ("FCSYNC_RECONCILE_DAYS", "0", False),
+    ],
+)
+def test_settings_reconcile_is_off_or_at_least_hourly_over_at_most_180_days(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, ok: bool
+) -> None:
+    monkeypatch.setenv(name, value)
+    if ok:
+        assert getattr(Settings(), name.lower()) == int(value)
+    else:
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
 
 
 @pytest.mark.parametrize(

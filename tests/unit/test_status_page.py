@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from pydantic import SecretStr
 from werkzeug.datastructures import Headers
 
-from models import Account, Refresh
+from models import Account, AccountFeature, Refresh
 from tests.unit.conftest import inbox_session
 from worker.http import create_app
 from worker.runtime import Runtime
@@ -184,6 +184,37 @@ def test_status_page_filters_by_state(page: FlaskClient) -> None:
     assert 'data-account="' not in none and "No account is inactive." in none
 
 
+def test_status_page_counts_no_account_tracked_without_transactions_by_transactions_state(
+    page: FlaskClient,
+) -> None:
+    now = page.application.extensions["fcsync"].clock.now()
+    with inbox_session(page) as session:
+        for account_id, status in (("fca_balances", "active"), ("fca_balances_off", "inactive")):
+            row = Account(
+                id=account_id, transactions_tracked=False, status=status, permissions=["balances"]
+            )
+            row.created_at = row.updated_at = now
+            row.subscriptions = []
+            session.add(row)
+            session.flush()
+            session.add(AccountFeature(account_id=account_id, feature="balances"))
+    html = page.get("/status").text
+
+    legend = re.findall(r'<span class="count[^"]*">(\d+)</span>\s*<a href="\?state=(\w+)"', html)
+    counted = {state: int(n) for n, state in legend if int(n)}
+    assert counted == {"failing": 1, "relink_required": 1, "fresh": 1, "untracked": 1}
+    section = sections(html)["platform"]
+    assert dict(re.findall(r'class="context-count" data-state="(\w+)">(\d+) ', section)) == {
+        "failing": "1",
+        "relink_required": "1",
+        "fresh": "1",
+        "untracked": "1",
+    }
+    assert "(4; 2 tracked without transactions, counted by feature)" in html
+    # Still listed, with their balances' own freshness.
+    assert 'data-account="fca_balances"' in html and 'data-account="fca_balances_off"' in html
+
+
 def test_status_page_answers_400_to_an_unknown_state(page: FlaskClient) -> None:
     response = page.get("/status?state=bogus")
     assert response.status_code == 400
@@ -326,3 +357,160 @@ def test_status_page_answers_400_to_an_unknown_context(
     assert response.mimetype == "text/plain"
     assert why in response.text
     assert "stored contexts: platform, acct_1Alpha, acct_1Beta" in response.text
+
+
+def test_status_page_says_when_stripe_asks_for_a_relink(page: FlaskClient) -> None:
+    runtime: Runtime = page.application.extensions["fcsync"]
+    now = runtime.clock.now()
+    with inbox_session(page) as session:
+        session.add(
+            Account(
+                id="fca_expiring",
+                permissions=["transactions"],
+                subscriptions=[],
+                status_details_action="relink_required",
+                status_details_cause="access_expired",
+                expected_deactivation_date=1_796_000_000,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    html = page.get("/status").text
+
+    def row(account: str) -> str:
+        start = html[html.index(f'data-account="{account}"') :]
+        return start[: start.index("</tr>")]
+
+    assert "relink required by 2026-11-30 00:53:20 (access_expired) UTC" in row("fca_expiring")
+    assert "relink" not in row("fca_fresh")
+
+
+@pytest.fixture
+def keyed(page: FlaskClient) -> FlaskClient:
+    """The four accounts of `default` beside two reached with the key `eu`, one of them in a
+    connected account."""
+    now = page.application.extensions["fcsync"].clock.now()
+    with inbox_session(page) as session:
+        for account, context in (("fca_eu_conn", "acct_1Alpha"), ("fca_eu", None)):
+            row = Account(
+                id=account, stripe_key="eu", stripe_account=context, permissions=["transactions"]
+            )
+            row.created_at = row.updated_at = now
+            row.subscriptions = []
+            session.add(row)
+    return page
+
+
+def keyed_sections(html: str) -> list[tuple[str, str, list[str]]]:
+    """Each section's key, context and accounts, in the page's order."""
+    found = re.findall(
+        r'<section class="context" data-context="([^"]+)" data-key="([^"]+)"(.*?)</section>',
+        html,
+        re.S,
+    )
+    return [
+        (key, context, re.findall(r'data-account="([^"]+)"', body)) for context, key, body in found
+    ]
+
+
+def test_status_page_of_several_keys_has_a_section_per_key_and_context(
+    keyed: FlaskClient,
+) -> None:
+    html = keyed.get("/status").text
+
+    assert keyed_sections(html) == [
+        ("default", "platform", ["fca_failing", "fca_relink", "fca_fresh", "fca_untracked"]),
+        ("eu", "platform", ["fca_eu"]),
+        ("eu", "acct_1Alpha", ["fca_eu_conn"]),
+    ]
+    assert 'id="context-eu-acct_1Alpha">Stripe key <span class="mono">eu</span> · ' in html
+    assert 'id="key-filter"' in html and 'href="?key=eu"' in html
+
+
+def test_status_page_filters_by_key_and_keeps_the_other_filters(keyed: FlaskClient) -> None:
+    eu = keyed.get("/status?key=eu")
+    assert eu.status_code == 200, eu.text
+    assert [(k, c) for k, c, _ in keyed_sections(eu.text)] == [
+        ("eu", "platform"),
+        ("eu", "acct_1Alpha"),
+    ]
+    assert 'href="?state=failing&amp;key=eu"' in eu.text
+    both = keyed.get("/status?state=stale&context=platform&key=eu").text
+    assert keyed_sections(both) == [("eu", "platform", ["fca_eu"])]
+    assert 'href="?state=stale&amp;context=acct_1Alpha&amp;key=eu"' in both
+    assert 'href="?state=stale&amp;context=platform&amp;key=default"' in both
+    # "show all states" keeps the context and the key.
+    assert 'href="?context=platform&amp;key=eu" id="show-all"' in both
+
+
+def test_status_page_answers_400_to_an_unknown_key(keyed: FlaskClient) -> None:
+    response = keyed.get("/status", query_string={"key": "us<x>"})
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    assert response.text == (
+        "bad ?key=: no configured or stored Stripe key is named 'us<x>'; keys: default, eu.\n"
+    )
+
+
+def test_status_page_of_one_key_names_no_key(page: FlaskClient) -> None:
+    html = page.get("/status").text
+
+    assert "data-key=" not in html and 'id="key-filter"' not in html
+    assert "Stripe key" not in html
+    assert list(sections(html)) == ["platform"]
+    # The one key is still a filter that shows everything.
+    filtered = page.get("/status?key=default").text
+    assert re.findall(r'data-account="([^"]+)"', filtered) == re.findall(
+        r'data-account="([^"]+)"', html
+    )
+    assert page.get("/status?key=eu").status_code == 400
+
+
+def test_status_page_shows_each_features_freshness(page: FlaskClient) -> None:
+    runtime: Runtime = page.application.extensions["fcsync"]
+    now = runtime.clock.now()
+    now_ts = int(now.timestamp())
+    with inbox_session(page) as session:
+        session.add_all(
+            [
+                AccountFeature(
+                    account_id="fca_fresh",
+                    feature="balances",
+                    refresh_status="succeeded",
+                    refresh_last_attempted_at=now_ts - 600,
+                    refresh_next_available_at=now_ts + 3600,
+                    stored_refresh_at=now_ts - 600,
+                    next_due_at=now + timedelta(hours=23),
+                ),
+                AccountFeature(
+                    account_id="fca_fresh",
+                    feature="ownership",
+                    last_error_code="missing_permission",
+                    last_error_message=f"the account lacks the ownership permission {FAKE_KEY}",
+                    next_due_at=now + timedelta(hours=6),
+                ),
+            ]
+        )
+    html = page.get("/status").text
+
+    features = dict(re.findall(r'class="feature" data-feature="(\w+)" data-state="(\w+)"', html))
+    assert features == {"balances": "fresh", "ownership": "relink_required"}
+    start = html.index('data-feature="balances"')
+    balances = html[start : html.index("</div>", start)]
+    refreshed = f"{now - timedelta(minutes=10):%Y-%m-%d %H:%M}"
+    due = f"{now + timedelta(hours=23):%Y-%m-%d %H:%M}"
+    available = f"{now + timedelta(hours=1):%Y-%m-%d %H:%M}"
+    assert f'refreshed <span class="when">{refreshed}</span>' in balances
+    assert f'next <span class="when">{due}</span>' in balances
+    assert f'Stripe allows it from <span class="when">{available}</span>' in balances
+    assert "[missing_permission] the account lacks the ownership permission sk_***" in html
+    assert FAKE_KEY not in html
+    assert html.count(" (UTC)</th>") == 4
+    # An account tracked without either feature says so.
+    failing = html[html.index('data-account="fca_failing"') :]
+    assert failing[: failing.index("</tr>")].count('<span class="muted">not tracked</span>') == 1
+
+
+def test_status_page_has_no_features_column_when_no_account_tracks_one(page: FlaskClient) -> None:
+    html = page.get("/status").text
+    assert "Balances, ownership" not in html and 'class="features"' not in html

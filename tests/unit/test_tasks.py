@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import celeryconfig
-from tasks import refresh, sync, tracking, webhooks
+from tasks import reconcile, refresh, sync, tracking, webhooks
 from tasks.base import FcsyncTask
 from worker.app import app
 from worker.errors import PermanentError, TransientError
@@ -26,10 +26,13 @@ PINNED = {
     "fcsync.poll_refresh": refresh.poll_refresh_task,
     "fcsync.sync_transactions": sync.sync_transactions_task,
     "fcsync.handle_event": webhooks.handle_event_task,
+    "fcsync.handle_events": webhooks.handle_events_task,
     "fcsync.refresh_due_accounts": refresh.refresh_due_accounts_task,
     "fcsync.poll_stale_refreshes": refresh.poll_stale_refreshes_task,
     "fcsync.retry_failed_syncs": sync.retry_failed_syncs_task,
     "fcsync.sweep_events": webhooks.sweep_events_task,
+    "fcsync.reconcile_account": reconcile.reconcile_account_task,
+    "fcsync.reconcile_due_accounts": reconcile.reconcile_due_accounts_task,
 }
 
 
@@ -189,6 +192,26 @@ def test_tasks_events_sweep_runs_every_its_period_unless_off(
 
 
 @pytest.mark.parametrize(
+    ("env", "every"),
+    [
+        ({}, 300.0),
+        ({"FCSYNC_BEAT_INTERVAL_S": "10"}, 50.0),
+        ({"FCSYNC_RECONCILE_INTERVAL_S": "0"}, None),
+    ],
+)
+def test_tasks_reconcile_sweep_runs_every_five_beat_periods_and_expires_unless_off(
+    env: dict[str, str], every: float | None
+) -> None:
+    beat = celeryconfig_on(REDIS_BROKER, **env)["beat"]
+    if every is None:
+        assert "fcsync.reconcile_due_accounts" not in [task for task, _, _ in beat.values()]
+    else:
+        # Expires with its period: a sweep beat sent while no worker ran is dropped, not run
+        # late beside the next one (which finds the same accounts due).
+        assert beat["reconcile-due-accounts"] == ["fcsync.reconcile_due_accounts", every, every]
+
+
+@pytest.mark.parametrize(
     ("task", "kwargs"),
     [
         (tracking.track_account_task, {"account_id": 42}),
@@ -204,9 +227,21 @@ def test_tasks_events_sweep_runs_every_its_period_unless_off(
         (sync.sync_transactions_task, {"account_id": None}),
         (webhooks.handle_event_task, {"event_id": "not-an-event"}),
         (webhooks.handle_event_task, {"event_id": "evt_1\x00"}),
+        (webhooks.handle_events_task, {"event_ids": "evt_1"}),
+        (webhooks.handle_events_task, {"event_ids": []}),
+        (webhooks.handle_events_task, {"event_ids": ["evt_1", "fca_1"]}),
+        (webhooks.handle_events_task, {"event_ids": ["evt_1"] * 101}),
         (webhooks.sweep_events_task, {"since": "yesterday"}),
         (webhooks.sweep_events_task, {"since": "2026-11-01T00:00:00"}),
         (webhooks.sweep_events_task, {"since": 1_790_000_000}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "days": 0}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "days": 181}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "days": "30"}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "days": True}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "days": 7.0}),
+        (reconcile.reconcile_account_task, {"account_id": "acct_1", "days": 7}),
+        (reconcile.reconcile_account_task, {"account_id": "fca_1", "stripe_account": "fca_2"}),
+        (reconcile.reconcile_due_accounts_task, {"account_id": "fca_1"}),
     ],
 )
 def test_tasks_bad_argument_is_a_permanent_failure_not_a_retry(task, kwargs) -> None:  # type: ignore[no-untyped-def]

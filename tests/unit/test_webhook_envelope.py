@@ -207,7 +207,7 @@ def test_envelope_unknown_account_is_stored_and_enqueued_once(
     assert post(client, payload, signature_header(payload, SECRET)).status_code == 200
     (row,) = stored(client)
     assert (row.account_id, row.processed_at) == ("fca_neverseen", None)
-    assert sent == [Followup("fcsync.handle_event", {"event_id": "evt_1"})]
+    assert sent == [Followup("fcsync.handle_events", {"event_ids": ["evt_1"]})]
 
 
 def test_envelope_database_down_is_503_so_stripe_redelivers(

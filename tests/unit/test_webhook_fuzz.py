@@ -24,14 +24,14 @@ from sqlalchemy import Engine, func, select
 from emulator import signature_header
 from models import WebhookEvent
 from tests.unit.conftest import MAX_BODY, OLD_SECRET, SECRET, inbox_session
-from worker import db, webhooks
+from worker import db, event_handlers
 from worker.http import create_app
 from worker.records import Followup
 from worker.runtime import Runtime
 from worker.settings import Settings
 
 FC = "financial_connections.account."
-HANDLED = sorted(webhooks.HANDLERS)
+HANDLED = sorted(event_handlers.HANDLERS)
 TOLERANCE_S = 300
 
 # Function-scoped fixtures are set up once per test, not per example: every property below is
@@ -239,7 +239,7 @@ def assert_deserved(
         event["data"]["object"]["id"],
     )
     if event["type"] in HANDLED:
-        assert enqueued == [Followup("fcsync.handle_event", {"event_id": event["id"]})]
+        assert enqueued == [Followup("fcsync.handle_events", {"event_ids": [event["id"]]})]
         assert row.processed_at is None
     else:
         assert enqueued == [] and row.outcome == "ignored"
@@ -392,8 +392,9 @@ def test_fuzz_types_accounts_and_modes_get_what_they_deserve(
 def served(
     committed_engine: Engine, receiver_settings: Settings
 ) -> Iterator[tuple[str, list[Followup]]]:
-    """The receiver under waitress on a free port, as `fcsync webhooks` serves it."""
-    import waitress.server
+    """The receiver on a threaded server on a free port, in this process so that its sends are
+    seen here (`fcsync webhooks` serves the same app with granian, in processes of its own)."""
+    from werkzeug.serving import make_server
 
     sent: list[Followup] = []
     lock = threading.Lock()
@@ -403,20 +404,11 @@ def served(
             sent.append(followup)
 
     app = create_app(Runtime(receiver_settings, send=dispatch, engine=committed_engine))
-    server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=8)
-    stop = threading.Event()
-
-    def serve() -> None:
-        # Closed by the thread that polls it: closing under a running loop breaks its select.
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=serve, daemon=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}/webhooks/stripe", sent
-    stop.set()
+    yield f"http://127.0.0.1:{server.server_port}/webhooks/stripe", sent
+    server.shutdown()
     thread.join(timeout=10)
 
 
@@ -444,7 +436,7 @@ def test_fuzz_concurrent_duplicates_store_and_enqueue_once(
     ids = sorted(json.loads(body)["id"] for body in events)
     with db.session_scope(committed_engine) as session:
         assert int(session.scalar(select(func.count()).select_from(WebhookEvent)) or 0) == 3
-    assert sorted(f.kwargs["event_id"] for f in sent) == ids
+    assert sorted(event_id for f in sent for event_id in f.kwargs["event_ids"]) == ids
 
 
 def test_fuzz_chunked_body_over_the_limit_is_413(

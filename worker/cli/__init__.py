@@ -5,20 +5,61 @@ the module named for what it does, and exits.py says how a command ends."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from worker import log_context
-from worker.cli import accounts, events, keys, schema, serve, show
 from worker.cli.exits import EXIT_PERMANENT, EXIT_TRANSIENT
 from worker.errors import ConfigurationError
 from worker.logs import configure_logging
 from worker.redaction import redact
 from worker.settings import LOG_LEVELS, get_settings, invalid_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.exc import DBAPIError
 
-@click.group()
+# Each command by the module that defines it, imported only when the command is used (or listed
+# by `fcsync --help`): `--help` and a usage error never pay for the database, Celery or Stripe.
+COMMANDS = {
+    "db": "worker.cli.schema:db",
+    "track": "worker.cli.accounts:track",
+    "untrack": "worker.cli.accounts:untrack",
+    "refresh": "worker.cli.accounts:refresh",
+    "sync": "worker.cli.accounts:sync",
+    "events": "worker.cli.events:events",
+    "reconcile": "worker.cli.reconcile:reconcile",
+    "status": "worker.cli.show:status",
+    "transactions": "worker.cli.show:transactions",
+    "balances": "worker.cli.features:balances",
+    "owners": "worker.cli.features:owners",
+    "webhooks": "worker.cli.serve:webhooks",
+    "run": "worker.cli.serve:run",
+    "demo": "worker.cli.serve:demo",
+    "emulator": "worker.cli.serve:emulator",
+    "keys": "worker.cli.keys:keys",
+}
+
+
+class LazyGroup(click.Group):
+    """The group of COMMANDS, each imported when click first asks for it (click's "lazily
+    loading subcommands" pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command), COMMANDS[cmd_name]
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="fcsync", message="fcsync %(version)s")
 @click.option(
     "--log-level",
@@ -35,32 +76,28 @@ def cli(log_level: str | None) -> None:
     click.get_current_context().with_resource(log_context.bound())
 
 
-cli.add_command(schema.db)
-cli.add_command(accounts.track)
-cli.add_command(accounts.untrack)
-cli.add_command(accounts.refresh)
-cli.add_command(accounts.sync)
-cli.add_command(events.events)
-cli.add_command(show.status)
-cli.add_command(show.transactions)
-cli.add_command(serve.webhooks)
-cli.add_command(serve.run)
-cli.add_command(serve.demo)
-cli.add_command(serve.emulator)
-cli.add_command(keys.keys)
+def _database_error(exc: Exception, kind: str) -> DBAPIError | None:
+    """`exc` if it is SQLAlchemy's error class `kind`, else None. Looked up, not imported: a
+    command that never imported SQLAlchemy cannot have raised its errors, and `--help` or a
+    usage error should not load it just to rule them out."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None or not isinstance(exc, getattr(errors, kind)):
+        return None
+    return cast("DBAPIError", exc)
 
 
 def _cli_naming_a_missing_schema() -> None:
     """A database that was never migrated fails the first query of any command (PostgreSQL's
     UndefinedTable, SQLite's "no such table"): one line naming the fix, not a traceback."""
-    from sqlalchemy.exc import DBAPIError
-
-    from worker.db import SchemaMissingError, is_missing_table
-
     try:
         cli()
-    except DBAPIError as exc:
-        if not is_missing_table(exc):
+    except Exception as exc:
+        failed = _database_error(exc, "DBAPIError")
+        if failed is None:
+            raise
+        from worker.db import SchemaMissingError, is_missing_table
+
+        if not is_missing_table(failed):
             raise
         schema = SchemaMissingError(get_settings().database_url)
         click.echo(f"error [{schema.code}]: {schema}", err=True)
@@ -70,7 +107,6 @@ def _cli_naming_a_missing_schema() -> None:
 def main() -> None:
     """Errors raised outside a command's own handling: settings and the database."""
     from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError
 
     try:
         _cli_naming_a_missing_schema()
@@ -81,6 +117,11 @@ def main() -> None:
         for line in invalid_settings(exc):
             click.echo(redact(line), err=True)
         sys.exit(EXIT_PERMANENT)
-    except OperationalError as exc:  # transient for the tasks too: they retry it
-        click.echo(redact(f"error [database_unavailable] (transient): {exc.orig}"), err=True)
+    except Exception as exc:
+        unreachable = _database_error(exc, "OperationalError")
+        if unreachable is None:
+            raise
+        # Transient for the tasks too: they retry it.
+        line = f"error [database_unavailable] (transient): {unreachable.orig}"
+        click.echo(redact(line), err=True)
         sys.exit(EXIT_TRANSIENT)

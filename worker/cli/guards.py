@@ -24,6 +24,7 @@ from worker.settings import get_settings
 
 if TYPE_CHECKING:
     from models import Account
+    from worker.tracking import PurgeResult
 
 # What Stripe's FC account ids look like; the accounts.id column holds 64 characters.
 ACCOUNT_ID = re.compile(r"fca_[A-Za-z0-9]{1,60}")
@@ -58,10 +59,31 @@ def connected_account_id(
     return value
 
 
-def stripe_account_kwargs(stripe_account: str | None) -> dict[str, str]:
-    """The task argument for --stripe-account, only when given: the platform's tasks keep the
-    arguments they always had."""
-    return {} if stripe_account is None else {"stripe_account": stripe_account}
+def configured_key_name(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    """A click callback for --stripe-key-name: a name of a configured key, checked before
+    anything is enqueued (a worker would refuse it with `unknown_stripe_key`)."""
+    if value is None:
+        return None
+    from worker.stripe_keys_file import load_stripe_keys
+
+    names = load_stripe_keys(get_settings()).names()
+    if value not in names:
+        raise UsageLine(
+            f"no configured Stripe key is named {value!r}: give one of "
+            f"{', '.join(names) or '(none configured)'} (`fcsync keys` lists them), or leave "
+            "--stripe-key-name out for the account's stored key",
+            code="unknown_stripe_key",
+        )
+    return value
+
+
+def stripe_account_kwargs(stripe_account: str | None, stripe_key: str | None) -> dict[str, str]:
+    """The task arguments for --stripe-account and --stripe-key-name, only when given: the
+    single-key platform's tasks keep the arguments they always had."""
+    given = {"stripe_account": stripe_account, "stripe_key": stripe_key}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 stripe_account_option = click.option(
@@ -70,6 +92,15 @@ stripe_account_option = click.option(
     metavar="ACCT",
     help="The Connect connected account ACCOUNT lives in (sent as Stripe-Account); "
     "default: the platform, or the context fcsync stored for ACCOUNT.",
+)
+
+stripe_key_option = click.option(
+    "--stripe-key-name",
+    "stripe_key",
+    callback=configured_key_name,
+    metavar="NAME",
+    help="The configured Stripe key (FCSYNC_STRIPE_ACCOUNTS) ACCOUNT is reached with; "
+    "default: the key fcsync stored for ACCOUNT, else `default` (STRIPE_API_KEY).",
 )
 
 
@@ -87,6 +118,35 @@ def known_account(account: str, command: str) -> Account:
             code=ErrorCode.UNKNOWN_ACCOUNT,
         )
     return row
+
+
+def tracked_features(account: Account) -> list[str]:
+    """The features the stored account is tracked with: transactions first, if it is."""
+    from worker import feature_store
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        optional = [f.feature for f in feature_store.features_of(session, account.id)]
+    return (["transactions"] if account.transactions_tracked else []) + optional
+
+
+def feature_list(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
+    """A click callback for --features: a comma-separated list the task would accept."""
+    from worker.refresh_gate import FEATURES
+
+    if value is None:
+        return None
+    wanted = [f.strip() for f in value.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in FEATURES]
+    if unknown or not wanted:
+        raise UsageLine(
+            f"--features {value!r}: name one or more of transactions, balances, ownership, "
+            "comma-separated (e.g. --features transactions,balances or --features balances)",
+            code="bad_features",
+        )
+    return list(dict.fromkeys(wanted))
 
 
 @contextmanager
@@ -113,17 +173,40 @@ def known_revision(revision: str) -> Iterator[None]:
 def confirm_downgrade(revision: str) -> None:
     """A downgrade drops tables and their rows: ask on a terminal, refuse elsewhere."""
     where = mask_url(get_settings().database_url)
+    _confirm(
+        f"downgrading {where} to {revision} drops tables and their data",
+        f"Downgrade {where} to {revision}? Tables and their data will be dropped",
+    )
+
+
+def confirm_purge(account: str) -> None:
+    """A purge deletes what fcsync stored about the account: ask on a terminal, refuse
+    elsewhere."""
+    where = mask_url(get_settings().database_url)
+    _confirm(
+        f"purging {account} deletes its stored transactions, refreshes and events from {where}",
+        f"Untrack {account} and delete its stored transactions, refreshes and events from {where}?",
+    )
+
+
+def _confirm(consequence: str, question: str) -> None:
     if not sys.stdin.isatty():
         raise UsageLine(
-            f"downgrading {where} to {revision} drops tables and their data: "
-            "add --yes to confirm without a terminal",
+            f"{consequence}: add --yes to confirm without a terminal",
             code="confirmation_required",
         )
-    if not click.confirm(
-        f"Downgrade {where} to {revision}? Tables and their data will be dropped", default=False
-    ):
+    if not click.confirm(question, default=False):
         click.echo("nothing changed", err=True)
         sys.exit(EXIT_DECLINED)
+
+
+def purge_stored(account: str) -> PurgeResult:
+    """Delete what fcsync stored about the (untracked) account, in one transaction."""
+    from worker.db import session_scope
+    from worker.tracking import purge_account
+
+    with session_scope() as session:
+        return purge_account(session, account)
 
 
 # A user waits for the command: one quick retry of the publish, and redis-py's socket

@@ -86,6 +86,11 @@ def run_inline(first: Followup, *, follow: Callable[[Followup], bool]) -> list[d
     for result in results:
         if result.get("outcome") in PERMANENT_OUTCOMES:
             code, why = PERMANENT_OUTCOMES[result["outcome"]]
+            if result.get("missing_permissions"):
+                from worker.tracking import missing_permissions_text
+
+                # A track names the features it cannot keep fresh.
+                why = missing_permissions_text(result["missing_permissions"])
             raise PermanentError(f"{result['account']}: {why}", code=code)
     return results
 

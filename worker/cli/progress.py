@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -18,6 +18,9 @@ from worker.errors import TransientError
 from worker.logs import filtered
 from worker.records import Followup
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _echo(line: str) -> None:
@@ -126,16 +129,25 @@ class BarReport:
         self._show("done")
 
 
+def _terminal_console() -> Console | None:
+    """rich's console when stdout is an interactive terminal. Piped (scripts, tests), rich is
+    not even imported."""
+    if not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_interactive else None
+
+
 @contextmanager
 def progress_report() -> Iterator[InlineReport]:
     """A bar when stdout is a terminal and logs are text; plain lines (the log-friendly format)
     otherwise."""
-    from rich.console import Console
-
-    console = Console()
     # The bar prints log records above itself, as text: JSON logs keep their own handlers.
     json_logs = get_settings().fcsync_log_format == "json"
-    if json_logs or not (sys.stdout.isatty() and console.is_interactive):
+    console = None if json_logs else _terminal_console()
+    if console is None:
         yield PlainReport()
         return
     from rich.logging import RichHandler

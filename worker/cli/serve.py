@@ -13,6 +13,7 @@ import click
 from worker.cli.exits import expected_errors
 from worker.redaction import mask_url
 from worker.settings import get_settings
+from worker.stripe_keys_file import load_stripe_keys
 
 
 @click.command()
@@ -21,7 +22,7 @@ from worker.settings import get_settings
 @click.option("--path", default="/webhooks/stripe", show_default=True)
 @expected_errors
 def webhooks(host: str, port: int, path: str) -> None:
-    """Serve the Stripe webhook receiver (waitress) at http://HOST:PORT/PATH."""
+    """Serve the Stripe webhook receiver (granian) at http://HOST:PORT/PATH."""
     from worker.http import serve
 
     click.echo(f"fcsync webhooks listening on http://{host}:{port}{path}")
@@ -43,9 +44,10 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
     from worker.supervisor import Supervisor, stack_children
 
     settings = get_settings()
-    settings.require_api_key()  # the worker would refuse to start without it: say so now
+    keys = load_stripe_keys(settings)
+    keys.api_keys()  # the worker would refuse to start without one: say so now
     upgrade_database()
-    webhooks_on = not no_webhooks and settings.stripe_webhook_secret is not None
+    webhooks_on = not no_webhooks and any(key.webhook_secrets for key in keys.keys)
     if not no_webhooks and not webhooks_on:
         click.echo(
             "STRIPE_WEBHOOK_SECRET is not set: running without the webhook receiver "
@@ -69,20 +71,33 @@ def run(concurrency: int, host: str, port: int, path: str, no_webhooks: bool) ->
 @click.command()
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--timeout", default=110.0, show_default=True, type=float, help="Seconds.")
-def demo(seed: int, timeout: float) -> None:
+@click.option(
+    "--scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.001, 1.0),
+    help="Share of each account's transactions (and of the pages per task run): 0.1 runs the "
+    "same story on a tenth of the data.",
+)
+def demo(seed: int, timeout: float, scale: float) -> None:
     """Run the whole job end to end against a seeded emulator and check the result."""
     from worker.demo import run_demo
 
-    sys.exit(run_demo(seed=seed, timeout_s=timeout))
+    sys.exit(run_demo(seed=seed, timeout_s=timeout, scale=scale))
 
 
 class _LazyCommand(click.Command):
     """A command whose definition is imported the first time click reads it (to parse,
-    describe or run it): mounting it in the group imports nothing."""
+    describe or run it): mounting it in the group imports nothing, nor does listing it in
+    `fcsync --help`, which reads only the attributes set here."""
 
-    def __init__(self, name: str, load: Callable[[], click.Command]) -> None:
-        # No super().__init__(): every attribute it would set comes from the loaded command.
+    hidden = False
+    deprecated = False
+
+    def __init__(self, name: str, load: Callable[[], click.Command], *, short_help: str) -> None:
+        # No super().__init__(): every other attribute comes from the loaded command.
         self.name = name
+        self.short_help = short_help
         self._load = load
 
     @functools.cached_property
@@ -99,4 +114,7 @@ def _emulator_command() -> click.Command:
     return emulator_command
 
 
-emulator = _LazyCommand("emulator", _emulator_command)
+# The short help is the command's docstring's, which tests/cli/test_imports.py holds equal.
+emulator = _LazyCommand(
+    "emulator", _emulator_command, short_help="Serve the Stripe Financial Connections emulator."
+)

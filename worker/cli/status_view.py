@@ -11,8 +11,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from worker import reports
+
 # Stripe ids are the handles people copy from this view: their columns never wrap or shrink.
-ID_COLUMNS = frozenset({"account", "context", "last refresh", "cursor"})
+ID_COLUMNS = frozenset({"account", "context", "key", "last refresh", "cursor"})
 COLUMNS = (
     "account",
     "context",
@@ -28,6 +30,9 @@ COLUMNS = (
     "next due",
     "state",
     "why",
+    "last reconcile",
+    "features",
+    "relink",
     "last error",
 )
 TITLE = "fcsync accounts (times in UTC)"
@@ -52,11 +57,22 @@ def _state(row: dict[str, Any]) -> str:
     return str(state)
 
 
+def _reconcile(row: dict[str, Any]) -> str:
+    """When the last reconciliation ran and what it repaired."""
+    if row.get("reconciled_at") is None:
+        return "never"
+    return (
+        f"{_when(row['reconciled_at'])}: {row['reconcile_inserted']} inserted, "
+        f"{row['reconcile_updated']} updated, {row['reconcile_vanished']} vanished"
+    )
+
+
 def status_cells(row: dict[str, Any]) -> dict[str, str]:
     """One account_status row as the texts people read, by column name (COLUMNS' order)."""
     return {
         "account": row["id"],
         "context": row["stripe_account"] or "platform",
+        "key": row["stripe_key"],
         "status": "gone" if row["gone_at"] else row["status"],
         "tracked": "yes" if row["tracked"] else "no",
         "subscribed": "yes" if row["subscribed"] else "no",
@@ -69,8 +85,27 @@ def status_cells(row: dict[str, Any]) -> dict[str, str]:
         "next due": _when(row["next_due_at"]),
         "state": _state(row),
         "why": row["stale_reason"] or "",
+        "last reconcile": _reconcile(row),
+        "features": _features(row.get("features", {})),
+        "relink": reports.relink_text(row),
         "last error": row["last_error"] or "",
     }
+
+
+def _features(features: dict[str, dict[str, Any]]) -> str:
+    """Each optional feature's freshness: `balances refreshed <when>`, its refresh pending, or
+    why it is not refreshed ([missing_permission], ...)."""
+    shown = []
+    for name, f in features.items():
+        if f["last_error"]:
+            shown.append(f"{name} {f['last_error'].split(' ', 1)[0]}")
+        elif f["refresh_status"] == "pending":
+            shown.append(f"{name} pending")
+        elif f["refreshed_at"]:
+            shown.append(f"{name} refreshed {_when(f['refreshed_at'])}")
+        else:
+            shown.append(f"{name} never refreshed")
+    return "; ".join(shown)
 
 
 def _table(rows: list[dict[str, str]], names: list[str]) -> Table:
@@ -97,12 +132,36 @@ def _block(cells: dict[str, str], names: list[str]) -> Table:
     return grid
 
 
-def print_status(rows: list[dict[str, Any]], *, terminal: bool) -> None:
-    cells = [status_cells(row) for row in rows]
-    names = list(COLUMNS)
+def print_status(
+    rows: list[dict[str, Any]], *, terminal: bool, sections: list[reports.Section] | None = None
+) -> None:
+    """One table of every row; with `sections` (several Stripe keys), a titled table per
+    (key, context), each line naming its key too, so a grep of one line still says it."""
     console = Console() if terminal else Console(width=PIPE_WIDTH)
-    table = _table(cells, names)
     console.print(Text(TITLE, style="italic"))
+    if sections is None:
+        _print_accounts(console, [status_cells(row) for row in rows], list(COLUMNS), terminal)
+        return
+    names = list(COLUMNS)
+    names.insert(names.index("context") + 1, "key")
+    for section in sections:
+        console.print()
+        context = section.stripe_account or "platform"
+        count = len(section.rows)
+        console.print(
+            Text(
+                f"Stripe key {section.stripe_key} · {context} "
+                f"({count} account{'' if count == 1 else 's'})",
+                style="bold",
+            )
+        )
+        _print_accounts(console, [status_cells(row) for row in section.rows], names, terminal)
+
+
+def _print_accounts(
+    console: Console, cells: list[dict[str, str]], names: list[str], terminal: bool
+) -> None:
+    table = _table(cells, names)
     natural = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table).maximum
     if not terminal or natural <= console.width:
         console.print(table)

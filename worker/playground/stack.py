@@ -33,9 +33,23 @@ from worker.playground.emulator_env import (
 )
 from worker.supervisor import Supervisor, stack_children, worker_argv
 
-__all__ = ["Phase", "Stack", "StackFailure", "StackOptions"]
+__all__ = ["Phase", "Stack", "StackFailure", "StackKey", "StackOptions"]
 
 QUEUE = "fcsync"
+
+
+@dataclass(frozen=True)
+class StackKey:
+    """A Stripe key besides STRIPE_API_KEY (FCSYNC_STRIPE_ACCOUNTS): the emulator's platform
+    `platform` (acct_...) it reaches, and its endpoints' signing secrets (the platform's own
+    events, its connected accounts' on its Connect endpoint). An account spec with
+    `stripe_key: name` is created on that platform and tracked with that key."""
+
+    name: str
+    api_key: str
+    platform: str
+    webhook_secret: str
+    connect_webhook_secret: str
 
 
 @dataclass
@@ -50,8 +64,17 @@ class StackOptions:
     concurrency: int = 2
     faults: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    keys: tuple[StackKey, ...] = ()
     # Where the children's last log lines go when the block fails.
     report_logs: Callable[[str], None] = print
+
+
+def _emulated(spec: dict[str, Any], platforms: dict[str, str]) -> dict[str, Any]:
+    """An account spec as the emulator takes it: a `stripe_key` becomes its key's platform."""
+    if "stripe_key" not in spec:
+        return spec
+    rest = {k: v for k, v in spec.items() if k != "stripe_key"}
+    return {**rest, "platform": platforms[spec["stripe_key"]]}
 
 
 class Stack:
@@ -88,7 +111,12 @@ class Stack:
     def _start(self) -> None:
         base_url = self.emulator.start(host="127.0.0.1", port=0)
         self.control = EmulatorControl(base_url)
-        self.accounts = [self.control.create_account(**spec)["id"] for spec in self.specs]
+        platforms = {key.name: key.platform for key in self.options.keys}
+        for key in self.options.keys:
+            self.control.register_platform([key.api_key], key.platform)
+        self.accounts = [
+            self.control.create_account(**_emulated(spec, platforms))["id"] for spec in self.specs
+        ]
         upgrade_database(self.options.db_url)
         self.engine = make_engine(self.options.db_url)
         logs = self.options.workdir / "logs"
@@ -99,7 +127,7 @@ class Stack:
             broker_url=self.options.broker_url,
             redis_url=self.options.redis_url,
             concurrency=self.options.concurrency,
-            overrides=self.options.env,
+            overrides={**self._keys_file(), **self.options.env},
         )
         if self.options.webhooks:
             # Registered after the accounts exist: their `account.created` events go nowhere.
@@ -108,6 +136,11 @@ class Stack:
             url = f"http://127.0.0.1:{self.webhook_port}{WEBHOOK_PATH}"
             self.control.add_webhook_endpoint(url, WEBHOOK_SECRET)
             self.control.add_webhook_endpoint(url, CONNECT_WEBHOOK_SECRET, connect=True)
+            for key in self.options.keys:
+                self.control.add_webhook_endpoint(url, key.webhook_secret, platform=key.platform)
+                self.control.add_webhook_endpoint(
+                    url, key.connect_webhook_secret, connect=True, platform=key.platform
+                )
         children = stack_children(
             concurrency=self.options.concurrency,
             webhooks=self.options.webhooks,
@@ -129,7 +162,23 @@ class Stack:
         if self.options.webhooks:
             self._wait_for_receiver()
 
-    def _wait_for_receiver(self, timeout_s: float = 30.0) -> None:
+    def _keys_file(self) -> dict[str, str]:
+        """FCSYNC_STRIPE_ACCOUNTS naming the options' keys (none: unset)."""
+        if not self.options.keys:
+            return {}
+        path = self.options.workdir / "stripe-accounts.toml"
+        path.write_text(
+            "".join(
+                f'[accounts.{k.name}]\napi_key = "{k.api_key}"\n'
+                f'webhook_secrets = ["{k.webhook_secret}", "{k.connect_webhook_secret}"]\n'
+                for k in self.options.keys
+            )
+        )
+        return {"FCSYNC_STRIPE_ACCOUNTS": str(path)}
+
+    # A wait, not a budget: the receiver answers within seconds on a quiet machine, but its
+    # imports alone took over 30 s with two cores shared by a dozen processes.
+    def _wait_for_receiver(self, timeout_s: float = 120.0) -> None:
         url = f"http://127.0.0.1:{self.webhook_port}/healthz"
         deadline = time.monotonic() + timeout_s
         while True:
@@ -142,6 +191,23 @@ class Stack:
             if time.monotonic() > deadline:
                 raise StackFailure(f"the webhook receiver did not answer {url}")
             time.sleep(0.1)
+
+    def worker_ready(self, name: str = "worker") -> bool:
+        """Whether the worker `name` has said it is ready: its pool started, connected to the
+        broker, consuming. Celery says so in its log (text or JSON), and nowhere else that a
+        stack on the embedded broker, which has no remote control, could ask."""
+        log = self.options.workdir / "logs" / f"{name}.log"
+        return log.exists() and " ready." in log.read_text(errors="replace")
+
+    def wait_for_worker(self, name: str = "worker", timeout_s: float = 120.0) -> None:
+        """Block until the worker `name` is ready: tasks sent before wait in the queue, so a
+        measurement started earlier counts the worker's start (imports, pool) as its own."""
+        deadline = time.monotonic() + timeout_s
+        while not self.worker_ready(name):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise StackFailure(f"the worker {name} did not say it was ready")
+            time.sleep(0.05)
 
     def _close(self, *, failed: bool) -> None:
         if self.supervisor is not None:
@@ -184,14 +250,15 @@ class Stack:
     def track_all(self, *, unsubscribed: Collection[int] = ()) -> None:
         """Track every account; those at the `unsubscribed` positions are left to beat's own
         refreshes instead of Stripe's daily subscription. An account created in a connected
-        account's context (`stripe_account` in its spec) is tracked in it."""
+        account's context (`stripe_account` in its spec) is tracked in it, one of another key
+        (`stripe_key`) with that key."""
         for i, (account_id, spec) in enumerate(zip(self.accounts, self.specs, strict=True)):
-            context = spec.get("stripe_account")
+            named = {k: spec[k] for k in ("stripe_account", "stripe_key") if spec.get(k)}
             self.send(
                 contract.TRACK_ACCOUNT,
                 account_id=account_id,
                 subscribe=i not in unsubscribed,
-                **({"stripe_account": context} if context else {}),
+                **named,
             )
 
     def advance_day(self) -> None:
