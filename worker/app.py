@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 from collections.abc import Sequence
-from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.signals import (
@@ -21,17 +19,18 @@ from celery.signals import (
 from celery.utils.log import get_multiprocessing_logger
 from kombu.utils.uuid import uuid
 from pydantic import ValidationError
-from sqlalchemy import make_url
 
-from worker import logs, metrics
+from worker import embedded_broker, logs, metrics
 from worker import task_metrics as _task_metrics  # noqa: F401  (connects its signals)
 from worker.db import dispose_engines
 from worker.errors import PermanentError
 from worker.records import Followup
 from worker.redaction import redact
-from worker.runtime import Runtime, bound_runtime
 from worker.settings import Settings, get_settings, invalid_settings
 from worker.toplevel import claim
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 
 def _refuse_malformed_settings() -> None:
@@ -56,33 +55,9 @@ app.config_from_object(claim("celeryconfig"))
 
 
 def _tune_embedded_broker() -> None:
-    """kombu's SQLAlchemy transport polls its tables once a second when idle, which caps a
-    worker at a task or two per second. Its `polling_interval` cannot be given as a transport
-    option (the transport hands every option to create_engine()), so set it on the class."""
     settings = get_settings()
     if settings.uses_embedded_broker:
-        from kombu.transport import sqlalchemy as sqla_transport
-
-        sqla_transport.Transport.polling_interval = settings.fcsync_embedded_broker_poll_s
-        write_ahead_log(settings.broker_url)
-
-
-def write_ahead_log(broker_url: str) -> None:
-    """Put an embedded broker's SQLite file in WAL mode (the file keeps it: kombu's own
-    connections open it so). In the default rollback-journal mode every publish cost several
-    fsyncs and waited for the worker's polling reads; in WAL it is one fsync, and readers never
-    block it: the webhook receiver enqueues about twice as fast. A file that cannot be opened
-    is left to kombu, which says so when it uses it."""
-    url = make_url(broker_url.removeprefix("sqla+"))
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return
-    try:
-        with closing(sqlite3.connect(url.database, timeout=30)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        logging.getLogger(__name__).warning(
-            "embedded broker %s left in its journal mode: %s", url.database, exc
-        )
+        embedded_broker.tune(settings.broker_url, settings.fcsync_embedded_broker_poll_s)
 
 
 _tune_embedded_broker()
@@ -99,6 +74,8 @@ def send_followup(followup: Followup) -> None:
 
 
 def _queue_for(followup: Followup, settings: Settings) -> str:
+    if followup.queue is not None:
+        return followup.queue
     return "fcsync" if followup.task.startswith("fcsync.") else settings.fcsync_on_synced_queue
 
 
@@ -106,6 +83,13 @@ def send_followups(followups: Sequence[Followup]) -> None:
     """Many follow-ups at once (a sweep's hundreds) on one of the app's connections."""
     with app.producer_or_acquire() as producer:
         publish_followups(producer, followups, get_settings())
+
+
+def prepare_sending() -> None:
+    """The broker's transport imported and the producer pool built now, without connecting:
+    the webhook receiver's first batch, and every request waiting on it, would otherwise wait
+    for them (~130 ms of imports)."""
+    _ = app.producer_pool
 
 
 def publish_followups(producer: Any, followups: Sequence[Followup], settings: Settings) -> None:
@@ -169,6 +153,10 @@ def runtime() -> Runtime:
     """The runtime tasks run with: one bound to this context (a test, the CLI's --inline), else
     this process's own, built on first use from the environment's settings."""
     global _process_runtime
+    # Here, not at the top: a process that only sends tasks (`fcsync track`) never loads the
+    # services and the Stripe SDK they bring.
+    from worker.runtime import Runtime, bound_runtime
+
     bound = bound_runtime()
     if bound is not None:
         return bound
@@ -207,13 +195,16 @@ def _install_logs(logger: logging.Logger, loglevel: int | str | None = None, **_
 
 
 def _refuse_to_start(*, needs_api_key: bool) -> None:
-    """A worker or beat on an unmigrated database, or a worker without STRIPE_API_KEY, would
-    only fail task after task: stop at start with one line naming the fix instead."""
+    """A worker or beat on an unmigrated database, a worker without a Stripe key (STRIPE_API_KEY
+    or FCSYNC_STRIPE_ACCOUNTS'), or either with an FCSYNC_STRIPE_ACCOUNTS file fcsync cannot
+    use, would only fail task after task: stop at start with one line naming the fix instead."""
     from worker.db import require_schema
+    from worker.stripe_keys_file import load_stripe_keys
 
     try:
+        keys = load_stripe_keys(get_settings())
         if needs_api_key:
-            get_settings().require_api_key()
+            keys.api_keys()
         require_schema()
     except PermanentError as exc:
         # Celery has redirected sys.stderr into its logger by now: write to the real stream.
