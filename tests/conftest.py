@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models import Base
 from worker import db
 from worker.db import make_engine, upgrade_database
+from worker.embedded_broker import share_broker_files
 from worker.playground.databases import create_postgres_database, drop_postgres_database
 
 PG_ADMIN_URL = os.environ.get(
@@ -28,6 +29,9 @@ RABBITMQ_TEST_URL = os.environ.get(
     "FCSYNC_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Tests send tasks on embedded brokers while the workers they started are still starting on them.
+share_broker_files()
 
 
 def unavailable(what: str, why: object) -> None:

@@ -47,8 +47,14 @@ def tune(broker_url: str, polling_interval_s: float) -> None:
     second. Its `polling_interval` cannot be given as a transport option (the transport hands
     every option to create_engine()), so it is set on the class, as is the channel."""
     sqla_transport.Transport.polling_interval = polling_interval_s
-    sqla_transport.Transport.Channel = SharedFileChannel
+    share_broker_files()
     write_ahead_log(broker_url)
+
+
+def share_broker_files() -> None:
+    """This process's SQLAlchemy-transport connections tolerate other processes starting on the
+    same broker file (any process that sends to a worker it may be starting beside)."""
+    sqla_transport.Transport.Channel = SharedFileChannel
 
 
 def write_ahead_log(broker_url: str) -> None:

@@ -20,6 +20,7 @@ from emulator import EmulatorControl
 from models import Account
 from worker import contract
 from worker.db import make_engine, upgrade_database
+from worker.embedded_broker import share_broker_files
 from worker.playground import measures, truth
 from worker.playground.convergence import Phase, StackFailure, lag
 from worker.playground.emulator_env import (
@@ -150,11 +151,9 @@ class Stack:
             schedule=self.options.workdir / "celerybeat-schedule",
             log_level="INFO",
         )
+        # Its client sends on the embedded broker beside the processes starting on it.
+        share_broker_files()
         self._client = Celery("fcsync-stack-client", broker=self.options.broker_url)
-        # The queue exists before any process starts: on the embedded broker, two processes
-        # creating it at once make one of them fail on its unique name.
-        with self._client.connection_for_write() as conn:
-            self._client.amqp.queues[QUEUE].bind(conn.default_channel).declare()
         self.supervisor = Supervisor(children, env, log_dir=logs)
         self.supervisor.start()
         if self.options.faults:
