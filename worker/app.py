@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from celery.events import Event
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -17,6 +19,7 @@ from celery.signals import (
     worker_process_init,
 )
 from celery.utils.log import get_multiprocessing_logger
+from celery.utils.time import utcoffset
 from kombu.utils.uuid import uuid
 from pydantic import ValidationError
 
@@ -100,6 +103,7 @@ def publish_followups(producer: Any, followups: Sequence[Followup], settings: Se
     # A batched publish only buffers (the batch's one flush is what may fail, unretried);
     # a broker without batches publishes each at once, retried as Celery retries any.
     retry = not producer.supports_batch_publish
+    sent: list[dict[str, Any]] = []
     with producer.batch():
         for followup in followups:
             queue = _queue_for(followup, settings)
@@ -107,7 +111,7 @@ def publish_followups(producer: Any, followups: Sequence[Followup], settings: Se
                 producer.maybe_declare(app.amqp.queues[queue])
                 declared.add(queue)
             if followup.countdown is None:
-                _publish_now(producer, followup, queue, retry=retry)
+                sent.extend(_publish_now(producer, followup, queue, retry=retry))
             else:
                 # Timed work keeps Celery's whole path (its ETA handling, native delays).
                 app.send_task(
@@ -119,15 +123,20 @@ def publish_followups(producer: Any, followups: Sequence[Followup], settings: Se
                     declare=[],
                     retry=retry,
                 )
+        if sent:
+            _announce_sent(producer, sent, retry=retry)
 
 
-def _publish_now(producer: Any, followup: Followup, queue: str, *, retry: bool) -> None:
+def _publish_now(
+    producer: Any, followup: Followup, queue: str, *, retry: bool
+) -> list[dict[str, Any]]:
     """The message `app.send_task` builds and sends for a task due now, minus what that costs
     per call and fcsync never uses (routing by name, results, link/chord options, saferepr of
-    ids): a third of the CPU, the most of a sweep's time once its round trips are batched."""
+    ids): a third of the CPU, the most of a sweep's time once its round trips are batched.
+    Returns its task-sent event (none when FCSYNC_TASK_EVENTS is off), for `_announce_sent`."""
     parent = app.current_worker_task
     root_id = (parent.request.root_id or parent.request.id) if parent else None
-    message = app.amqp.create_task_message(
+    headers, properties, body, sent_event = app.amqp.create_task_message(
         uuid(),
         followup.task,
         (),
@@ -141,8 +150,54 @@ def _publish_now(producer: Any, followup: Followup, queue: str, *, retry: bool) 
         argsrepr="()",
         kwargsrepr=repr(followup.kwargs),
     )
+    # The event is announced with the batch's others, not by send_task_message one by one.
     app.amqp.send_task_message(
-        producer, followup.task, message, queue=queue, declare=[], retry=retry
+        producer,
+        followup.task,
+        (headers, properties, body, None),
+        queue=queue,
+        declare=[],
+        retry=retry,
+    )
+    if sent_event is None:
+        return []
+    # What send_task_message adds: a task for a direct queue goes by the default exchange.
+    return [{**sent_event, "queue": queue, "exchange": "", "routing_key": queue}]
+
+
+@cache
+def _sent_events() -> Any:
+    """The dispatcher task-sent events are published with (Celery's own builds one the same way:
+    disabled, since it is only handed a producer)."""
+    return app.events.Dispatcher(enabled=False)
+
+
+def _announce_sent(producer: Any, sent: list[dict[str, Any]], *, retry: bool) -> None:
+    """The task-sent events of a batch in one message, a list, as a worker sends its task
+    events (`task.multi`): Celery's event receivers (Flower, `celery events`) take either.
+    One event each cost the sweep as much as its tasks did."""
+    dispatcher = _sent_events()
+    events = [
+        Event(
+            "task-sent",
+            hostname=dispatcher.hostname,
+            utcoffset=utcoffset(),
+            pid=dispatcher.pid,
+            clock=dispatcher.clock.forward(),
+            **fields,
+        )
+        for fields in sent
+    ]
+    producer.publish(
+        events if len(events) > 1 else events[0],
+        routing_key="task.multi" if len(events) > 1 else "task.sent",
+        exchange=dispatcher.exchange.name,
+        declare=[dispatcher.exchange],
+        serializer=dispatcher.serializer,
+        headers=dispatcher.headers,
+        delivery_mode=dispatcher.delivery_mode,
+        retry=retry,
+        retry_policy=app.conf.task_publish_retry_policy,
     )
 
 

@@ -1,5 +1,6 @@
 """Many follow-ups at once on Redis (a beat sweep's hundreds): every message lands on its queue,
-as Celery's task message for the same name and kwargs, in one pipeline (one round trip)."""
+as Celery's task message for the same name and kwargs, in one pipeline (one round trip), and
+their task-sent events go in one event message of that round trip."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Exchange, Queue
 
 from worker.app import app, publish_followups
 from worker.records import Followup
@@ -93,3 +95,67 @@ def test_send_followups_sends_the_message_celerys_send_task_sends(
 
     batched, sent = (without_ids(m) for m in redis.Redis.from_url(redis_url).lrange(queue, 0, -1))
     assert batched == sent
+
+
+@pytest.fixture
+def event_queue(redis_url: str) -> Iterator[str]:
+    """A queue bound to Celery's event exchange as a receiver (Flower, `celery events`) binds
+    its own: on Redis, events go to the bound queues, or nowhere."""
+    name = f"test_send_followups_events_{uuid.uuid4().hex[:10]}"
+    with app.connection_for_write(redis_url) as conn:
+        events = Queue(name, Exchange("celeryev", type="topic"), routing_key="#")
+        events(conn.default_channel).declare()
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    client.delete(name)
+    bindings = client.smembers("_kombu.binding.celeryev")
+    client.srem("_kombu.binding.celeryev", *[b for b in bindings if name.encode() in b] or [b""])
+
+
+def announced(redis_url: str, event_queue: str) -> list[dict[str, Any]]:
+    """Every event on the queue, oldest first, as Celery's receivers decode them (a message
+    holds one event or, from a batch, a list of them)."""
+    events: list[dict[str, Any]] = []
+    for raw in reversed(redis.Redis.from_url(redis_url).lrange(event_queue, 0, -1)):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        events.extend(body if isinstance(body, list) else [body])
+    return events
+
+
+@pytest.fixture
+def sent_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Task-sent events on (FCSYNC_TASK_EVENTS' default), whatever this process was given."""
+    saved = app.conf.task_send_sent_event
+    app.conf.task_send_sent_event = True
+    yield
+    app.conf.task_send_sent_event = saved
+
+
+@pytest.mark.usefixtures("sent_events")
+def test_send_followups_announces_every_task_in_one_event_message(
+    redis_url: str, queue: str, event_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(fcsync_on_synced_queue=queue)
+    followups = [Followup("app.on_synced", {"account": f"fca_{n}"}) for n in range(200)]
+    with app.connection_for_write(redis_url) as conn:
+        conn.ensure_connection(max_retries=1)
+        producer = app.amqp.Producer(conn)
+        app.send_task("app.on_synced", kwargs={"account": "fca_x"}, queue=queue, producer=producer)
+        trips = RoundTrips(monkeypatch)
+        publish_followups(producer, followups, settings)
+        monkeypatch.undo()
+
+    # The batch's tasks and its one event message leave in the same round trip.
+    assert "LPUSH" not in trips.commands
+    assert [p.count("LPUSH") for p in trips.pipelines if "LPUSH" in p] == [len(followups) + 1]
+    assert len(redis.Redis.from_url(redis_url).lrange(event_queue, 0, -1)) == 2
+    by_send_task, *by_batch = announced(redis_url, event_queue)
+    tasks = reversed(redis.Redis.from_url(redis_url).lrange(queue, 0, -2))
+    assert [e["uuid"] for e in by_batch] == [json.loads(raw)["headers"]["id"] for raw in tasks]
+    assert [e["kwargs"] for e in by_batch] == [repr(f.kwargs) for f in followups]
+    # Each reads as the event Celery's send_task announces, but for its own task.
+    own = ("uuid", "root_id", "kwargs", "clock", "timestamp")
+    for event in by_batch:
+        assert {k: v for k, v in event.items() if k not in own} == {
+            k: v for k, v in by_send_task.items() if k not in own
+        }
