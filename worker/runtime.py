@@ -279,6 +279,10 @@ class Runtime:
             if account is not None:
                 repository.record_error(account, exc.code, str(exc), now=now)
 
+    def reads_ahead(self, account_id: str) -> bool:
+        """Whether a sync's reading ahead of the account has pages waiting or is fetching."""
+        return any(gateway.reads_ahead(account_id) for gateway in self._gateways.values())
+
     def stop_reading_ahead(self, account_id: str) -> None:
         """A sync run is over, however it ended: its reading ahead makes no further request."""
         for gateway in self._gateways.values():

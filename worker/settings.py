@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     fcsync_requests_per_second: float = Field(default=20.0, ge=0)
     fcsync_max_network_retries: int = Field(default=2, ge=0, le=10)
     fcsync_http_timeout_s: float = Field(default=30.0, gt=0)
-    fcsync_pages_per_run: int = Field(default=20, ge=1)
+    # A sync task's turn: it stops at whichever comes first, then re-enqueues itself (fairness
+    # across accounts). Seconds are what other accounts wait; pages bound it on any network.
+    fcsync_run_s: float = Field(default=5.0, gt=0)
+    fcsync_pages_per_run: int = Field(default=1_000, ge=1)
     fcsync_refresh_interval_s: int = Field(default=86_400, ge=60)
     fcsync_poll_deadline_s: int = Field(default=3_600, ge=1)
     fcsync_poll_initial_s: float = Field(default=5.0, gt=0)

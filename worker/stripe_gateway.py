@@ -14,8 +14,9 @@ from typing import Any
 import stripe
 
 from worker import log_context
+from worker.errors import PermanentError
 from worker.feature_payloads import feature_fields, parse_owners_page
-from worker.read_ahead import PagesAhead
+from worker.read_ahead import Arrival, PagesAhead
 from worker.records import EventPage, FCAccount, OwnerPage, TransactionPage
 from worker.settings import Settings
 from worker.stripe_keys import key_prefix
@@ -208,18 +209,24 @@ class StripeGateway(StripeRequester):
         *,
         stripe_account: str | None,
         after_refresh: str | None,
-        starting_after: str,
+        starting_after: str | None,
         pages: int,
+        until: float | None = None,
         limit: int = PAGE_LIMIT,
     ) -> None:
-        """Fetch up to `pages` pages after `starting_after` one after the other in a background
-        thread, while this one writes: the sync's waits for Stripe overlap its database work,
-        and pages that arrive faster than they are written wait to be written together. Only
-        pages the sync will ask for (never past a run's last page), so it costs no extra
-        request. One reading per account; asked again for the page it will bring next, it goes
-        on as it is."""
+        """Fetch up to `pages` pages after `starting_after` (None: from the first) one after
+        the other in a background thread, while this one writes: the sync's waits for Stripe
+        overlap its database work, and pages that arrive faster than they are written wait to
+        be written together. The first page to arrive at or after `until` (time.monotonic())
+        is the last. Only pages the sync will ask for (never past a run's last page), so it
+        costs no extra request. One reading per account; asked again for the page it will
+        bring next, it goes on as it is."""
         params = _list_params(account_id, stripe_account, after_refresh, starting_after, limit)
-        self._ahead.start(account_id, params, pages)
+        self._ahead.start(account_id, params, pages, until)
+
+    def reads_ahead(self, account_id: str) -> bool:
+        """Whether the account's reading ahead has pages waiting or is still fetching."""
+        return self._ahead.brings_more(account_id)
 
     def list_transactions_since(
         self,
@@ -241,20 +248,26 @@ class StripeGateway(StripeRequester):
         """The sync run is over: its reading ahead makes no further request."""
         self._ahead.stop(account_id)
 
-    def _noted(self, taken: tuple[TransactionPage, str | None] | None) -> TransactionPage | None:
-        """A page read ahead, its request id now on the unit of work's log lines."""
+    def _noted(self, taken: tuple[Arrival, str | None] | None) -> TransactionPage | None:
+        """A page read ahead, its request id now on the unit of work's log lines; a page
+        Stripe refused for good raises its error here, as the request would have."""
         if taken is None:
             return None
         page, request_id = taken
         log_context.forget("stripe_request_id")
         log_context.note(stripe_request_id=request_id)
+        if isinstance(page, PermanentError):
+            raise page
         return page
 
-    def _read_page(self, params: dict[str, Any]) -> tuple[TransactionPage, str | None]:
-        """A page read ahead, with its request id (kept in the reading thread's own context;
-        it is noted where the page is used)."""
+    def _read_page(self, params: dict[str, Any]) -> tuple[Arrival, str | None]:
+        """A page read ahead, or the permanent error Stripe's answer was, with its request id
+        (kept in the reading thread's own context; it is noted where the page is used)."""
         with log_context.bound():
-            page = parse_transactions_page(self._list_body(params))
+            try:
+                page: Arrival = parse_transactions_page(self._list_body(params))
+            except PermanentError as exc:
+                page = exc
             return page, log_context.current().get("stripe_request_id")
 
     def list_events_page(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from models import Refresh
+from models import Account, Refresh
 from worker import (
     due_accounts,
     failpoints,
@@ -65,10 +65,16 @@ def start_sync(
     settings: Settings,
     stripe_account: str | None = None,
     handoff: str | None = None,
+    gateway: StripeGateway | None = None,
+    read_ahead: int = 0,
+    read_until: float | None = None,
 ) -> SyncStart:
     """Take the lease and fix what this sync is for: the refresh that has succeeded by now.
     `stripe_account`, when the request names one, must be the account's stored context.
-    `handoff`: the token the previous run handed the lease on to (this is its continuation)."""
+    `handoff`: the token the previous run handed the lease on to (this is its continuation).
+    `read_ahead`: how many pages the run will ask for, fetched in the background from the
+    cursor on (`gateway`'s reading ahead) while this commits and the first pages are written;
+    the first to arrive at or after `read_until` (time.monotonic()) is the last."""
     stripe_context(session, account_id, stripe_account)
     leased = sync_store.acquire_sync_lease(
         session,
@@ -99,6 +105,7 @@ def start_sync(
             # Finish the sync in progress first; the full one runs right after it.
             account.sync_requested = True
             account.sync_requested_full = True
+        _read_from_cursor(gateway, account, read_ahead, read_until)
         return SyncStart("resumed", account.sync_target_refresh_id)
     full = full or account.sync_requested_full
     account.sync_requested = False
@@ -113,7 +120,23 @@ def start_sync(
     account.sync_starting_after = None
     account.sync_inserted = 0
     account.sync_updated = 0
+    _read_from_cursor(gateway, account, read_ahead, read_until)
     return SyncStart("started", target.id)
+
+
+def _read_from_cursor(
+    gateway: StripeGateway | None, account: Account, pages: int, until: float | None
+) -> None:
+    """Start fetching the run's pages from where the sync stands; the steps take them."""
+    if gateway is not None and pages > 0:
+        gateway.read_ahead_transactions_pages(
+            account.id,
+            stripe_account=account.stripe_account,
+            after_refresh=account.sync_after_refresh_id,
+            starting_after=account.sync_starting_after,
+            pages=pages,
+            until=until,
+        )
 
 
 def sync_page(
@@ -126,6 +149,7 @@ def sync_page(
     settings: Settings,
     seen_last_ids: Collection[str] = (),
     read_ahead: int = 0,
+    read_until: float | None = None,
     max_pages: int = 1,
     wait_pages: int = 0,
 ) -> SyncStep:
@@ -138,7 +162,7 @@ def sync_page(
     `read_ahead`: how many pages after this one the run will ask for, fetched in the
     background while this one is written (the cursor still moves only with the last page's
     rows; the progress stored is that of the last page committed, so a killed run resumes
-    after it)."""
+    after it), the first to arrive at or after `read_until` (time.monotonic()) the last."""
     account = repository.get_account(session, account_id)
     if account is None or account.sync_lease_owner != owner:
         return SyncStep("lost_lease")
@@ -178,6 +202,7 @@ def sync_page(
             after_refresh=after_refresh,
             starting_after=page.last_id,
             pages=read_ahead,
+            until=read_until,
         )
     pages = [
         page,

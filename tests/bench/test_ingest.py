@@ -23,11 +23,14 @@ from emulator import EmulatorControl
 from models import Account, Transaction
 from worker.db import make_engine, upgrade_database
 
-# More than one run's pages (FCSYNC_PAGES_PER_RUN, 20 pages of 100 by default): a continuation.
+# More than one run's pages (FCSYNC_PAGES_PER_RUN, set to 5 here): continuations.
 ROWS = 2_150
 
 
-def test_ingest_fcsync_competitor_syncs_every_row_across_runs(tmp_path: Path) -> None:
+def test_ingest_fcsync_competitor_syncs_every_row_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FCSYNC_PAGES_PER_RUN", "5")
     with emulator_process() as base_url:
         control = EmulatorControl(base_url)
         account_id = refreshed_account(control, base_url, ROWS)

@@ -185,6 +185,34 @@ def test_sync_task_pages_of_a_run_share_one_database_connection(
     assert len(checkouts) == 2
 
 
+def test_a_run_ends_when_its_time_is_up_having_fetched_only_the_pages_it_stored(
+    fc: EmulatedFC, rig: TaskRig
+) -> None:
+    # Every page takes 50 ms: a 0.12 s turn holds a few pages of the account's ten, far fewer
+    # than FCSYNC_PAGES_PER_RUN; the turn's reading ahead decides where it ends.
+    account_id = refreshed_account(fc, rig, transactions=950, pages_per_run=1_000)
+    rig.runtime.settings = rig.runtime.settings.model_copy(update={"fcsync_run_s": 0.12})
+    pages = -(-len(fc.truth(account_id)) // 100)
+    fc.control.set_faults(latency_ms=50)
+    runs: list[tuple[str, int, int]] = []
+    handoff: str | None = None
+    try:
+        while not runs or runs[-1][0] == "continued":
+            before = fc.list_calls()
+            report = run_sync(rig.runtime, account_id, full=False, owner="turns", handoff=handoff)
+            runs.append((report["outcome"], report["pages"], fc.list_calls() - before))
+            continuation = rig.take(contract.SYNC_TRANSACTIONS)
+            handoff = str(continuation[0].kwargs["handoff"]) if continuation else None
+    finally:
+        fc.control.set_faults(latency_ms=0)
+    # Several turns, each asking Stripe for exactly the pages it stored.
+    assert len(runs) > 1 and runs[-1][0] == "done"
+    assert all(stored == asked >= 1 for _, stored, asked in runs), runs
+    assert sum(stored for _, stored, _ in runs) == pages
+    with Session(rig.engine) as session:
+        assert fc.mismatches(session, account_id) == []
+
+
 def test_a_trigger_while_a_sync_is_continued_is_merged_not_a_second_chain(
     fc: EmulatedFC, rig: TaskRig
 ) -> None:
