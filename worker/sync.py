@@ -1,7 +1,8 @@
 """Incremental transaction sync: page Stripe's list into the database, one checkpoint per page.
 
 A sync belongs to one owner at a time (a lease in the accounts row that expires if its worker
-dies); a request that finds the lease taken is merged into a follow-up run, never dropped.
+dies); a request that finds the lease taken is never dropped: the holder follows up on any
+refresh newer than the one it syncs, and a full request is remembered for a run after it.
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ def start_sync(
             sync_store.release_sync_lease(session, account_id, owner)
         return SyncStart("untracked")
     if not leased:
-        account.sync_requested = True
-        account.sync_requested_full = account.sync_requested_full or full
+        # The run holding the lease syncs to the refresh that had succeeded when it began and,
+        # finishing, follows up on any newer one itself (the failed-sync sweep does, should it
+        # die): only a full request adds something to remember. Merging every busy trigger
+        # made a poll and a webhook of one refresh cost a third, empty sync task.
+        if full:
+            account.sync_requested = True
+            account.sync_requested_full = True
         return SyncStart("busy")
     if account.sync_target_refresh_id is not None:
         if full:

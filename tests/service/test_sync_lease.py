@@ -1,5 +1,6 @@
-"""One sync per account at a time: a request that finds the lease taken is merged into a
-follow-up, and a lease whose worker died is taken over where its last commit left off."""
+"""One sync per account at a time: a request that finds the lease taken is followed up by the
+holder (a newer refresh, a full request), and a lease whose worker died is taken over where its
+last commit left off."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def test_sync_lease_request_while_held_is_merged_into_a_followup(
     second = fc.refresh(session, account_id)
     assert sync_requests(second.intents)
     assert start(fc, session, account_id, "b").outcome == "busy"
-    assert account_row(session, account_id).sync_requested is True
 
+    # Finishing at the refresh it began with, "a" follows up on the newer one itself.
     steps = fc.finish_sync(session, account_id, owner="a")
     assert account_row(session, account_id).cursor_refresh_id == first_refresh
     assert sync_requests(steps[-1].intents) == [SyncDue(account_id)]
@@ -63,6 +64,20 @@ def test_sync_lease_request_while_held_is_merged_into_a_followup(
     account = account_row(session, account_id)
     assert account.cursor_refresh_id == second.refresh_id
     assert account.sync_requested is False
+    assert fc.mismatches(session, account_id) == []
+
+
+def test_sync_lease_trigger_for_the_refresh_being_synced_asks_for_no_followup(
+    fc: EmulatedFC, session: Session
+) -> None:
+    # A refresh's webhook and its poll each ask for its sync: the second finds the first
+    # running, and nothing is left to do once it finishes.
+    account_id, refresh_id = synced_account(fc, session)
+    assert start(fc, session, account_id, "webhook").outcome == "started"
+    assert start(fc, session, account_id, "poll").outcome == "busy"
+    steps = fc.finish_sync(session, account_id, owner="webhook")
+    assert account_row(session, account_id).cursor_refresh_id == refresh_id
+    assert sync_requests(steps[-1].intents) == []
     assert fc.mismatches(session, account_id) == []
 
 
