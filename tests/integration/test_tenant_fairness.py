@@ -1,14 +1,15 @@
 """Fairness between tenants: while one connected account (tenant A) backfills a large FC account,
 another tenant's daily refresh is synced within a bound the design gives, on one worker slot.
 
-Why the bound holds: a sync runs at most FCSYNC_PAGES_PER_RUN pages per task, then re-enqueues
-itself at the back of the FIFO queue, so every other task waits for at most the rest of A's
-current run plus one whole run per hop. Tenant B's refresh takes two hops (the webhook's
-`handle_events` task, then B's sync task), so B waits for at most HOPS_BOUND runs of A, plus the
-webhook's delivery and B's own short sync (SLACK_S). The test measures A's page rate and
-asserts both that A stored at most HOPS_BOUND runs' worth of pages during B's lag and that the
-lag in wall seconds is within HOPS_BOUND runs at that rate plus SLACK_S; then that A's backfill
-still finished equal to Stripe's truth."""
+Why the bound holds: a sync task's turn ends once FCSYNC_RUN_S has passed (the page being fetched
+then is its last), then it re-enqueues itself at the back of the FIFO queue, so every other task
+waits for at most the rest of A's current turn plus one whole turn per hop. A turn lasts
+FCSYNC_RUN_S plus the page in flight at its end (fetched and written: two pages' time at A's
+rate, to be safe). Tenant B's refresh takes two hops (the webhook's `handle_events` task, then
+B's sync task), so B waits for at most HOPS_BOUND turns of A, plus the webhook's delivery and
+B's own short sync (SLACK_S). The test measures A's page rate and asserts that B's lag in wall
+seconds is within that bound, and that A stored no more pages meanwhile than those turns hold
+at twice that rate; then that A's backfill still finished equal to Stripe's truth."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.postgres]
 TENANT_A = "acct_1FairBackfill"
 TENANT_B = "acct_1FairRefresh"
 PAGE = 100
-PAGES_PER_RUN = 20
-# Hops behind A: the rest of A's current run (<= 1 run), the webhook's task, B's sync task.
+# A turn short enough that A's backfill takes many of them (FCSYNC_RUN_S; 5 s by default).
+RUN_S = 0.5
+# Hops behind A: the rest of A's current turn (<= 1 turn), the webhook's task, B's sync task.
 HOPS_BOUND = 3
 # The webhook's delivery and receipt, the worker picking up the next message, B's own 2 pages.
 SLACK_S = 5.0
@@ -65,7 +67,7 @@ def test_a_tenant_refresh_is_synced_within_a_bound_while_another_backfills(
 ) -> None:
     # One slot: the worst case, where nothing but the queue's order lets B in.
     stack_options.concurrency = 1
-    stack_options.env = {**stack_options.env, "FCSYNC_PAGES_PER_RUN": str(PAGES_PER_RUN)}
+    stack_options.env = {**stack_options.env, "FCSYNC_RUN_S": str(RUN_S)}
     specs = [
         {"transactions": a_rows, "stripe_account": TENANT_A},
         {"transactions": B_ROWS, "stripe_account": TENANT_B},
@@ -114,18 +116,18 @@ def test_a_tenant_refresh_is_synced_within_a_bound_while_another_backfills(
     assert not problems, "\n".join(problems[:40])
     # A's page rate over its whole backfill (conservative: includes start-up and B's turns).
     page_rate = a_rows / PAGE / a_elapsed_s
-    run_s = PAGES_PER_RUN / page_rate
-    bound_s = HOPS_BOUND * run_s + SLACK_S
+    turn_s = RUN_S + 2 / page_rate
+    bound_s = HOPS_BOUND * turn_s + SLACK_S
+    pages_bound = HOPS_BOUND * 2 * page_rate * turn_s
     print(
         f"\nfairness: A {a_rows} rows in {a_elapsed_s:.1f}s ({page_rate:.1f} pages/s, "
-        f"a run of {PAGES_PER_RUN} pages ~{run_s:.2f}s); B's lag {b_lag_s:.2f}s "
-        f"(bound {bound_s:.2f}s), A's pages stored meanwhile {a_pages_meanwhile:.0f} "
-        f"(bound {HOPS_BOUND * PAGES_PER_RUN})"
+        f"a turn ~{turn_s:.2f}s); B's lag {b_lag_s:.2f}s (bound {bound_s:.2f}s), A's pages "
+        f"stored meanwhile {a_pages_meanwhile:.0f} (bound {pages_bound:.0f})"
     )
-    if a_pages_meanwhile > HOPS_BOUND * PAGES_PER_RUN or b_lag_s > bound_s:
+    if a_pages_meanwhile > pages_bound or b_lag_s > bound_s:
         raise StackFailure(
             f"B waited {b_lag_s:.2f}s (bound {bound_s:.2f}s) while A stored "
-            f"{a_pages_meanwhile:.0f} pages (bound {HOPS_BOUND * PAGES_PER_RUN})"
+            f"{a_pages_meanwhile:.0f} pages (bound {pages_bound:.0f})"
         )
     # Otherwise B's refresh came after A's backfill and the figures say nothing of fairness.
     assert a_rows_after < a_rows, "A's backfill ended before B's refresh was stored"
