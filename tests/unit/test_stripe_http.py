@@ -1,17 +1,21 @@
-"""Stripe's requests honour the proxy environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) as
-requests does, read once when the gateway is built; a ~/.netrc entry for the host never replaces
-the key's Authorization header."""
+"""Stripe's requests over fcsync's HTTP client (urllib3's pools under the SDK): connections kept
+alive across requests, a lost connection or a timeout retried by the SDK and then a transient
+error, the proxy environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) honoured as requests does, read
+once when the gateway is built, and a ~/.netrc entry for the host never replacing the key's
+Authorization header."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from worker.errors import TransientError
 from worker.stripe_gateway import StripeGateway
 
 ACCOUNT = "fca_1"
@@ -21,16 +25,32 @@ BODY = json.dumps(
 
 
 class Recorder:
-    """An HTTP server answering every GET with an FC account, keeping each request's target
-    (absolute when it came as a proxy's request) and Authorization header."""
+    """An HTTP/1.1 server (connections kept alive) answering every GET with an FC account,
+    keeping each request's target (absolute when it came as a proxy's request), Authorization
+    header and client port (one per connection). Its first `hang_ups` requests get their
+    connection closed unanswered; its first `stalls` wait `stall_s` before answering."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []
+        self.ports: list[int] = []
+        self.hang_ups = 0
+        self.stalls = 0
+        self.stall_s = 0.0
         recorder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 recorder.seen.append((self.path, self.headers.get("Authorization")))
+                recorder.ports.append(self.client_address[1])
+                if recorder.hang_ups:
+                    recorder.hang_ups -= 1
+                    self.close_connection = True
+                    return
+                if recorder.stalls:
+                    recorder.stalls -= 1
+                    time.sleep(recorder.stall_s)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(BODY)))
@@ -62,9 +82,39 @@ def clean_proxy_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-def retrieve(api_base: str) -> None:
-    gateway = StripeGateway("sk_test_proxy", api_base=api_base, max_network_retries=0)
+def retrieve(api_base: str, *, retries: int = 0, timeout_s: float = 30.0) -> None:
+    gateway = StripeGateway(
+        "sk_test_proxy", api_base=api_base, max_network_retries=retries, timeout_s=timeout_s
+    )
     assert gateway.retrieve_account(ACCOUNT, stripe_account=None).id == ACCOUNT
+
+
+def test_requests_share_kept_alive_connections(recorder: Recorder) -> None:
+    gateway = StripeGateway("sk_test_proxy", api_base=recorder.url, max_network_retries=0)
+    for _ in range(3):
+        gateway.retrieve_account(ACCOUNT, stripe_account=None)
+    assert len(recorder.seen) == 3 and len(set(recorder.ports)) == 1
+
+
+def test_a_connection_lost_before_the_answer_is_retried_by_the_sdk(recorder: Recorder) -> None:
+    recorder.hang_ups = 1
+    retrieve(recorder.url, retries=1)
+    assert len(recorder.seen) == 2
+
+
+def test_a_lost_connection_past_the_sdks_retries_is_a_transient_error(
+    recorder: Recorder,
+) -> None:
+    recorder.hang_ups = 2
+    with pytest.raises(TransientError):
+        retrieve(recorder.url, retries=1)
+    assert len(recorder.seen) == 2
+
+
+def test_an_answer_slower_than_the_timeout_is_a_transient_error(recorder: Recorder) -> None:
+    recorder.stalls, recorder.stall_s = 1, 1.0
+    with pytest.raises(TransientError):
+        retrieve(recorder.url, timeout_s=0.2)
 
 
 def test_requests_go_through_the_proxy_the_environment_names(
