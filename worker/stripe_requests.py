@@ -49,10 +49,16 @@ class PooledHTTPClient(stripe.HTTPClient):
         # As requests reads a single number: the connect and the read timeout each.
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
         proxy = requests.utils.get_environ_proxies(api_base).get(urlsplit(api_base).scheme)
+        # Connections kept per host, as requests keeps them: a sync's reading threads and the
+        # task's own thread ask at once, and a connection past this many is closed after use.
         self._pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, cert_reqs="CERT_REQUIRED", ca_certs=stripe.ca_bundle_path)
+            urllib3.ProxyManager(
+                proxy, maxsize=10, cert_reqs="CERT_REQUIRED", ca_certs=stripe.ca_bundle_path
+            )
             if proxy
-            else urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=stripe.ca_bundle_path)
+            else urllib3.PoolManager(
+                maxsize=10, cert_reqs="CERT_REQUIRED", ca_certs=stripe.ca_bundle_path
+            )
         )
 
     def request(

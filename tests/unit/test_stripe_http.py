@@ -96,6 +96,32 @@ def test_requests_share_kept_alive_connections(recorder: Recorder) -> None:
     assert len(recorder.seen) == 3 and len(set(recorder.ports)) == 1
 
 
+def test_threads_asking_at_once_each_keep_their_connection(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A sync's reading thread and its task's thread ask at once: neither connection is thrown
+    # away after use (urllib3 says so at WARNING when its pool per host is too small).
+    recorder.stalls, recorder.stall_s = 4, 0.2
+    gateway = StripeGateway("sk_test_proxy", api_base=recorder.url, max_network_retries=0)
+    askers = [
+        threading.Thread(
+            target=gateway.retrieve_account, args=(ACCOUNT,), kwargs={"stripe_account": None}
+        )
+        for _ in range(4)
+    ]
+    with caplog.at_level("WARNING", logger="urllib3"):
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        for _ in range(4):
+            gateway.retrieve_account(ACCOUNT, stripe_account=None)
+    assert len(recorder.seen) == 8
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")]
+    # The last four reuse the four kept connections.
+    assert set(recorder.ports[4:]) <= set(recorder.ports[:4])
+
+
 def test_a_connection_lost_before_the_answer_is_retried_by_the_sdk(recorder: Recorder) -> None:
     recorder.hang_ups = 1
     retrieve(recorder.url, retries=1)
