@@ -27,6 +27,8 @@ TOKEN = "status-token-0123456789abcdef"
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
 FAKE_KEY = "sk_test_51FakeKeyForTheStatusPage0000"
 FAKE_WEBHOOK_SECRET = "whsec_FakeSigningSecret0000"
+# How long before the page is asked for the seeded refresh was synced.
+SYNCED_AGO = timedelta(minutes=9)
 
 
 def seed(client: FlaskClient) -> None:
@@ -48,7 +50,7 @@ def seed(client: FlaskClient) -> None:
                     refresh_last_attempted_at=now_ts - 600,
                     cursor_refresh_id="fctxnref_ok",
                     cursor_refresh_at=now_ts - 600,
-                    last_synced_at=now - timedelta(minutes=9),
+                    last_synced_at=now - SYNCED_AGO,
                     next_due_at=now + timedelta(hours=23),
                     **common,
                 ),
@@ -78,7 +80,7 @@ def seed(client: FlaskClient) -> None:
                 source="beat",
                 status="succeeded",
                 completed_at=now - timedelta(minutes=10),
-                synced_at=now - timedelta(minutes=9),
+                synced_at=now - SYNCED_AGO,
                 inserted=42,
                 updated=3,
             )
@@ -228,12 +230,13 @@ def test_status_page_shows_no_secret(page: FlaskClient) -> None:
     assert "FakeKeyForTheStatusPage" not in html and "FakeSigningSecret" not in html
 
 
-def test_status_page_charts_todays_synced_rows(page: FlaskClient) -> None:
+def test_status_page_charts_synced_rows_on_the_day_they_were_synced(page: FlaskClient) -> None:
     runtime: Runtime = page.application.extensions["fcsync"]
-    today = runtime.clock.now().astimezone(UTC).date().isoformat()
+    # The UTC day of the sync: yesterday's, in the first minutes after midnight.
+    day = (runtime.clock.now() - SYNCED_AGO).astimezone(UTC).date().isoformat()
     html = page.get("/status").text
     assert html.count('<g class="day"') == 14
-    assert f'data-day="{today}" data-inserted="42" data-updated="3"' in html
+    assert f'data-day="{day}" data-inserted="42" data-updated="3"' in html
 
 
 def test_status_page_labels_its_times_utc(page: FlaskClient) -> None:
