@@ -19,6 +19,8 @@ class Stats:
     # The same, by the API key that asked (masked, as Stripe quotes keys): which key reached
     # which account, for callers that hold several keys.
     requests_by_key: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # The same, by route: which calls reached each account.
+    requests_by_account_route: Counter[tuple[str, str]] = field(default_factory=Counter)
     rate_limited: int = 0
     server_errors: int = 0
     dropped_connections: int = 0
@@ -37,6 +39,7 @@ class Stats:
         self.requests[template] += 1
         if account_id:
             self.requests_by_account[account_id] += 1
+            self.requests_by_account_route[(account_id, template)] += 1
             if api_key:
                 self.requests_by_key[(api_key, account_id)] += 1
 
@@ -61,6 +64,7 @@ class Stats:
             "requests": dict(sorted(self.requests.items())),
             "requests_by_account": dict(sorted(self.requests_by_account.items())),
             "requests_by_key": _nested(self.requests_by_key),
+            "requests_by_account_route": _nested(self.requests_by_account_route),
             "rate_limited": self.rate_limited,
             "server_errors": self.server_errors,
             "dropped_connections": self.dropped_connections,
