@@ -156,7 +156,7 @@ def handle_event(
     settings: Settings,
 ) -> EventResult:
     """Process one inbox event once; unknown types are kept and marked ignored."""
-    row = inbox.get_webhook_event(session, event_id)
+    row = inbox.claim_webhook_event(session, event_id)
     if row is None:
         raise PermanentError(f"event {event_id} is not in the inbox", code=ErrorCode.UNKNOWN_EVENT)
     log_context.note(account_id=row.account_id)

@@ -105,8 +105,11 @@ def _insert_once(dialect: str) -> Any:
     return stmt.on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
 
 
-def get_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
-    return session.get(WebhookEvent, event_id)
+def claim_webhook_event(session: Session, event_id: str) -> WebhookEvent | None:
+    """The event's row, locked until this unit of work ends (PostgreSQL; SQLite has one writer):
+    a second worker handed the same event (a redelivered message, a sweep's copy of a slow one)
+    waits for the first and finds it handled, instead of handling it again beside it."""
+    return session.get(WebhookEvent, event_id, with_for_update=True)
 
 
 def event_stripe_key(session: Session, event_id: str) -> str | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
+from models import WebhookEvent
 from tests.rows import account_row
 from tests.service.harness import REFRESH_COOLDOWN_S, REFRESH_DELAY_S, EmulatedFC
 from tests.service.test_features import ask
 from tests.service.test_webhooks import deliver, events
-from worker import feature_store, inbox, reconcile, refresh, reports, sync
+from worker import feature_store, reconcile, refresh, reports, sync
 from worker.errors import ErrorCode, PermanentError
 from worker.intents import PollRefresh, PollStaleRefresh, ReconcileDue, RefreshDue, SyncDue
 from worker.refresh import refresh_idempotency_key
@@ -65,7 +66,7 @@ def test_feature_choice_one_feature_alone_gets_no_transactions_work(
     (event,) = events(fc, "financial_connections.account.refreshed_transactions")
     receipt, handled = deliver(fc, session, event, now=fc.now())
     assert receipt.enqueue and handled.outcome == "ignored" and handled.intents == ()
-    stored_event = inbox.get_webhook_event(session, event["id"])
+    stored_event = session.get(WebhookEvent, event["id"])
     assert stored_event is not None and stored_event.outcome == "ignored"
     assert not any(isinstance(i, SyncDue | PollRefresh) for i in swept(fc, session))
     # Nor by reading the account for its feature.

@@ -5,6 +5,7 @@ failure never costs the others; a transient failure is retried for the failed ev
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,12 +13,13 @@ from typing import Any
 import pytest
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import task_retry
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from models import WebhookEvent
 from tasks.webhooks import handle_event_task, handle_events_task
 from tests.service.conftest import TaskRig
-from tests.service.harness import EmulatedFC
+from tests.service.harness import RETRIEVE_ACCOUNT, EmulatedFC
 from tests.service.test_webhooks import REFRESHED, receive, start_and_finish_refresh
 from worker import contract, event_handlers, inbox, log_context
 
@@ -222,3 +224,40 @@ def test_handle_events_out_of_time_retries_the_rest_unhandled(
     assert result.result == {"outcomes": {slow: "processed", third: "processed"}}
     assert calls == [slow, slow]
     assert synced(rig) == sorted([first_account, third_account])
+
+
+# Row locks are PostgreSQL's; SQLite runs one writer at a time.
+@pytest.mark.parametrize(
+    "committed_engine", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_one_event_handled_by_two_workers_at_once_asks_stripe_once(
+    fc: EmulatedFC, session: Session, committed_engine: Engine
+) -> None:
+    """A redelivered message, or a sweep's copy of a slow one, hands one event to two workers at
+    the same moment: the second waits for the first and finds it handled, instead of re-reading
+    the account beside it."""
+    account_id = fc.create_account(transactions=1)
+    fc.track(session, account_id)
+    event_id = store(fc, session, fc.control.trigger_event(DEACTIVATED, account_id))
+    reads_before = fc.requests(RETRIEVE_ACCOUNT)
+    fc.control.set_faults(latency_ms=300)
+    outcomes: list[str] = []
+
+    def handle() -> None:
+        with Session(committed_engine) as own:
+            result = event_handlers.handle_event(
+                own, fc.gateway, event_id, now=fc.now(), settings=fc.settings
+            )
+            own.commit()
+            outcomes.append(result.outcome)
+
+    workers = [threading.Thread(target=handle) for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        fc.control.set_faults(latency_ms=0)
+    assert sorted(outcomes) == ["duplicate", "processed"]
+    assert fc.requests(RETRIEVE_ACCOUNT) - reads_before == 1
